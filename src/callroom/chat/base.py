@@ -1,0 +1,77 @@
+"""The chat history port (SPEC §3.1 chat rows, §4 messages route, §8).
+
+Backends: ``MemoryChatHistory`` (``callroom.chat.memory``: the unit-test fixture and the
+window kept in memory) and ``SqlChatHistory`` (``callroom.chat.sql``: SQLite by default,
+PostgreSQL in production). ``CachedChatHistory`` puts the memory window of the last
+``CHAT_HISTORY_LIMIT`` messages per room in front of a durable store.
+
+Contract every backend keeps:
+
+- ``add`` stores durably before it returns (the node broadcasts only after it returns).
+  A ``chat_id`` is unique in a room. Adding a ``chat_id`` that the same sender already
+  stored in that room stores nothing and returns ``(stored message, False)`` (safe retry);
+  a ``chat_id`` used by another sender in that room raises ``ChatIdTaken``.
+- ``delete`` removes for good; it returns whether a message was removed.
+- ``page`` returns the newest ``limit`` messages older than ``before`` (or the newest
+  overall), oldest first, with ``total`` (messages in the room's history) and
+  ``has_more`` (older ones exist). An unknown ``before`` gives an empty page.
+- Any backend failure raises ``StoreUnavailable("store")`` and leaves nothing
+  half-written.
+- ``room`` is the room key ``"{kind}:{roomId}"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    chat_id: str
+    client_id: str
+    display_name: str
+    timestamp: int  # ms since epoch, server clock
+    chat_content: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """ChatInfo of SPEC §3."""
+        return {
+            "clientId": self.client_id,
+            "displayName": self.display_name,
+            "chatId": self.chat_id,
+            "timestamp": self.timestamp,
+            "chatContent": self.chat_content,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPage:
+    messages: list[ChatMessage]  # oldest first
+    total: int
+    has_more: bool
+
+
+class ChatIdTaken(Exception):
+    """The ``chat_id`` is used by another sender's message in this room."""
+
+
+class ChatHistory(Protocol):
+    async def start(self) -> None:
+        """Connect (and migrate). Must not raise when the store is down: ``check`` says."""
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers (``/readyz``)."""
+
+    async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]: ...
+
+    async def get(self, room: str, chat_id: str) -> ChatMessage | None: ...
+
+    async def delete(self, room: str, chat_id: str) -> bool: ...
+
+    async def page(self, room: str, limit: int, before: str | None = None) -> ChatPage: ...
+
+    async def purge_older_than(self, cutoff_ms: int) -> int:
+        """Delete every message older than ``cutoff_ms``; return how many."""
