@@ -110,7 +110,9 @@ class Effects:
     actions: list[Action] = field(default_factory=list)
     room_closed: bool = False  # the room is gone (last member left, or ended)
 
-    def send(self, recipients: tuple[str, ...] | list[str], event: str, payload: dict[str, Any]) -> None:
+    def send(
+        self, recipients: tuple[str, ...] | list[str], event: str, payload: dict[str, Any]
+    ) -> None:
         if recipients:
             self.actions.append(Send(tuple(recipients), event, payload))
 

@@ -1,0 +1,43 @@
+# callroom — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint fmt typecheck cov sync clean
+
+# uv itself is bootstrapped with pip when the machine has none.
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet 'uv>=0.5,<1'
+
+$(BIN)/callroom: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+sync: $(BIN)/callroom
+
+run: sync
+	$(BIN)/callroom serve --dev --log-format console
+
+lint: sync
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: sync
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: sync
+	$(BIN)/mypy
+
+# Every test, with line and branch coverage (subprocesses included) and a 90% floor.
+test: lint typecheck
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
+
+clean:
+	rm -rf .venv .tools .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache

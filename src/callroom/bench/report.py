@@ -1,0 +1,171 @@
+"""Results as JSON (``--json PATH``) and as rich tables.
+
+A report is one run of one scenario against one server::
+
+    {"tool": "callroom bench", "version", "scenario", "started_at", "machine",
+     "server", "protocol", "urls", "server_pids", "pinned", "params",
+     "headline": {"metric", "value", "higher_is_better"}, "result", "errors"}
+
+``result`` is the scenario's dataclass (scenarios.py) as a dict. ``compare`` wraps
+several reports with the ratios of their headline values.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from callroom import __version__
+from callroom.bench.scenarios import (
+    IdleResult,
+    JoinResult,
+    Params,
+    Result,
+    TrafficResult,
+)
+from callroom.bench.stats import CpuUse, Latency
+from callroom.bench.target import Target
+
+
+def headline(result: Result) -> tuple[str, float | None, bool]:
+    """The one number a scenario is judged by: (metric, value, higher is better)."""
+    if isinstance(result, JoinResult):
+        return "joins/s", result.joins_per_s, True
+    if isinstance(result, IdleResult):
+        return "KB per idle connection", result.kb_per_connection, False
+    best = None if result.best is None else result.best.delivered_per_s
+    return "delivered msgs/s at p99 < 100 ms", best, True
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def build_report(params: Params, target: Target, result: Result, pinned: bool) -> dict[str, Any]:
+    metric, value, higher = headline(result)
+    options = asdict(params)
+    del options["scenario"]
+    return {
+        "tool": "callroom bench",
+        "version": __version__,
+        "scenario": params.scenario.value,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "server": target.name,
+        "protocol": target.protocol.value,
+        "urls": list(target.urls),
+        "server_pids": list(target.server_pids),
+        "pinned": pinned,
+        "params": options,
+        "headline": {"metric": metric, "value": value, "higher_is_better": higher},
+        "result": asdict(result),
+        "errors": result.errors,
+    }
+
+
+def compare_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Headline of the first server divided by each other server's headline."""
+    values = {name: run["headline"]["value"] for name, run in runs.items()}
+    if not values:
+        return {}
+    base = next(iter(values.values()))
+    return {
+        name: None if base is None or not value else round(base / value, 3)
+        for name, value in list(values.items())[1:]
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _ms(latency: Latency | None) -> tuple[str, str, str]:
+    if latency is None:
+        return "-", "-", "-"
+    return f"{latency.p50:g}", f"{latency.p99:g}", f"{latency.max:g}"
+
+
+def _cpu(cpu: CpuUse) -> tuple[str, str]:
+    server = "-" if cpu.server is None else f"{cpu.server:.0%}"
+    return f"{cpu.generator:.0%}", server
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{code} x{count}" for code, count in sorted(errors.items())) or "none"
+
+
+def result_table(report: dict[str, Any], result: Result) -> Table:
+    """The summary of one report: one row per step (traffic) or one row."""
+    title = f"{report['scenario']} on {report['server']} ({report['protocol']})"
+    table = Table(title=title)
+    if isinstance(result, TrafficResult):
+        headers = ["rate/s", "sent/s", "delivered/s", "lost", "p50 ms", "p99 ms", "max ms"]
+        rows = [
+            [
+                f"{s.rate:g}",
+                f"{s.sent_per_s:,.0f}",
+                f"{s.delivered_per_s:,.0f}",
+                str(s.lost),
+                *_ms(s.latency_ms),
+                *_cpu(s.cpu),
+                "yes" if s.ok else "no",
+            ]
+            for s in result.steps
+        ]
+        headers += ["gen CPU", "server CPU", "p99 < 100 ms"]
+    elif isinstance(result, JoinResult):
+        headers = ["joined", "joins/s", "p50 ms", "p99 ms", "max ms", "gen CPU", "server CPU"]
+        joined = f"{result.joined}/{result.connections}"
+        row = [joined, f"{result.joins_per_s:,.0f}", *_ms(result.latency_ms), *_cpu(result.cpu)]
+        rows = [row]
+    else:
+        headers = ["joined", "open after hold", "RSS before KB", "RSS after KB", "KB/conn"]
+        rows = [
+            [
+                f"{result.joined}/{result.connections}",
+                str(result.open_after_hold),
+                str(result.rss_before_kb),
+                str(result.rss_after_kb),
+                f"{result.kb_per_connection:g}",
+            ]
+        ]
+    for header in headers:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    metric, value, _ = headline(result)
+    table.caption = f"{metric}: {'-' if value is None else f'{value:,.1f}'}; errors: " + _errors(
+        result.errors
+    )
+    return table
+
+
+def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
+    runs: dict[str, dict[str, Any]] = comparison["runs"]
+    ratios: dict[str, float | None] = comparison["ratios"]
+    base = next(iter(runs), None)
+    table = Table(title=f"compare {scenario}: {comparison['metric']}")
+    for header in ("server", "value", f"{base} / server", "errors"):
+        table.add_column(header, justify="right")
+    for name, run in runs.items():
+        value = run["headline"]["value"]
+        ratio = "-" if name == base or ratios.get(name) is None else f"{ratios[name]:.2f}x"
+        shown = "-" if value is None else f"{value:,.1f}"
+        table.add_row(name, shown, ratio, _errors(run["errors"]))
+    for name, reason in comparison["skipped"].items():
+        table.add_row(name, "skipped", "-", reason)
+    return table

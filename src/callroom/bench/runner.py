@@ -1,0 +1,97 @@
+"""Glue: start or reach the server, run a scenario, build the report; ``compare``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+from rich.progress import Progress
+
+from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
+from callroom.bench.client import Protocol
+from callroom.bench.report import build_report, compare_ratios
+from callroom.bench.scenarios import RUNNERS, Params, Result
+from callroom.bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
+from callroom.bench.target import DEV_KEY_FILE, BenchError, Minter, Target
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the server comes from: given URLs, or spawned by the bench."""
+
+    urls: tuple[str, ...] = ()
+    spawn: ServerKind = ServerKind.CALLROOM
+    nodes: int = 1
+    protocol: Protocol = Protocol.CALLROOM
+    server_pids: tuple[int, ...] = ()
+    key_file: Path = DEV_KEY_FILE
+    issuer: str = DEV_ISSUER
+    audience: str = DEV_AUDIENCE
+    pin: bool = True
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop, with the file descriptor limit raised for thousands of sockets."""
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def _run(params: Params, target: Target, progress: Progress) -> Result:
+    run = secrets.token_hex(3)  # fresh room ids: a long-lived server remembers old rooms
+    return await RUNNERS[params.scenario](params, target, progress, run)
+
+
+async def bench(
+    params: Params, source: Source, progress: Progress
+) -> tuple[dict[str, Any], Result]:
+    """One scenario against one server; returns the JSON report and the result."""
+    if source.urls:
+        minter = None
+        if source.protocol is Protocol.CALLROOM:
+            minter = Minter(source.key_file, source.issuer, source.audience)
+        target = Target("external", source.urls, source.protocol, minter, source.server_pids)
+        result = await _run(params, target, progress)
+        return build_report(params, target, result, pinned=False), result
+    async with spawn(source.spawn, source.nodes, source.pin) as server:
+        minter = Minter(server.key_file) if server.kind is ServerKind.CALLROOM else None
+        target = Target(server.kind.value, server.urls, PROTOCOLS[server.kind], minter, server.pids)
+        with pinned_generator(server.generator_cpu):
+            result = await _run(params, target, progress)
+        pinned = server.generator_cpu is not None
+        return build_report(params, target, result, pinned=pinned), result
+
+
+async def compare(
+    params: Params, servers: list[ServerKind], pin: bool, progress: Progress
+) -> dict[str, Any]:
+    """The scenario over each server back to back; a server that cannot run is skipped."""
+    runs: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for kind in servers:
+        try:
+            runs[kind.value], _ = await bench(params, Source(spawn=kind, pin=pin), progress)
+        except BenchError as exc:
+            skipped[kind.value] = str(exc)
+            progress.console.print(f"[yellow]skipped {kind.value}:[/yellow] {exc}")
+    metric = next(iter(runs.values()))["headline"]["metric"] if runs else "-"
+    return {
+        "tool": "callroom bench compare",
+        "scenario": params.scenario.value,
+        "metric": metric,
+        "baseline": next(iter(runs), None),
+        "runs": runs,
+        "skipped": skipped,
+        "ratios": compare_ratios(runs),
+    }

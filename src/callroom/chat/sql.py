@@ -1,0 +1,357 @@
+"""The durable chat history: SQLite (the default) or PostgreSQL (SPEC §3.1, §4, §6, §8).
+
+One table, ``chat_messages`` (``callroom.chat.models``), ordered by its identity ``id``
+(insertion order). Alembic migrations run on ``start`` and again whenever the store has to
+be reached anew (``callroom.chat.migrations``).
+
+Durability (SPEC §8 "nothing acknowledged is lost"): ``add`` commits before it returns.
+SQLite runs in WAL mode with ``synchronous=FULL``: every commit syncs the WAL, so an
+acknowledged message survives a power cut or an OS crash, not only a process crash
+(``NORMAL`` would be durable against a process crash only, and may lose the last commits
+on power loss). Transactions on SQLite are explicit ``BEGIN`` ... ``COMMIT`` (the driver's
+own implicit transactions are switched off), so a migration is atomic too.
+
+A store that is down (SPEC §3.3 ``unavailable``, §6): every operation raises
+``StoreUnavailable("store")`` within the connect timeout (3 s) or the statement timeout
+(5 s) and leaves nothing half-written (each operation is one transaction). After a
+failure the store is "not ready": the next call probes it again by re-running the
+migrations (single-flight: callers that queued behind a failed probe get its answer
+instead of piling up probes), and calls within ``retry_interval`` of a failed probe fail at
+once instead of waiting for another connect timeout. A ``check`` (``/readyz``) after that
+interval probes again, so the node becomes ready by itself once the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception classes are used
+from alembic import command
+from alembic.config import Config
+from alembic.util.exc import CommandError
+from sqlalchemy import Row, delete, event, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.models import chat_messages
+from callroom.errors import ConfigError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PART: Final = "store"
+CONNECT_TIMEOUT: Final = 3.0  # seconds to open a connection (SQLite: to get its lock)
+STATEMENT_TIMEOUT: Final = 5.0  # seconds a statement may run before the server cancels it
+POOL_TIMEOUT: Final = 5.0  # seconds to wait for a free pooled connection
+MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
+
+# What "the store did not answer" looks like: driver errors wrapped by SQLAlchemy, pool
+# timeouts, refused or timed-out connects (OSError), and asyncpg's own errors at connect
+# time, which SQLAlchemy does not wrap (a missing database, a refused login).
+_STORE_ERRORS: Final = (
+    SQLAlchemyError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+_COLUMNS: Final = (
+    chat_messages.c.chat_id,
+    chat_messages.c.client_id,
+    chat_messages.c.display_name,
+    chat_messages.c.timestamp,
+    chat_messages.c.chat_content,
+)
+
+
+def async_url(database_url: str) -> URL:
+    """``DATABASE_URL`` (SPEC §6) as the URL of an async driver.
+
+    ``sqlite:///path`` → ``sqlite+aiosqlite``; ``postgresql://`` or ``postgres://`` →
+    ``postgresql+asyncpg`` (a libpq ``sslmode`` becomes asyncpg's ``ssl``). Anything else
+    raises ``ConfigError("DATABASE_URL")``.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL", "is not a database URL") from None
+    if url.drivername in ("sqlite", "sqlite+aiosqlite"):
+        return url.set(drivername="sqlite+aiosqlite")
+    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        url = url.set(drivername="postgresql+asyncpg")
+        if "sslmode" in url.query:
+            query = dict(url.query)
+            query["ssl"] = query.pop("sslmode")
+            url = url.set(query=query)
+        return url
+    raise ConfigError("DATABASE_URL", "must be a sqlite:/// path or a postgresql:// URL")
+
+
+def make_engine(
+    database_url: str | URL,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    statement_timeout: float = STATEMENT_TIMEOUT,
+) -> AsyncEngine:
+    """An engine with the timeouts and durability settings of this module's docstring."""
+    url = async_url(database_url) if isinstance(database_url, str) else database_url
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=POOL_TIMEOUT,
+            async_creator=partial(_connect_sqlite, url.database or "", statement_timeout),
+        )
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args={
+            "timeout": connect_timeout,
+            # The server cancels a statement after the timeout; the client gives up a
+            # second later even when the server does not answer at all.
+            "command_timeout": statement_timeout + 1,
+            "server_settings": {
+                "statement_timeout": str(int(statement_timeout * 1000)),
+                "application_name": "callroom",
+            },
+        },
+    )
+
+
+async def _connect_sqlite(path: str, busy_timeout: float) -> aiosqlite.Connection:
+    connection = aiosqlite.connect(
+        path,
+        # How long a writer waits for another writer's lock.
+        timeout=busy_timeout,
+        # No implicit transactions from the driver: ``_sqlite_on_begin`` emits BEGIN, so DDL
+        # and DML share one real transaction (SQLAlchemy's documented aiosqlite recipe).
+        isolation_level=None,
+    )
+    # As SQLAlchemy's own aiosqlite connect does: a connection that was never closed (a
+    # crash) must not keep the process alive at exit.
+    connection._thread.daemon = True
+    await connection
+    await connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
+    await connection.execute("PRAGMA synchronous=FULL")  # per connection
+    return connection
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def alembic_config(database_url: str | URL, connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code (no ``alembic.ini``).
+
+    With ``connection``, the migrations run on it, inside its transaction (``env.py``).
+    """
+    url = async_url(database_url) if isinstance(database_url, str) else database_url
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolates "%": a percent-encoded password must be escaped.
+    rendered = url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for logs and ``last_error``: never the SQL parameters (chat text)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {exc.orig}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SqlChatHistory:
+    """``ChatHistory`` on SQLite or PostgreSQL (see the module docstring)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        retry_interval: float = 1.0,
+        purge_batch: int = 10_000,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+    ) -> None:
+        """``retry_interval``: seconds after a failed probe during which calls fail at once.
+
+        ``purge_batch``: rows deleted per transaction by ``purge_older_than``, so a first
+        purge of a large history never runs into the statement timeout.
+        ``connect_timeout`` (PostgreSQL) and ``statement_timeout`` (PostgreSQL; SQLite: the
+        wait for another writer's lock) bound how long a call waits for a store that hangs.
+        """
+        self._url = async_url(database_url)
+        self._engine = make_engine(
+            self._url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+        )
+        self._retry_interval = retry_interval
+        self._purge_batch = purge_batch
+        self._ready = False
+        self._lock = asyncio.Lock()
+        self._failed_probes = 0
+        self._retry_at = 0.0
+        self.last_error: str | None = None
+        """Why the store is not ready (for logs and diagnostics), ``None`` when ready."""
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def start(self) -> None:
+        """Connect and migrate; a store that is down is only recorded (SPEC §6)."""
+        # ``check`` reports a failure, and the next call probes again.
+        with suppress(StoreUnavailable):
+            await self._ensure_ready()
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+        self._ready = False
+
+    async def check(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
+        values = {
+            "room": room,
+            "chat_id": message.chat_id,
+            "client_id": message.client_id,
+            "display_name": message.display_name,
+            "timestamp": message.timestamp,
+            "chat_content": message.chat_content,
+        }
+        async with self._transaction() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            # The unique (room, chat_id) decides between concurrent adds, on every node:
+            # the loser inserts nothing and reads the winner's row.
+            statement = insert(chat_messages).values(values).on_conflict_do_nothing()
+            if (await conn.execute(statement)).rowcount == 1:
+                return message, True
+            row = (await conn.execute(self._select_one(room, message.chat_id))).first()
+        if row is None:  # pragma: no cover - deleted between the two statements
+            raise StoreUnavailable(PART, "chat message changed concurrently, retry")
+        stored = _message(row)
+        if stored.client_id != message.client_id:
+            raise ChatIdTaken(message.chat_id)
+        return stored, False
+
+    async def get(self, room: str, chat_id: str) -> ChatMessage | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(self._select_one(room, chat_id))).first()
+        return None if row is None else _message(row)
+
+    async def delete(self, room: str, chat_id: str) -> bool:
+        statement = delete(chat_messages).where(
+            chat_messages.c.room == room, chat_messages.c.chat_id == chat_id
+        )
+        async with self._transaction() as conn:
+            return (await conn.execute(statement)).rowcount > 0
+
+    async def page(self, room: str, limit: int, before: str | None = None) -> ChatPage:
+        in_room = chat_messages.c.room == room
+        query = select(*_COLUMNS).where(in_room).order_by(chat_messages.c.id.desc())
+        if before is not None:
+            # An unknown ``before`` makes the bound NULL: no row qualifies, an empty page.
+            bound = select(chat_messages.c.id).where(in_room, chat_messages.c.chat_id == before)
+            query = query.where(chat_messages.c.id < bound.scalar_subquery())
+        count = select(func.count()).select_from(chat_messages).where(in_room)
+        async with self._transaction() as conn:
+            # One row past the limit tells whether older messages exist (hasMore).
+            rows = (await conn.execute(query.limit(limit + 1))).all()
+            total = (await conn.execute(count)).scalar_one()
+        messages = [_message(row) for row in reversed(rows[:limit])]
+        return ChatPage(messages=messages, total=total, has_more=len(rows) > limit)
+
+    async def purge_older_than(self, cutoff_ms: int) -> int:
+        purged = 0
+        while True:
+            batch = (
+                select(chat_messages.c.id)
+                .where(chat_messages.c.timestamp < cutoff_ms)
+                .limit(self._purge_batch)
+            )
+            statement = delete(chat_messages).where(chat_messages.c.id.in_(batch))
+            async with self._transaction() as conn:
+                deleted = (await conn.execute(statement)).rowcount
+            purged += deleted
+            if deleted < self._purge_batch:
+                return purged
+
+    @staticmethod
+    def _select_one(room: str, chat_id: str) -> Any:
+        return select(*_COLUMNS).where(
+            chat_messages.c.room == room, chat_messages.c.chat_id == chat_id
+        )
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; a store error rolls it back and becomes ``StoreUnavailable``."""
+        await self._ensure_ready()
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except _STORE_ERRORS as exc:
+            self._failed(exc)
+            raise StoreUnavailable(PART, "chat store unavailable") from exc
+
+    async def _ensure_ready(self) -> None:
+        """Migrate (and so reach the store) unless that already worked since the last failure."""
+        if self._ready:
+            return
+        if time.monotonic() < self._retry_at:
+            raise StoreUnavailable(PART, "chat store unavailable")
+        failed_before = self._failed_probes
+        async with self._lock:
+            if self._ready:
+                return
+            if self._failed_probes != failed_before:
+                # A probe failed while this call waited for it: share its answer.
+                raise StoreUnavailable(PART, "chat store unavailable")
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(_upgrade_head)
+            except (*_STORE_ERRORS, CommandError) as exc:
+                self._failed_probes += 1
+                self._failed(exc)
+                raise StoreUnavailable(PART, "chat store unavailable") from exc
+            if self.last_error is not None:
+                log.warning("chat store is back")
+            self._ready = True
+            self.last_error = None
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._ready or self.last_error is None:
+            log.warning("chat store unavailable: %s", _describe(exc))
+        self._ready = False
+        self._retry_at = time.monotonic() + self._retry_interval
+        self.last_error = _describe(exc)
+
+
+def _upgrade_head(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection.engine.url, connection), "head")
+
+
+def _message(row: Row[Any]) -> ChatMessage:
+    return ChatMessage(
+        chat_id=row.chat_id,
+        client_id=row.client_id,
+        display_name=row.display_name,
+        timestamp=row.timestamp,
+        chat_content=row.chat_content,
+    )

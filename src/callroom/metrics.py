@@ -1,0 +1,69 @@
+"""Prometheus metrics (SPEC §4). Label values come from fixed sets only.
+
+Event labels are canonical client event names of SPEC §3.1 or ``unknown``; error codes
+are ``ErrorCode`` values; auth reasons are ``AuthError.reason`` values. Never a room id,
+a user id or a client-sent string.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """One registry per server instance (tests run several servers in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ws_connections = Gauge(
+            "callroom_ws_connections", "Open WebSocket connections on this node", registry=r
+        )
+        self.rooms_active = Gauge("callroom_rooms_active", "Rooms open on this node", registry=r)
+        self.rooms_created = Counter(
+            "callroom_rooms_created", "Rooms created on this node", registry=r
+        )
+        self.rooms_closed = Counter(
+            "callroom_rooms_closed", "Rooms closed on this node", registry=r
+        )
+        self.auth_failures = Counter(
+            "callroom_auth_failures", "Refused tokens by reason", ["reason"], registry=r
+        )
+        self.handshake_refusals = Counter(
+            "callroom_handshake_refusals",
+            "Connections refused before the upgrade, by code",
+            ["code"],
+            registry=r,
+        )
+        self.messages_received = Counter(
+            "callroom_messages_received", "Client frames received by event", ["event"], registry=r
+        )
+        self.handler_errors = Counter(
+            "callroom_handler_errors",
+            "Client frames answered with an error, by event and code",
+            ["event", "code"],
+            registry=r,
+        )
+        self.message_seconds = Histogram(
+            "callroom_message_handling_seconds",
+            "Time to handle one client frame",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.messages_sent = Counter(
+            "callroom_messages_sent", "Frames queued to clients", registry=r
+        )
+        self.slow_consumers = Counter(
+            "callroom_slow_consumer_closes",
+            "Connections closed because their outgoing queue was full",
+            registry=r,
+        )
+        self.closes = Counter(
+            "callroom_ws_closes",
+            "Connections closed by the server, by close code",
+            ["code"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,159 @@
+"""What each member sees of a room: ``room_state`` (SPEC §3.2) and the REST views (SPEC §4).
+
+A view depends on the recipient only through its own ClientInfo and role, and on the room
+through the lists of its *view class*: hosts see everything, other admitted members see
+everything but the waiting room, a waiting member sees only itself. So "every member
+whose view of the room changed" (SPEC §3.2) is found exactly in O(members): compare the
+lists of each class and each member's own (role, name) before and after a transition
+(``ViewSnapshot``), instead of building and comparing every member's whole view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from callroom.room.access import client_info
+from callroom.room.model import Effects, Member, Role, Room
+
+_HOST = "host"
+_ADMITTED = "admitted"
+_WAITING = "waiting"
+
+
+def _view_class(member: Member) -> str:
+    if member.role is Role.HOST:
+        return _HOST
+    if member.role is Role.WAITING:
+        return _WAITING
+    return _ADMITTED
+
+
+def _host_lists(room: Room) -> dict[str, Any]:
+    """Every list of ``room_state`` as a host sees it (SPEC §3.2), plus ``locked``/``media``."""
+    hosts: list[dict[str, Any]] = []
+    participants: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []
+    sharing: list[dict[str, Any]] = []
+    by_role = {
+        Role.HOST: hosts,
+        Role.PARTICIPANT: participants,  # role exactly participant (SPEC §3.2)
+        Role.WAITING: waiting,
+        Role.SCREENSHARE: sharing,
+    }
+    for member in room.members.values():
+        by_role[member.role].append(client_info(member))
+    return {
+        "hosts": hosts,
+        "participants": participants,
+        "handsRaised": [client_info(room.members[cid]) for cid in room.hands],  # queue order
+        "waitingUsers": waiting,
+        "sharingScreen": sharing,
+        "locked": room.locked,
+        "media": {
+            cid: {"audio": state.audio, "video": state.video} for cid, state in room.media.items()
+        },
+    }
+
+
+def _lists_by_class(room: Room) -> dict[str, dict[str, Any]]:
+    """The shared part of each view class. A waiting member's own entry is added per member."""
+    host = _host_lists(room)
+    return {
+        _HOST: host,
+        # SPEC §3.2: waitingUsers is filled for hosts only.
+        _ADMITTED: {**host, "waitingUsers": []},
+        # SPEC §3.2: a waiting recipient sees only itself (every list empty; `locked` is
+        # the real flag: it tells a knocking user nothing about who is inside).
+        _WAITING: {
+            "hosts": [],
+            "participants": [],
+            "handsRaised": [],
+            "waitingUsers": [],
+            "sharingScreen": [],
+            "locked": room.locked,
+            "media": {},
+        },
+    }
+
+
+def _state(room: Room, member: Member, lists: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    cls = _view_class(member)
+    shared = lists[cls]
+    if cls == _WAITING:
+        shared = {**shared, "waitingUsers": [client_info(member)]}
+    return {
+        "clientId": member.client_id,
+        "displayName": member.display_name,
+        "role": member.role.value,
+        "roomId": room.room_id,
+        **shared,
+    }
+
+
+def room_state_for(room: Room, client_id: str) -> dict[str, Any]:
+    """The ``room_state`` payload for member ``client_id`` (SPEC §3.2); KeyError if absent."""
+    return _state(room, room.members[client_id], _lists_by_class(room))
+
+
+def host_view(room: Room) -> dict[str, Any]:
+    """Every list of ``room_state`` as a host sees it, plus ``media`` (SPEC §4 admin view)."""
+    lists = _host_lists(room)
+    del lists["locked"]  # already in room_summary
+    return lists
+
+
+def member_view(room: Room, client_id: str) -> dict[str, Any]:
+    """The lists as member ``client_id`` sees them in the room (SPEC §4 member view)."""
+    state = room_state_for(room, client_id)
+    for key in ("clientId", "displayName", "role", "roomId", "locked"):
+        del state[key]
+    return state
+
+
+def room_summary(room: Room) -> dict[str, Any]:
+    """One entry of ``GET /api/v1/rooms`` (SPEC §4)."""
+    admitted = sum(1 for m in room.members.values() if m.role.admitted)
+    return {
+        "kind": room.kind,
+        "roomId": room.room_id,
+        "members": len(room.members),
+        "admitted": admitted,
+        "waiting": len(room.members) - admitted,
+        "hosts": [client_info(m) for m in room.members.values() if m.role is Role.HOST],
+        "locked": room.locked,
+        "createdAt": room.created_at_ms,
+    }
+
+
+def send_room_states(effects: Effects, room: Room, recipients: Iterable[str]) -> None:
+    """Append one ``room_state`` per recipient, each with its own view (lists built once)."""
+    lists: dict[str, dict[str, Any]] | None = None
+    for cid in recipients:
+        if lists is None:
+            lists = _lists_by_class(room)
+        effects.send((cid,), "room_state", _state(room, room.members[cid], lists))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSnapshot:
+    """What every member saw before a transition, to find whose view changed after it."""
+
+    lists: dict[str, dict[str, Any]]
+    own: dict[str, tuple[Role, str]]
+
+    @classmethod
+    def take(cls, room: Room) -> ViewSnapshot:
+        own = {cid: (m.role, m.display_name) for cid, m in room.members.items()}
+        return cls(_lists_by_class(room), own)
+
+    def changed(self, room: Room) -> list[str]:
+        """Members (join order) whose ``room_state`` differs from the snapshot's."""
+        after = _lists_by_class(room)
+        moved = {cls for cls in after if after[cls] != self.lists[cls]}
+        return [
+            cid
+            for cid, m in room.members.items()
+            if self.own.get(cid) != (m.role, m.display_name) or _view_class(m) in moved
+        ]

@@ -1,0 +1,142 @@
+"""One member's WebSocket: frames out without an await per frame, bounded buffering.
+
+Outgoing frames are written straight to the transport (``framing.text_frame`` bytes,
+built once per broadcast). The transport's write buffer is the bounded outgoing queue:
+when a consumer cannot keep up and its buffer passes ``max_buffer`` bytes, the
+connection is closed (1013, "try again later") rather than allowed to grow memory
+without bound (DESIGN "Backpressure").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import TYPE_CHECKING
+
+import structlog
+
+from callroom.errors import CloseCode
+from callroom.server.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from callroom.room.model import Identity
+
+log = structlog.get_logger(__name__)
+
+SLOW_CONSUMER_CODE = 1013  # RFC 6455 "Try Again Later": the client may reconnect
+_ids = itertools.count(1)
+
+
+class Connection:
+    """A member's socket in a room, as the node sees it."""
+
+    __slots__ = (
+        "_close_task",
+        "_pending",
+        "_transport",
+        "client_id",
+        "closing",
+        "conn_id",
+        "detached",
+        "expiry_handle",
+        "identity",
+        "ip",
+        "kind",
+        "max_buffer",
+        "on_close_code",
+        "rate",
+        "room_id",
+        "room_key",
+        "violations",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        identity: Identity,
+        kind: str,
+        room_id: str,
+        ip: str,
+        *,
+        rate_per_second: float,
+        burst: int,
+        max_buffer: int,
+    ) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.client_id = identity.client_id
+        self.kind = kind
+        self.room_id = room_id
+        self.room_key = f"{kind}:{room_id}"
+        self.ip = ip
+        self.conn_id = f"c{next(_ids)}"
+        self.max_buffer = max_buffer
+        # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection. A second
+        # bucket of the same size counts dropped frames: a sender that keeps flooding
+        # after its rate_limited errors drains it and is closed with 1008 (SPEC §3.4).
+        self.rate = TokenBucket(rate_per_second, burst)
+        self.violations = TokenBucket(rate_per_second, burst)
+        self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes] | None = []  # frames queued before the upgrade
+        self._close_task: asyncio.Task[None] | None = None
+        self.closing = False
+        # True once the room core no longer counts this socket as the member's session
+        # (kicked, denied, ended, or replaced by a newer connection): its end changes
+        # nothing in the room.
+        self.detached = False
+        self.on_close_code: int | None = None
+        self.expiry_handle: asyncio.TimerHandle | None = None
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        """The upgrade is done: flush what was queued (``room_state`` first, SPEC §1)."""
+        self._transport = transport
+        pending, self._pending = self._pending, None
+        if pending:
+            transport.write(b"".join(pending))
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete frame; never awaits."""
+        if self.closing:
+            return
+        if self._pending is not None:
+            self._pending.append(frame)
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.max_buffer:
+            log.warning("slow_consumer_closed", conn_id=self.conn_id)
+            self.close(SLOW_CONSUMER_CODE, "slow consumer")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` (SPEC §3.4) in the background; idempotent."""
+        if self.closing:
+            return
+        self.closing = True
+        self.on_close_code = int(code)
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        if self._pending is not None:
+            # Not upgraded yet: the handler closes right after the upgrade.
+            return
+        self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode())
+
+    async def finish_pending_close(self) -> None:
+        """After the upgrade: carry out a close that was asked for before it."""
+        if self.closing and self.on_close_code is not None and self._close_task is None:
+            await self._close(self.on_close_code, "")
+
+
+def is_leave(client_close_code: int | None) -> bool:
+    """SPEC §2: a member that closes with 1000 has left; any other end is a drop."""
+    return client_close_code == CloseCode.NORMAL

@@ -1,0 +1,251 @@
+"""HTTP routes besides the WebSocket (SPEC §4): health, readiness, metrics, the REST API,
+the ICE servers, the OpenAPI document, and the dev-mode key and token routes (SPEC §5).
+
+API routes take ``Authorization: Bearer <JWT>`` and answer errors with the JSON body of
+SPEC §1 (401 ``unauthorized``, 403 ``forbidden``, 404 ``not_found``, 422
+``invalid_payload``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
+from callroom.config import Settings
+from callroom.errors import HandshakeCode, HandshakeRefused, StoreUnavailable
+from callroom.room import core
+from callroom.room.model import Identity, Room
+from callroom.server.handshake import KINDS, ROOM_ID_RE, bearer_token
+from callroom.server.http_common import NODE_KEY, json_error
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/ws/health")
+@routes.get("/healthz")
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def ready(request: web.Request) -> web.Response:
+    failing = await request.app[NODE_KEY].readiness()
+    if failing:
+        return web.json_response({"status": "unavailable", "failing": failing}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[NODE_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- REST API -------------------------------------------------------------------------
+
+
+async def _caller(request: web.Request) -> Identity:
+    return await request.app[NODE_KEY].authenticate(bearer_token(request))
+
+
+def _room_key(request: web.Request) -> tuple[str, str]:
+    kind = request.match_info["kind"]
+    room_id = request.match_info["room_id"]
+    if kind not in KINDS or not ROOM_ID_RE.match(room_id):
+        raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
+    return kind, room_id
+
+
+def _is_admitted(room: Room | None, identity: Identity) -> bool:
+    member = room.members.get(identity.client_id) if room is not None else None
+    return member is not None and member.role != "waiting"
+
+
+def _forbidden() -> HandshakeRefused:
+    return HandshakeRefused(HandshakeCode.FORBIDDEN, "you may not see or change this room")
+
+
+@routes.get("/api/v1/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    identity = await _caller(request)
+    if not identity.is_admin:
+        raise _forbidden()
+    hub = request.app[NODE_KEY].hub
+    return web.json_response({"rooms": [core.room_summary(room) for room in hub.rooms.values()]})
+
+
+@routes.get("/api/v1/rooms/{kind}/{room_id}")
+async def get_room(request: web.Request) -> web.Response:
+    identity = await _caller(request)
+    kind, room_id = _room_key(request)
+    room = request.app[NODE_KEY].hub.rooms.get(f"{kind}:{room_id}")
+    if not identity.is_admin and not _is_admitted(room, identity):
+        raise _forbidden()
+    if room is None:
+        raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
+    if identity.client_id in room.members:
+        # The lists as the caller sees them in the room (SPEC §4).
+        view = core.room_state_for(room, identity.client_id)
+        for key in ("clientId", "displayName", "role", "roomId"):
+            view.pop(key, None)
+        if identity.is_admin:
+            view = core.host_view(room)
+    else:
+        view = core.host_view(room)  # an admin sees the room as a host
+    return web.json_response({**core.room_summary(room), **view})
+
+
+@routes.delete("/api/v1/rooms/{kind}/{room_id}")
+async def delete_room(request: web.Request) -> web.Response:
+    identity = await _caller(request)
+    kind, room_id = _room_key(request)
+    hub = request.app[NODE_KEY].hub
+    room = hub.rooms.get(f"{kind}:{room_id}")
+    member = room.members.get(identity.client_id) if room is not None else None
+    if not identity.is_admin and (member is None or member.role != "host"):
+        raise _forbidden()
+    if not hub.end_room(f"{kind}:{room_id}"):
+        raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
+    return web.json_response({"status": "ended", "kind": kind, "roomId": room_id})
+
+
+def _query_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise HandshakeRefused(HandshakeCode.INVALID_PAYLOAD, "limit must be an integer 1-100")
+    return int(raw)
+
+
+@routes.get("/api/v1/rooms/{kind}/{room_id}/messages")
+async def room_messages(request: web.Request) -> web.Response:
+    identity = await _caller(request)
+    kind, room_id = _room_key(request)
+    node = request.app[NODE_KEY]
+    key = f"{kind}:{room_id}"
+    if not identity.is_admin and not _is_admitted(node.hub.rooms.get(key), identity):
+        raise _forbidden()
+    limit = _query_limit(request)
+    before = request.query.get("before") or None
+    if before is not None and len(before) > 64:
+        raise HandshakeRefused(HandshakeCode.INVALID_PAYLOAD, "before must be a chatId")
+    try:
+        page = await node.history.page(key, limit, before)
+    except StoreUnavailable:
+        raise HandshakeRefused(
+            HandshakeCode.UNAVAILABLE, "the chat store is unavailable, retry later"
+        ) from None
+    return web.json_response(
+        {"messages": [m.to_wire() for m in page.messages], "hasMore": page.has_more}
+    )
+
+
+@routes.get("/api/v1/ice-servers")
+async def ice_servers(request: web.Request) -> web.Response:
+    identity = await _caller(request)
+    settings = request.app[NODE_KEY].settings
+    servers: list[dict[str, Any]] = []
+    if settings.STUN_URLS:
+        servers.append({"urls": list(settings.STUN_URLS)})
+    if settings.TURN_URLS:
+        turn: dict[str, Any] = {"urls": list(settings.TURN_URLS)}
+        if settings.TURN_SECRET:
+            # coturn REST scheme: username "expiry:clientId", credential
+            # base64(HMAC-SHA1(secret, username)) (SPEC §4).
+            expiry = int(time.time()) + settings.TURN_TTL_SECONDS
+            username = f"{expiry}:{identity.client_id}"
+            digest = hmac.new(
+                settings.TURN_SECRET.encode(), username.encode(), hashlib.sha1
+            ).digest()
+            turn["username"] = username
+            turn["credential"] = base64.b64encode(digest).decode()
+        servers.append(turn)
+    return web.json_response({"iceServers": servers, "ttl": settings.TURN_TTL_SECONDS})
+
+
+# -- OpenAPI ----------------------------------------------------------------------------
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("callroom").joinpath("openapi.yaml").read_text()
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
+@routes.get("/openapi.json")
+async def openapi_json(_request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+_DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>callroom API</title></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
+</body></html>
+"""
+
+
+@routes.get("/docs")
+async def docs(_request: web.Request) -> web.Response:
+    return web.Response(text=_DOCS_HTML, content_type="text/html")
+
+
+# -- Dev mode (SPEC §5) -------------------------------------------------------------------
+
+dev_routes = web.RouteTableDef()
+
+
+def mint_dev_token(
+    settings: Settings, keys: DevKeys, sub: str, name: str | None, roles: list[str], ttl: int
+) -> str:
+    """A dev token with the issuer, audience and claim names this node verifies."""
+    return keys.mint(
+        sub,
+        name=name,
+        roles=roles,
+        ttl_seconds=ttl,
+        issuer=settings.issuer or DEV_ISSUER,
+        audience=settings.audience or DEV_AUDIENCE,
+        name_claim=settings.AUTH_NAME_CLAIM,
+        roles_claim=settings.AUTH_ROLES_CLAIM,
+    )
+
+
+@dev_routes.get("/dev/jwks.json")
+async def dev_jwks(request: web.Request) -> web.Response:
+    keys = request.app[NODE_KEY].dev_keys
+    assert keys is not None
+    return web.json_response(keys.jwks())
+
+
+@dev_routes.post("/dev/token")
+async def dev_token(request: web.Request) -> web.Response:
+    keys = request.app[NODE_KEY].dev_keys
+    assert keys is not None
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(HandshakeCode.INVALID_PAYLOAD, "body must be a JSON object")
+    if not isinstance(body, dict):
+        return json_error(HandshakeCode.INVALID_PAYLOAD, "body must be a JSON object")
+    sub, name, roles = body.get("sub"), body.get("name"), body.get("roles", [])
+    if not isinstance(sub, str) or not 1 <= len(sub) <= 128:
+        return json_error(HandshakeCode.INVALID_PAYLOAD, "sub must be a string of 1-128 chars")
+    if name is not None and not isinstance(name, str):
+        return json_error(HandshakeCode.INVALID_PAYLOAD, "name must be a string")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return json_error(HandshakeCode.INVALID_PAYLOAD, "roles must be a list of strings")
+    ttl = 3600
+    token = mint_dev_token(request.app[NODE_KEY].settings, keys, sub, name, roles, ttl)
+    return web.json_response({"token": token, "expiresIn": ttl})

@@ -1,0 +1,21 @@
+"""Shared HTTP helpers: the app key for the node and the JSON error body (SPEC §1, §4)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from callroom.errors import HANDSHAKE_STATUS, HandshakeCode
+
+if TYPE_CHECKING:
+    from callroom.server.node import Node
+
+NODE_KEY: web.AppKey[Node] = web.AppKey("callroom_node")
+
+
+def json_error(code: HandshakeCode, message: str) -> web.Response:
+    """``{"error": code, "message": text}`` with the status of the SPEC §1 table."""
+    return web.json_response(
+        {"error": code.value, "message": message}, status=HANDSHAKE_STATUS[code]
+    )

@@ -1,0 +1,328 @@
+"""The node's room runtime: rooms in memory, sessions, timers, and effects delivered.
+
+The hub is the thin adapter around the pure core (``callroom.room.core``): it looks up
+the room, runs a transition, then carries out the returned ``Effects`` in order — each
+``Send`` encoded once and written to every recipient's socket, each ``Close`` started.
+Chat goes through the ``ChatHistory`` port: stored durably before the broadcast
+(SPEC §3.1, §8 "nothing acknowledged is lost").
+
+Room state lives in this process (``REDIS_URL`` unset: one node, SPEC §6). Everything
+room-related passes through ``join``/``ended``/``handle``, the seam where a shared store
+and a bus plug in for many nodes (SPEC §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage
+from callroom.errors import CloseCode, ErrorCode, ProtocolError, StoreUnavailable
+from callroom.room import core
+from callroom.room.commands import (
+    AddChat,
+    Command,
+    DeleteChat,
+    GetRecentChats,
+    Ping,
+    RefreshToken,
+)
+from callroom.room.encode import PONG_FRAME_BYTES, encode_bytes
+from callroom.room.model import Close, Effects, Identity, Room, RoomRules, Send
+from callroom.server.connection import Connection, is_leave
+from callroom.server.framing import text_frame
+
+if TYPE_CHECKING:
+    from callroom.auth.verifier import TokenVerifier
+    from callroom.config import Settings
+    from callroom.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+PONG_BYTES = text_frame(PONG_FRAME_BYTES)
+
+
+def event_frame(event: str, payload: dict[str, Any]) -> bytes:
+    """The WebSocket frame of one event, encoded once for all its recipients."""
+    return text_frame(encode_bytes(event, payload))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Hub:
+    """Rooms and sessions of this node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        history: ChatHistory,
+        verifier: TokenVerifier,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.history = history
+        self.verifier = verifier
+        self.metrics = metrics
+        self.rules = RoomRules(
+            lobby_enabled=settings.LOBBY_ENABLED,
+            max_room_size=settings.MAX_ROOM_SIZE,
+            max_screenshares=settings.MAX_SCREENSHARES,
+        )
+        self.rooms: dict[str, Room] = {}
+        self.sessions: dict[str, dict[str, Connection]] = {}
+        self.connections: set[Connection] = set()
+        self._grace: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.idle = asyncio.Event()  # set while no socket is open (shutdown waits on it)
+        self.idle.set()
+
+    # -- membership ---------------------------------------------------------------
+
+    def check_join(self, kind: str, room_id: str, identity: Identity) -> None:
+        """Refuse before the upgrade (SPEC §1: banned, room_locked, room_full)."""
+        core.check_join(self.rooms.get(f"{kind}:{room_id}"), identity, self.rules)
+
+    def join(self, conn: Connection) -> None:
+        """Add ``conn`` as the member's session; its ``room_state`` is queued first."""
+        key = conn.room_key
+        room = self.rooms.get(key)
+        created = room is None
+        if room is None:
+            room = core.new_room(conn.kind, conn.room_id, now_ms())
+        effects = core.join(room, conn.identity, self.rules)  # re-checks: may refuse
+        if created:
+            self.rooms[key] = room
+            self.metrics.rooms_created.inc()
+            self.metrics.rooms_active.set(len(self.rooms))
+        sessions = self.sessions.setdefault(key, {})
+        old = sessions.get(conn.client_id)
+        if old is not None:
+            # SPEC §2: one session per (room, clientId); the older one is closed 4009.
+            old.detached = True
+            old.close(CloseCode.REPLACED, "session replaced")
+        sessions[conn.client_id] = conn
+        self.connections.add(conn)
+        self.idle.clear()
+        grace = self._grace.pop((key, conn.client_id), None)
+        if grace is not None:
+            grace.cancel()
+        self.schedule_expiry(conn, conn.identity.expires_at)
+        self.apply(key, effects)
+
+    def ended(self, conn: Connection, client_close_code: int | None) -> None:
+        """The socket is gone: a leave (client 1000) or a drop (anything else, SPEC §2)."""
+        self.connections.discard(conn)
+        if not self.connections:
+            self.idle.set()
+        if conn.expiry_handle is not None:
+            conn.expiry_handle.cancel()
+        if conn.detached:
+            return
+        key = conn.room_key
+        sessions = self.sessions.get(key)
+        if sessions is not None and sessions.get(conn.client_id) is conn:
+            del sessions[conn.client_id]
+        room = self.rooms.get(key)
+        if room is None:
+            return
+        if is_leave(client_close_code):
+            effects = core.leave(room, conn.client_id)
+        else:
+            effects = core.drop(room, conn.client_id)
+            member = room.members.get(conn.client_id)
+            if member is not None and not member.connected:
+                self._schedule_grace(key, conn.client_id)
+        self.apply(key, effects)
+
+    def _schedule_grace(self, key: str, client_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._grace[(key, client_id)] = loop.call_later(
+            self.settings.RECONNECT_GRACE_SECONDS, self._grace_expired, key, client_id
+        )
+
+    def _grace_expired(self, key: str, client_id: str) -> None:
+        self._grace.pop((key, client_id), None)
+        room = self.rooms.get(key)
+        if room is not None:
+            self.apply(key, core.grace_expired(room, client_id))
+
+    def schedule_expiry(self, conn: Connection, expires_at: float) -> None:
+        """SPEC §5: closed with 4001 when ``exp`` + leeway passes, unless refreshed."""
+        if conn.expiry_handle is not None:
+            conn.expiry_handle.cancel()
+        delay = expires_at + self.settings.AUTH_LEEWAY_SECONDS - time.time()
+        conn.expiry_handle = asyncio.get_running_loop().call_later(
+            max(0.0, delay), conn.close, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
+
+    # -- delivery -----------------------------------------------------------------
+
+    def apply(self, key: str, effects: Effects) -> None:
+        """Carry out ``effects`` in order: each Send encoded once (DESIGN "Encode once")."""
+        sessions = self.sessions.get(key, {})
+        sent = 0
+        for action in effects.actions:
+            if isinstance(action, Send):
+                frame = event_frame(action.event, action.payload)
+                for client_id in action.recipients:
+                    target = sessions.get(client_id)
+                    if target is not None:
+                        target.send(frame)
+                        sent += 1
+            elif isinstance(action, Close):
+                target = sessions.pop(action.client_id, None)
+                if target is not None:
+                    target.detached = True
+                    target.close(action.code, action.reason)
+                    self.metrics.closes.labels(code=str(int(action.code))).inc()
+        if sent:
+            self.metrics.messages_sent.inc(sent)
+        if effects.room_closed:
+            self._close_room(key)
+
+    def _close_room(self, key: str) -> None:
+        if self.rooms.pop(key, None) is None:
+            return
+        for conn in self.sessions.pop(key, {}).values():
+            conn.detached = True
+        for grace_key in [k for k in self._grace if k[0] == key]:
+            self._grace.pop(grace_key).cancel()
+        self.metrics.rooms_closed.inc()
+        self.metrics.rooms_active.set(len(self.rooms))
+
+    def broadcast(self, key: str, recipients: tuple[str, ...], frame: bytes) -> None:
+        sessions = self.sessions.get(key, {})
+        for client_id in recipients:
+            target = sessions.get(client_id)
+            if target is not None:
+                target.send(frame)
+        self.metrics.messages_sent.inc(len(recipients))
+
+    def end_room(self, key: str) -> bool:
+        """End a room from the admin API (SPEC §4 DELETE): every member closed 4005."""
+        room = self.rooms.get(key)
+        if room is None:
+            return False
+        self.apply(key, core.end_room(room))
+        return True
+
+    # -- commands -----------------------------------------------------------------
+
+    def _room(self, conn: Connection) -> Room:
+        room = self.rooms.get(conn.room_key)
+        if room is None or conn.detached:
+            # The room ended or this session was replaced while a frame was in flight.
+            raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room")
+        return room
+
+    async def handle(self, conn: Connection, command: Command) -> None:
+        """Run one decoded command of ``conn``; rule violations raise ProtocolError."""
+        if isinstance(command, Ping):
+            conn.send(PONG_BYTES)
+        elif isinstance(command, AddChat):
+            await self._add_chat(conn, command)
+        elif isinstance(command, DeleteChat):
+            await self._delete_chat(conn, command)
+        elif isinstance(command, GetRecentChats):
+            await self._recent_chats(conn, command)
+        elif isinstance(command, RefreshToken):
+            await self._refresh_token(conn, command)
+        else:
+            room = self._room(conn)
+            self.apply(conn.room_key, core.handle(room, conn.client_id, command, self.rules))
+
+    async def _add_chat(self, conn: Connection, command: AddChat) -> None:
+        member = core.require_admitted(self._room(conn), conn.client_id, "add_chat")
+        message = ChatMessage(
+            chat_id=command.chat_id or uuid.uuid4().hex,
+            client_id=conn.client_id,
+            display_name=member.display_name,
+            timestamp=now_ms(),
+            chat_content=command.chat_content,
+        )
+        try:
+            stored, created = await self.history.add(conn.room_key, message)
+        except ChatIdTaken:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "chatId is already used by another message in this room",
+                "add_chat",
+            ) from None
+        except StoreUnavailable:
+            raise _store_down("add_chat") from None
+        frame = event_frame("add_chat", stored.to_wire())
+        room = self.rooms.get(conn.room_key)
+        if created and room is not None:
+            self.broadcast(conn.room_key, core.admitted_ids(room), frame)
+        else:
+            # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
+            conn.send(frame)
+
+    async def _delete_chat(self, conn: Connection, command: DeleteChat) -> None:
+        member = core.require_admitted(self._room(conn), conn.client_id, "delete_chat")
+        try:
+            message = await self.history.get(conn.room_key, command.chat_id)
+            if message is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
+            core.authorize_delete(self._room(conn), conn.client_id, message.client_id)
+            deleted = await self.history.delete(conn.room_key, command.chat_id)
+        except StoreUnavailable:
+            raise _store_down("delete_chat") from None
+        if not deleted:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
+        payload = {
+            "chatId": command.chat_id,
+            "clientId": conn.client_id,
+            "displayName": member.display_name,
+        }
+        room = self.rooms.get(conn.room_key)
+        if room is not None:
+            frame = event_frame("delete_chat", payload)
+            self.broadcast(conn.room_key, core.admitted_ids(room), frame)
+
+    async def _recent_chats(self, conn: Connection, command: GetRecentChats) -> None:
+        core.require_admitted(self._room(conn), conn.client_id, command.reply_event)
+        try:
+            page = await self.history.page(conn.room_key, command.limit, command.before)
+        except StoreUnavailable:
+            raise _store_down(command.reply_event) from None
+        payload = {
+            "messages": [message.to_wire() for message in page.messages],
+            "total": page.total,
+            "hasMore": page.has_more,
+        }
+        conn.send(event_frame(command.reply_event, payload))
+
+    async def _refresh_token(self, conn: Connection, command: RefreshToken) -> None:
+        from callroom.auth.verifier import AuthError
+
+        try:
+            identity = await self.verifier.verify_for_refresh(command.token, conn.client_id)
+        except AuthError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                f"token is not a valid token for this session ({exc.reason})",
+                "refresh_token",
+            ) from None
+        if identity.expires_at <= conn.identity.expires_at:
+            # SPEC §5: only a newer exp extends the session; the old expiry stands.
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "token must expire later than the session's current token",
+                "refresh_token",
+            )
+        conn.identity = identity
+        self.schedule_expiry(conn, identity.expires_at)
+
+
+def _store_down(event: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE,
+        "the chat store is unavailable; nothing was done, retry later",
+        event,
+    )

@@ -1,0 +1,215 @@
+"""One callroom node: its parts, its start-up and its written shutdown sequence.
+
+Start-up: bind the listening socket (explicit backlog, DESIGN "Listen backlog"), build
+the token verifier (dev mode: pointed at this node's own ``/dev/jwks.json``, SPEC §5),
+serve, then fetch the keys and open the chat store concurrently. A part that is down
+does not stop the node: ``/readyz`` names it until it answers (SPEC §6).
+
+Shutdown (SPEC §8, after uvicorn's ``Server.shutdown``):
+1. mark draining: ``/readyz`` 503, new upgrades 503;
+2. close every member with 1001 so clients reconnect to another node;
+3. wait for the sockets to finish, at most half of ``SHUTDOWN_GRACE_SECONDS``;
+4. stop background tasks, close the chat store (everything acknowledged was already
+   stored before its broadcast) and the key fetcher;
+5. stop the HTTP server; the whole sequence is bounded by ``SHUTDOWN_GRACE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import socket
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
+from callroom.auth.jwks import JwksCache
+from callroom.auth.verifier import AuthError, TokenVerifier
+from callroom.chat.base import ChatHistory
+from callroom.chat.cached import CachedChatHistory
+from callroom.chat.sql import SqlChatHistory
+from callroom.config import Settings
+from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused, StoreUnavailable
+from callroom.metrics import Metrics
+from callroom.room.model import Identity
+from callroom.room.protocol import ProtocolLimits
+from callroom.server.hub import Hub
+from callroom.server.limits import ConnectionLimiter
+
+log = structlog.get_logger(__name__)
+
+LISTEN_BACKLOG = 2048
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """Dev mode (SPEC §5): own issuer/audience unless configured otherwise."""
+    return settings.model_copy(
+        update={
+            "AUTH_ISSUER": settings.AUTH_ISSUER or DEV_ISSUER,
+            "AUTH0_AUDIENCE": settings.AUTH0_AUDIENCE or DEV_AUDIENCE,
+        }
+    )
+
+
+def build_history(settings: Settings) -> ChatHistory:
+    """The durable store behind a memory window of ``CHAT_HISTORY_LIMIT`` per room."""
+    return CachedChatHistory(SqlChatHistory(settings.DATABASE_URL), settings.CHAT_HISTORY_LIMIT)
+
+
+class Node:
+    """Everything one server process runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dev_keys: DevKeys | None = None,
+        dev_key_file: Path | None = None,
+        history: ChatHistory | None = None,
+    ) -> None:
+        if settings.DEV_MODE:
+            settings = dev_settings(settings)
+            if dev_keys is None:
+                dev_keys = DevKeys.load_or_create(dev_key_file or Path(".callroom-dev-key.pem"))
+        self.settings = settings
+        self.dev_keys = dev_keys
+        self.metrics = Metrics()
+        self.limiter = ConnectionLimiter(settings.MAX_CONNECTIONS_PER_IP)
+        self.protocol_limits = ProtocolLimits(
+            chat_max_length=settings.CHAT_MAX_LENGTH, max_sdp_bytes=settings.MAX_SDP_BYTES
+        )
+        # Outgoing bytes a slow consumer may have buffered before it is closed.
+        self.max_buffer = max(1 << 20, 16 * settings.MAX_MESSAGE_BYTES)
+        self.history = history if history is not None else build_history(settings)
+        self.draining = False
+        self.port = 0
+        self._sock: socket.socket | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._jwks: JwksCache | None = None
+        self._verifier: TokenVerifier | None = None
+        self._hub: Hub | None = None
+        self.stopped = asyncio.Event()
+
+    @property
+    def hub(self) -> Hub:
+        assert self._hub is not None, "node not started"
+        return self._hub
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        assert self._verifier is not None, "node not started"
+        return self._verifier
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.settings.HOST in ("0.0.0.0", "") else self.settings.HOST
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        from callroom.server.app import build_app
+
+        settings = self.settings
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.HOST else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.HOST, settings.PORT))
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        jwks_url = settings.jwks_url
+        if settings.DEV_MODE and not settings.AUTH_JWKS_URL:
+            jwks_url = f"http://127.0.0.1:{self.port}/dev/jwks.json"
+        assert jwks_url is not None  # Settings refuses to build without one (SPEC §5)
+        self._jwks = JwksCache(jwks_url, refresh_seconds=settings.JWKS_REFRESH_SECONDS)
+        self._verifier = TokenVerifier(settings, self._jwks)
+        self._hub = Hub(settings, self.history, self._verifier, self.metrics)
+
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG)
+        await site.start()
+        log.info("listening", url=self.url, dev=settings.DEV_MODE)
+        await asyncio.gather(self._jwks.start(), self.history.start())
+        if settings.CHAT_RETENTION_DAYS is not None:
+            self._tasks.append(asyncio.create_task(self._retention_loop()))
+        # DESIGN "Garbage collector": move start-up objects out of the collector's sight
+        # and collect young objects less often, so full collections stay rare and short.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+
+    async def authenticate(self, token: str | None) -> Identity:
+        """Verify a token or refuse with 401, counting the reason (SPEC §1, §4)."""
+        try:
+            return await self.verifier.verify(token)
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(reason=exc.reason).inc()
+            raise HandshakeRefused(HandshakeCode.UNAUTHORIZED, str(exc)) from None
+
+    async def readiness(self) -> list[str]:
+        """Names of the parts that are not usable (SPEC §4 ``/readyz``)."""
+        failing: list[str] = []
+        if self.draining:
+            failing.append("draining")
+        if self._verifier is None or not self._verifier.ready:
+            failing.append("token keys")
+        try:
+            await asyncio.wait_for(self.history.check(), timeout=5)
+        except (StoreUnavailable, TimeoutError):
+            failing.append("store")
+        return failing
+
+    async def _retention_loop(self) -> None:
+        days = self.settings.CHAT_RETENTION_DAYS
+        assert days is not None
+        while True:
+            cutoff = int((time.time() - days * 86400) * 1000)
+            try:
+                purged = await self.history.purge_older_than(cutoff)
+                log.info("chat_retention_purge", purged=purged, days=days)
+            except StoreUnavailable:
+                log.warning("chat_retention_skipped", reason="store unavailable")
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+    async def stop(self) -> None:
+        """The shutdown sequence of the module docstring, bounded by the grace."""
+        grace = self.settings.SHUTDOWN_GRACE_SECONDS
+        try:
+            await asyncio.wait_for(self._shutdown(grace), timeout=max(grace, 0.1))
+        except TimeoutError:
+            log.warning("shutdown_grace_exceeded", grace_seconds=grace)
+        finally:
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._runner.cleanup(), timeout=1)
+            self.stopped.set()
+
+    async def _shutdown(self, grace: float) -> None:
+        self.draining = True
+        log.info("shutdown_started", connections=len(self._hub.connections if self._hub else ()))
+        hub = self._hub
+        if hub is not None:
+            for conn in list(hub.connections):
+                conn.detached = True
+                conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            if hub.connections:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hub.idle.wait(), timeout=grace / 2)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.history.close()
+        if self._jwks is not None:
+            await self._jwks.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("shutdown_complete")

@@ -1,0 +1,186 @@
+"""The WebSocket endpoint ``/ws/{kind}/{roomId}`` (SPEC §1, §3).
+
+Every refusal happens before the upgrade, as an HTTP error with the JSON body of SPEC §1.
+After the upgrade the first frame is ``room_state`` (queued by the join, flushed by
+``Connection.attach``). Then one loop per connection reads frames in order; a rejected
+frame gets an ``error`` event and the connection stays open (SPEC §3.2).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
+from callroom.room.encode import error_frame
+from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
+from callroom.server.connection import Connection
+from callroom.server.framing import text_frame
+from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
+from callroom.server.http_common import NODE_KEY, json_error
+
+if TYPE_CHECKING:
+    from callroom.server.node import Node
+
+log = structlog.get_logger(__name__)
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    settings = node.settings
+    kind = request.match_info["kind"]
+    room_id = request.match_info["room_id"]
+    ip = client_ip(request)
+    try:
+        if node.draining:
+            raise HandshakeRefused(HandshakeCode.UNAVAILABLE, "the server is shutting down")
+        if len(node.hub.connections) >= settings.MAX_CONNECTIONS:
+            raise HandshakeRefused(HandshakeCode.UNAVAILABLE, "the server is full")
+        check_path(kind, room_id)
+        check_origin(request, settings.ALLOWED_ORIGINS)
+        ws = web.WebSocketResponse(
+            compress=False,
+            autoping=True,
+            heartbeat=settings.HEARTBEAT_INTERVAL_SECONDS,
+            max_msg_size=settings.MAX_MESSAGE_BYTES,
+            timeout=5.0,
+        )
+        if not node.limiter.admit(ip):
+            raise HandshakeRefused(
+                HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections from this address"
+            )
+        identity = await node.authenticate(ws_token(request))
+        node.hub.check_join(kind, room_id, identity)
+        # Checked last, so a plain GET of the same URL tells a browser client why its
+        # upgrade would be refused (browsers hide the handshake status from scripts).
+        if not ws.can_prepare(request).ok:
+            raise HandshakeRefused(HandshakeCode.BAD_REQUEST, "expected a WebSocket upgrade")
+        conn = Connection(
+            ws,
+            identity,
+            kind,
+            room_id,
+            ip,
+            rate_per_second=settings.RATE_LIMIT_PER_SECOND,
+            burst=settings.RATE_LIMIT_BURST,
+            max_buffer=node.max_buffer,
+        )
+        node.hub.join(conn)  # re-checks the room rules: the token check awaited
+    except HandshakeRefused as exc:
+        node.metrics.handshake_refusals.labels(code=exc.code.value).inc()
+        return json_error(exc.code, exc.message)
+
+    node.limiter.opened(ip)
+    node.metrics.ws_connections.inc()
+    structlog.contextvars.bind_contextvars(
+        conn_id=conn.conn_id, room=room_id, kind=kind, client_id=conn.client_id
+    )
+    client_code: int | None = None
+    try:
+        await ws.prepare(request)
+        # SPEC §3.4: close a peer that has not answered a ping within one more interval
+        # (aiohttp waits half an interval by default).
+        ws._pong_heartbeat = settings.HEARTBEAT_INTERVAL_SECONDS
+        transport = request.transport
+        if transport is not None:
+            conn.attach(transport)  # type: ignore[arg-type]
+        await conn.finish_pending_close()
+        log.info("ws_connected")
+        client_code = await _receive_loop(node, conn)
+    finally:
+        node.limiter.closed(ip)
+        node.metrics.ws_connections.dec()
+        node.hub.ended(conn, client_code)
+        log.info("ws_closed", client_code=client_code, server_code=conn.on_close_code)
+        structlog.contextvars.unbind_contextvars("conn_id", "room", "kind", "client_id")
+    return ws
+
+
+async def _receive_loop(node: Node, conn: Connection) -> int | None:
+    """Read frames until the socket ends; return the client's close code, if it sent one.
+
+    A code the client sends back after the server started closing is an echo, not a
+    leave (SPEC §2), so it is reported as None.
+    """
+    ws = conn.ws
+    while True:
+        msg = await ws.receive()
+        kind = msg.type
+        if kind is WSMsgType.TEXT:
+            await on_text(node, conn, msg.data)
+        elif kind is WSMsgType.BINARY:
+            conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+        elif kind is WSMsgType.CLOSE:
+            return None if conn.closing else int(msg.data)
+        else:  # CLOSING, CLOSED, ERROR (e.g. a frame over MAX_MESSAGE_BYTES: 1009 sent)
+            return None
+
+
+async def on_text(node: Node, conn: Connection, data: str) -> None:
+    """Handle one text frame: rate limit, decode, run, answer errors (SPEC §3)."""
+    metrics = node.metrics
+    if not conn.rate.take():
+        metrics.handler_errors.labels(event="unknown", code=ErrorCode.RATE_LIMITED.value).inc()
+        if not conn.violations.take():
+            conn.close(CloseCode.POLICY_VIOLATION, "message flood")
+            return
+        conn.send(_error(ErrorCode.RATE_LIMITED, "too many messages: this one was dropped", None))
+        return
+    started = time.perf_counter()
+    label = "unknown"
+    try:
+        command = decode(data, node.protocol_limits)
+        label = command_event(command)
+        await node.hub.handle(conn, command)
+    except ProtocolError as exc:
+        if exc.event is not None and exc.event in CLIENT_EVENTS:
+            label = canonical_event(exc.event)
+        metrics.handler_errors.labels(event=label, code=exc.code.value).inc()
+        conn.send(_error(exc.code, exc.message, exc.event))
+    except Exception:
+        log.exception("handler_failed", event=label)
+        metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
+        conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
+    metrics.messages_received.labels(event=label).inc()
+    metrics.message_seconds.observe(time.perf_counter() - started)
+
+
+def _error(code: ErrorCode, message: str, event: str | None) -> bytes:
+    return text_frame(error_frame(code, message, event).encode())
+
+
+def command_event(command: object) -> str:
+    """The canonical event name of a decoded command (bounded metric label)."""
+    name = getattr(command, "event", None)
+    if isinstance(name, str):  # Signal
+        return name
+    return _EVENT_BY_TYPE.get(type(command).__name__, "unknown")
+
+
+_EVENT_BY_TYPE = {
+    "Ping": "ping",
+    "AddChat": "add_chat",
+    "DeleteChat": "delete_chat",
+    "GetRecentChats": "get_recent_chats",
+    "RaiseHand": "raise_hand",
+    "LowerHand": "lower_hand",
+    "RequestWaiting": "request_waiting",
+    "AcceptWaiting": "accept_waiting",
+    "DenyWaiting": "deny_waiting",
+    "RequestScreenshare": "request_screenshare",
+    "AcceptScreenshare": "accept_screenshare",
+    "DenyScreenshare": "deny_screenshare",
+    "StopScreenshare": "stop_screenshare",
+    "KickParticipant": "kick_participant",
+    "UnbanParticipant": "unban_participant",
+    "PromoteHost": "promote_host",
+    "DemoteHost": "demote_host",
+    "LockRoom": "lock_room",
+    "UnlockRoom": "unlock_room",
+    "EndRoom": "end_room",
+    "SetMediaState": "set_media_state",
+    "RefreshToken": "refresh_token",
+}

@@ -1,0 +1,183 @@
+"""Test support: a real JWKS over HTTP, real tokens, real servers, a tiny real client.
+
+No fakes here: the JWKS is served by an aiohttp server on 127.0.0.1, tokens are RS256
+JWTs signed with keys generated in the test, the node listens on a free port, and the
+client speaks WebSocket through the `websockets` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.client import ClientConnection, connect
+
+ISSUER = "https://issuer.callroom.test/"
+AUDIENCE = "callroom-test"
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    private: rsa.RSAPrivateKey
+
+    @classmethod
+    def generate(cls, kid: str | None = None) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return cls(kid or uuid.uuid4().hex[:12], key)
+
+    def jwk(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key())
+        )
+        data.update(kid=self.kid, alg="RS256", use="sig")
+        return data
+
+
+@dataclass
+class JwksServer:
+    """A real identity provider's key endpoint on 127.0.0.1."""
+
+    keys: list[SigningKey]
+    up: bool = True
+    requests: int = 0
+    url: str = ""
+    runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/.well-known/jwks.json", self._jwks)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _jwks(self, _request: web.Request) -> web.Response:
+        self.requests += 1
+        if not self.up:
+            return web.json_response({"error": "down"}, status=503)
+        return web.json_response({"keys": [k.jwk() for k in self.keys]})
+
+
+@dataclass
+class TokenFactory:
+    key: SigningKey
+    issuer: str = ISSUER
+    audience: str = AUDIENCE
+
+    def __call__(
+        self,
+        sub: str | None,
+        name: str | None = None,
+        roles: list[str] | None = None,
+        *,
+        ttl: float = 3600,
+        key: SigningKey | None = None,
+        headers: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + ttl,
+        }
+        if sub is not None:
+            payload["sub"] = sub
+        if name is not None:
+            payload["name"] = name
+        if roles is not None:
+            payload["roles"] = roles
+        payload.update(claims)
+        signer = key or self.key
+        return jwt.encode(
+            payload,
+            signer.private,
+            algorithm="RS256",
+            headers={"kid": signer.kid, **(headers or {})},
+        )
+
+
+@dataclass
+class Client:
+    """A member's WebSocket: send events, wait for the next one with a given name."""
+
+    ws: ClientConnection
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def send(self, event: str, payload: dict[str, Any] | None = None) -> None:
+        await self.ws.send(json.dumps({"event": event, "payload": payload or {}}))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self.ws.send(text)
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame: dict[str, Any] = json.loads(raw)
+        self.received.append(frame)
+        return frame
+
+    async def expect(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The payload of the next frame named ``event``; fails on a timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.next(max(0.01, deadline - time.monotonic()))
+            if frame["event"] == event:
+                payload: dict[str, Any] = frame["payload"]
+                return payload
+
+    async def drain(self) -> list[dict[str, Any]]:
+        """Every frame before the answer to a ping: what the server sent so far.
+
+        The server handles one connection's frames in order, so anything queued for
+        this client before the ping is received before the pong: no sleep needed.
+        """
+        await self.send("ping")
+        frames = []
+        while True:
+            frame = await self.next()
+            if frame["event"] == "pong":
+                return frames
+            frames.append(frame)
+
+    async def close(self, code: int = 1000) -> None:
+        await self.ws.close(code)
+
+    async def closed_with(self, timeout: float = 5.0) -> int | None:
+        """Wait until the server closes the socket; its close code."""
+        await asyncio.wait_for(self.ws.wait_closed(), timeout)
+        return self.ws.close_code
+
+
+async def open_client(url: str, **kwargs: Any) -> Client:
+    ws = await connect(url, open_timeout=5, close_timeout=2, max_size=2**22, **kwargs)
+    return Client(ws)
+
+
+async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll a condition on the server side (state, not time) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

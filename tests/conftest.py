@@ -1,0 +1,64 @@
+"""Fixtures shared by the integration tests: JWKS server, tokens, a running node."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callroom_testing import AUDIENCE, ISSUER, JwksServer, SigningKey, TokenFactory
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate("test-key-1")
+
+
+@pytest.fixture
+async def jwks_server(signing_key: SigningKey) -> AsyncIterator[JwksServer]:
+    server = JwksServer([signing_key])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def make_token(signing_key: SigningKey) -> TokenFactory:
+    return TokenFactory(signing_key)
+
+
+NodeFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[NodeFactory]:
+    """Start a real node on a free 127.0.0.1 port; every started node is stopped."""
+    from callroom.config import Settings
+    from callroom.server.node import Node
+
+    nodes: list[Node] = []
+
+    async def factory(**overrides: Any) -> Node:
+        values: dict[str, Any] = {
+            "AUTH_ISSUER": ISSUER,
+            "AUTH0_AUDIENCE": AUDIENCE,
+            "AUTH_JWKS_URL": jwks_server.url,
+            "HOST": "127.0.0.1",
+            "PORT": 0,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/chat-{len(nodes)}.db",
+            "ALLOWED_ORIGINS": "http://localhost:3000",
+            "SHUTDOWN_GRACE_SECONDS": 3,
+        }
+        values.update(overrides)
+        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        node = Node(settings)
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield factory
+    for node in nodes:
+        if not node.stopped.is_set():
+            await node.stop()
