@@ -11,7 +11,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,3 +182,109 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+# -- Helpers of the room protocol tests (tests/integration/test_rooms_*.py) ----------
+
+
+def room_url(node: Any, token: str, room: str = "room-1", kind: str = "zoom") -> str:
+    """The WebSocket URL of a room on ``node``, with the token as query parameter."""
+    return f"ws://127.0.0.1:{node.port}/ws/{kind}/{room}?token={token}"
+
+
+async def join_room(
+    node: Any, token: str, room: str = "room-1", kind: str = "zoom", **kwargs: Any
+) -> tuple[Client, dict[str, Any]]:
+    """Connect to a room; the client and its first frame's payload (always room_state)."""
+    client = await open_client(room_url(node, token, room, kind), **kwargs)
+    first = await client.next()
+    assert first["event"] == "room_state", first
+    return client, first["payload"]
+
+
+async def join_admitted(
+    host: Client, node: Any, token: str, room: str = "room-1"
+) -> tuple[Client, dict[str, Any]]:
+    """Join as a stranger, knock, and be admitted by ``host``.
+
+    Returns the client and its ``room_state`` after the admission. The host's frames up
+    to then are drained; other members' are not.
+    """
+    client, state = await join_room(node, token, room)
+    assert state["role"] == "waiting", state
+    knock = await host.expect("waiting_request")
+    assert knock["clientId"] == state["clientId"]
+    await host.send("accept_waiting", {"clientId": state["clientId"]})
+    await client.expect("accept_waiting")
+    admitted = await client.expect("room_state")
+    assert admitted["role"] == "participant", admitted
+    await host.drain()
+    return client, admitted
+
+
+async def settle(*clients: Client) -> list[list[dict[str, Any]]]:
+    """``drain`` every client in turn: what each was sent so far, per client."""
+    return [await client.drain() for client in clients]
+
+
+def events(frames: list[dict[str, Any]]) -> list[str]:
+    return [frame["event"] for frame in frames]
+
+
+def ids(infos: list[dict[str, Any]]) -> list[str]:
+    """The clientIds of a list of ClientInfo."""
+    return [info["clientId"] for info in infos]
+
+
+async def refused(url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """Connect, expect a refusal before the upgrade; its HTTP status and JSON body."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        client = await open_client(url, **kwargs)
+    except InvalidStatus as exc:
+        response = exc.response
+        return response.status_code, json.loads(response.body or b"{}")
+    await client.close()
+    raise AssertionError(f"connection to {url.split('?')[0]} was not refused")
+
+
+async def metrics_text(node: Any) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        return await resp.text()
+
+
+async def metric_value(node: Any, name: str, labels: str = "") -> float:
+    """One sample of ``/metrics`` (``labels`` like ``{event="add_chat"}``), 0 if absent."""
+    for line in (await metrics_text(node)).splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+async def pg_admin(*statements: str, database: str = f"{PG_SERVER}/test") -> None:
+    """Run statements on the real PostgreSQL (trust auth, as on CI)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(database)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def fresh_pg_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own for one test; dropped afterwards."""
+    name = f"callroom_t_{uuid.uuid4().hex[:12]}"
+    await pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,14 +122,28 @@ def token(
     typer.echo(mint_dev_token(settings, keys, sub, name, role or [], ttl))
 
 
+def _store_settings(env_file: str) -> Settings:
+    """The ``db`` commands need only ``DATABASE_URL``; token settings are not checked."""
+    return _settings(env_file, DEV_MODE=True)
+
+
+def _store_command(action: Callable[[], object], done: str) -> None:
+    """Run a blocking store command; any failure is one line on stderr and exit 2."""
+    try:
+        action()
+    except Exception as exc:  # a driver, alembic or file error: say it, do not trace it
+        typer.echo(f"callroom: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        raise typer.Exit(2) from None
+    typer.echo(done)
+
+
 @db_app.command("upgrade")
 def db_upgrade(env_file: str = ".env") -> None:
     """Run the chat store migrations up to the newest."""
     from callroom.chat.admin import upgrade
 
-    settings = _settings(env_file, DEV_MODE=True)
-    upgrade(settings.DATABASE_URL)
-    typer.echo("chat store schema is up to date")
+    settings = _store_settings(env_file)
+    _store_command(lambda: upgrade(settings.DATABASE_URL), "chat store schema is up to date")
 
 
 @db_app.command("check")
@@ -137,9 +151,8 @@ def db_check(env_file: str = ".env") -> None:
     """Fail when the models and the migrations differ."""
     from callroom.chat.admin import check_models
 
-    settings = _settings(env_file, DEV_MODE=True)
-    check_models(settings.DATABASE_URL)
-    typer.echo("models match the migrations")
+    settings = _store_settings(env_file)
+    _store_command(lambda: check_models(settings.DATABASE_URL), "models match the migrations")
 
 
 @db_app.command("backup")
@@ -147,9 +160,8 @@ def db_backup(path: Path, env_file: str = ".env") -> None:
     """Consistent online copy of the SQLite chat store to PATH."""
     from callroom.chat.admin import backup_sqlite
 
-    settings = _settings(env_file, DEV_MODE=True)
-    backup_sqlite(settings.DATABASE_URL, path)
-    typer.echo(f"backed up to {path}")
+    settings = _store_settings(env_file)
+    _store_command(lambda: backup_sqlite(settings.DATABASE_URL, path), f"backed up to {path}")
 
 
 @db_app.command("restore")
@@ -157,12 +169,8 @@ def db_restore(path: Path, env_file: str = ".env") -> None:
     """Restore the SQLite chat store from PATH (stop the server first)."""
     from callroom.chat.admin import restore_sqlite
 
-    settings = _settings(env_file, DEV_MODE=True)
-    if not path.exists():
-        typer.echo(f"callroom: no backup at {path}", err=True)
-        raise typer.Exit(2)
-    restore_sqlite(settings.DATABASE_URL, path)
-    typer.echo(f"restored from {path}")
+    settings = _store_settings(env_file)
+    _store_command(lambda: restore_sqlite(settings.DATABASE_URL, path), f"restored from {path}")
 
 
 def _mount_bench() -> None:
@@ -181,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

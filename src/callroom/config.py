@@ -170,7 +170,7 @@ def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
     Raises ``ConfigError`` naming the first bad variable.
     """
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = error.get("loc") or ()

@@ -8,21 +8,35 @@ against `callroom serve --dev`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
 from typer.testing import CliRunner
 
 from callroom.auth.dev import DevKeys
 from callroom.bench.cli import bench_app
+from callroom.bench.client import Recorder, close_all, connect_all, stamp
 from callroom.bench.servers import BENCH_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +45,9 @@ PEERS = ROOT / "bench" / "peers"
 # One short step per traffic scenario; sizes of a few connections.
 TINY: dict[str, list[str]] = {
     "join": ["join", "--connections", "6", "--room-size", "3", "--concurrency", "3"],
-    "chat": ["chat", "--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.3"],
-    "bigroom": ["bigroom", "--room-size", "5", "--rates", "20", "--duration", "0.3"],
-    "signal": ["signal", "--pairs", "3", "--rates", "40", "--duration", "0.3"],
+    "chat": ["chat", "--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.2"],
+    "bigroom": ["bigroom", "--room-size", "5", "--rates", "20", "--duration", "0.2"],
+    "signal": ["signal", "--pairs", "3", "--rates", "40", "--duration", "0.2"],
     "idle": ["idle", "--connections", "6", "--room-size", "3", "--duration", "0.2"],
     "cluster-chat": [
         "cluster",
@@ -44,7 +58,7 @@ TINY: dict[str, list[str]] = {
         "--rates",
         "40",
         "--duration",
-        "0.3",
+        "0.2",
     ],
     "cluster-signal": [
         "cluster",
@@ -55,7 +69,7 @@ TINY: dict[str, list[str]] = {
         "--rates",
         "20",
         "--duration",
-        "0.3",
+        "0.2",
     ],
 }
 REPORT_KEYS = {
@@ -85,6 +99,7 @@ STEP_KEYS = {
     "delivered_per_s",
     "latency_ms",
     "cpu",
+    "generator_saturated",
     "errors",
     "ok",
 }
@@ -188,10 +203,14 @@ def test_every_scenario_runs_against_the_picows_relay(
     name: str, picows_relay: Server, tmp_path: Path
 ) -> None:
     urls = ["--url", picows_relay.url] * (2 if name.startswith("cluster") else 1)
-    target = ["--protocol", "raw", "--server-pid", str(picows_relay.pid)]
+    # join runs without --server-pid: the server's CPU is then simply not reported.
+    pids = [] if name == "join" else [picows_relay.pid]
+    target = ["--protocol", "raw", *(f"--server-pid={pid}" for pid in pids)]
     report = _bench([*TINY[name], *urls, *target], tmp_path)
     _assert_worked(name, report)
-    assert report["server_pids"] == [picows_relay.pid]
+    assert report["server_pids"] == pids
+    if name == "join":
+        assert report["result"]["cpu"]["server"] is None
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -208,7 +227,7 @@ def test_every_scenario_runs_against_callroom(
 
 def test_compare_runs_each_peer_and_skips_what_is_not_installed(tmp_path: Path) -> None:
     args = ["compare", "chat", "--server", "picows", "--server", "socketio", "--server", "node"]
-    sizes = ["--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.3"]
+    sizes = ["--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.2"]
     comparison = _bench([*args, *sizes], tmp_path)
     assert comparison["baseline"] == "picows"
     assert {"picows", "socketio"} <= set(comparison["runs"])
@@ -219,9 +238,35 @@ def test_compare_runs_each_peer_and_skips_what_is_not_installed(tmp_path: Path) 
     assert set(comparison["ratios"]) == set(comparison["runs"]) - {"picows"}
 
 
+def test_compare_skips_a_server_that_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "bogus")  # callroom refuses to start (SPEC §6)
+    monkeypatch.setenv("PATH", "")  # no node, no taskset
+    servers = ["--server", "callroom", "--server", "node", "--server", "picows"]
+    args = ["compare", "join", *servers, "--connections", "6", "--room-size", "3"]
+    comparison = _bench(args, tmp_path)
+    assert "exited" in comparison["skipped"]["callroom"]
+    assert "npm ci" in comparison["skipped"]["node"]
+    assert comparison["baseline"] == "picows"
+    assert comparison["ratios"] == {}
+    assert comparison["runs"]["picows"]["pinned"] is False
+    _assert_worked("join", {**comparison["runs"]["picows"]})
+
+
+def test_tokens_the_server_does_not_trust_are_reported(
+    callroom_server: Server, tmp_path: Path
+) -> None:
+    DevKeys.load_or_create(tmp_path / "stranger.pem")
+    args = ["join", "--connections", "2", "--url", callroom_server.url]
+    result = CliRunner().invoke(bench_app, [*args, "--key-file", str(tmp_path / "stranger.pem")])
+    assert result.exit_code == 1, result.output
+    assert "connect:http_401" in result.output
+
+
 def test_compare_spawns_callroom_as_the_baseline(tmp_path: Path) -> None:
     args = ["compare", "signal", "--server", "callroom", "--server", "picows", "--no-pin"]
-    sizes = ["--pairs", "2", "--rates", "20", "--duration", "0.3"]
+    sizes = ["--pairs", "2", "--rates", "20", "--duration", "0.2"]
     comparison = _bench([*args, *sizes], tmp_path)
     assert comparison["skipped"] == {}
     assert comparison["baseline"] == "callroom"
@@ -259,3 +304,132 @@ def test_a_run_that_cannot_go_on_says_why(args: list[str], message: str) -> None
     result = CliRunner().invoke(bench_app, [*args, "--url", closed])
     assert result.exit_code == 1, result.output
     assert message in " ".join(result.output.split())
+
+
+# The receive path of the generator, against a scripted picows server: what the server
+# sends is counted where a reader of the report expects it.
+
+
+class _Scripted(WSListener):
+    """Sends ``frames`` on connect, then closes (1001), drops the TCP connection, or waits."""
+
+    def __init__(self, frames: list[bytes], end: str, received: list[bytes]) -> None:
+        super().__init__()
+        self.frames, self.end, self.received = frames, end, received
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        for frame in self.frames:
+            transport.send(WSMsgType.TEXT, frame)
+        if self.end == "close":
+            transport.send_close(WSCloseCode.GOING_AWAY)
+        elif self.end == "drop":
+            transport.disconnect()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self.received.append(frame.get_payload_as_bytes())
+
+
+@contextlib.asynccontextmanager
+async def _scripted(
+    frames: list[bytes], end: str = "stay", status: int = 101
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    received: list[bytes] = []
+
+    def route(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        if status != 101:
+            refusal = WSUpgradeResponse.create_error_response(status, b"{}")
+            return WSUpgradeResponseWithListener(refusal, None)
+        return _Scripted(frames, end, received)
+
+    server = await ws_create_server(route, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/ws/zoom/r?clientId=a", received
+    finally:
+        server.close()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+ROOM_STATE = b'{"event":"room_state","payload":{"roomId":"r"}}'
+
+
+async def test_error_events_and_server_closes_are_counted_by_code() -> None:
+    chat = b'{"event":"add_chat","payload":{"chatContent":"~t%b|x"}}'
+    frames = [
+        ROOM_STATE,
+        chat % stamp(time.monotonic_ns()),
+        b'{"event":"error","payload":{"code":"rate_limited","message":"slow down"}}',
+        b'{"event":"connect","payload":{"clientId":"b","displayName":"error"}}',
+        b'["error"] is not an envelope',
+        b'["error"]',
+    ]
+    recorder = Recorder()
+    async with _scripted(frames, end="close") as (url, _):
+        (connection,) = await connect_all([url], recorder, False, 1, lambda: None)
+        await _until(lambda: recorder.errors["closed:1001"] == 1)
+        await close_all([connection], recorder)
+    assert len(recorder.latencies) == 1
+    assert recorder.errors == {"error:rate_limited": 1, "unparseable_frame": 2, "closed:1001": 1}
+
+
+async def test_the_engineio_client_connects_answers_pings_and_counts_failures() -> None:
+    frames = [
+        b'0{"sid":"s","pingInterval":25000,"pingTimeout":20000}',
+        b'40{"sid":"t"}',
+        b'42["room_state",{"roomId":"r"}]',
+        b"2",
+        b'42["error",{"code":"forbidden"}]',
+        b'44{"message":"not allowed"}',
+    ]
+    recorder = Recorder()
+    async with _scripted(frames) as (url, received):
+        (connection,) = await connect_all([url], recorder, True, 1, lambda: None)
+        await _until(lambda: b"3" in received and recorder.errors["engineio:44"] == 1)
+        await close_all([connection], recorder)
+    assert received[:2] == [b"40", b"3"]
+    assert recorder.errors == {"error:forbidden": 1, "engineio:44": 1}
+
+
+async def test_a_connection_the_server_drops_is_counted() -> None:
+    recorder = Recorder()
+    async with _scripted([ROOM_STATE], end="drop") as (url, _):
+        connections = await connect_all([url], recorder, False, 1, lambda: None)
+        await _until(lambda: recorder.errors["dropped"] == 1)
+        await close_all(connections, recorder)
+
+
+@pytest.mark.parametrize(
+    ("frames", "end", "status", "expected"),
+    [
+        ([], "stay", 101, {"connect:timeout": 1}),
+        ([], "stay", 403, {"connect:http_403": 1}),
+        (
+            [b'{"event":"hello","payload":{}}'],
+            "close",
+            101,
+            {"first_frame_not_room_state": 1, "closed:1001": 1, "connect:ConnectionError": 1},
+        ),
+    ],
+)
+async def test_a_join_that_fails_is_counted_and_leaves_a_gap(
+    frames: list[bytes], end: str, status: int, expected: dict[str, int]
+) -> None:
+    recorder = Recorder()
+    async with _scripted(frames, end, status) as (url, _):
+        connections = await connect_all([url], recorder, False, 1, lambda: None, limit_s=0.3)
+    assert connections == [None]
+    assert recorder.errors == expected
+
+
+def test_the_bench_runs_as_a_module() -> None:
+    command = [sys.executable, "-m", "callroom.bench", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    for scenario in ("join", "chat", "bigroom", "signal", "idle", "cluster", "compare"):
+        assert scenario in result.stdout

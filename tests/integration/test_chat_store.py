@@ -11,6 +11,7 @@ import asyncio
 import io
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -577,3 +578,20 @@ def test_database_urls_map_to_async_drivers() -> None:
     # A percent-encoded password survives Alembic's ConfigParser.
     config = alembic_config("postgresql://u:p%40ss@h/db")
     assert config.get_main_option("sqlalchemy.url") == "postgresql+asyncpg://u:p%40ss@h/db"
+
+
+async def test_a_locked_sqlite_file_is_unavailable_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("CREATE TABLE unrelated (x)")  # a file still in rollback-journal mode
+        other.execute("BEGIN EXCLUSIVE")
+        threads = threading.active_count()
+        async with opened(f"sqlite:///{path}", statement_timeout=0.2) as store:
+            assert store.last_error is not None
+            assert "locked" in store.last_error
+            assert threading.active_count() == threads  # the failed connect left nothing
+            other.execute("ROLLBACK")
+            await store.check()
+            assert await store.add("chat:x", msg(1)) == (msg(1), True)
+    with closing(sqlite3.connect(path)) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -142,7 +142,7 @@ async def test_bad_setting_exits_2_naming_the_variable(
     spawn: Any, jwks_server: JwksServer, tmp_path: Path, env_extra: dict[str, str], variable: str
 ) -> None:
     env = base_env(jwks_server, tmp_path, **env_extra)
-    server = await spawn("serve", "--port", "0", env=env)
+    server = await spawn("serve", env=env)
     code = await server.finish(timeout=20)
     assert code == 2
     message = "".join(server.lines)
@@ -204,3 +204,55 @@ async def test_dev_mode_refuses_a_public_host(
     server = await spawn("serve", "--dev", "--host", "0.0.0.0", env=base_env(jwks_server, tmp_path))
     assert await server.finish(timeout=20) == 2
     assert "HOST" in "".join(server.lines)
+
+
+async def test_history_survives_a_process_restart_and_sqlite_backup_restores(
+    spawn: Any, jwks_server: JwksServer, make_token: TokenFactory, tmp_path: Path
+) -> None:
+    """SPEC §8 and issue 4: stop the process, start a new one, history intact;
+    `callroom db backup` / `db restore` round trip on the SQLite store."""
+    env = base_env(jwks_server, tmp_path)
+    token = make_token("alice", "Alice")
+
+    async def chat_round(*contents: str) -> list[str]:
+        server = await spawn("serve", "--host", "127.0.0.1", "--port", "0", env=env)
+        await server.wait_listening()
+        client = await open_client(server.url.replace("http", "ws") + f"/ws/chat/r?token={token}")
+        await client.expect("room_state")
+        for content in contents:
+            await client.send("add_chat", {"chatContent": content})
+            await client.expect("add_chat")
+        await client.send("get_recent_chats", {"limit": 100})
+        history = [m["chatContent"] for m in (await client.expect("get_recent_chats"))["messages"]]
+        server.proc.send_signal(signal.SIGTERM)
+        assert await server.finish(timeout=10) == 0
+        return history
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-m",
+            "callroom",
+            "db",
+            *args,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    assert await chat_round("one", "two") == ["one", "two"]
+    assert (await cli("backup", str(tmp_path / "backup.db")))[0] == 0
+    assert await chat_round("three") == ["one", "two", "three"]  # survived the restart
+    assert (await cli("restore", str(tmp_path / "backup.db")))[0] == 0
+    assert await chat_round() == ["one", "two"]  # the backup's content, exactly
+    code, out = await cli("restore", str(tmp_path / "missing.db"))
+    assert code == 2
+    assert len(out.strip().splitlines()) == 1
+    assert await cli("upgrade") == (0, "chat store schema is up to date\n")
+    code, out = await cli("check")  # alembic's own line comes first
+    assert code == 0
+    assert out.endswith("models match the migrations\n")

@@ -161,9 +161,8 @@ def _display_name(value: Any, sub: str) -> str:
     Lone surrogates become U+FFFD so every frame carrying the name stays strict JSON.
     """
     if isinstance(value, str):
-        if not _is_utf8(value):
-            value = _SURROGATE.sub("\ufffd", value)
-        name = value.strip()[:MAX_DISPLAY_NAME_CHARS].rstrip()
+        text: str = value if _is_utf8(value) else _SURROGATE.sub("\ufffd", value)
+        name = text.strip()[:MAX_DISPLAY_NAME_CHARS].rstrip()
         if name:
             return name
     return sub[:MAX_DISPLAY_NAME_CHARS]

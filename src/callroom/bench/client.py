@@ -124,21 +124,22 @@ class Connection(WSListener):
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        msg_type = frame.msg_type
-        if msg_type != _TEXT:
-            if msg_type == _CLOSE:
-                self._on_close(transport, frame)
-            return
+        # The hot path: a timed message. Only text frames carry the marker (a ping is
+        # answered by picows itself), so the frame type is looked at only when it's absent.
         data = frame.get_payload_as_bytes()
-        recorder = self.recorder
-        now = monotonic_ns()
-        recorder.last_rx_ns = now
         index = data.find(MARK)
         if index >= 0:
-            start = index + 2
-            recorder.latencies.append(now - int(data[start : start + STAMP_DIGITS]))
+            now = monotonic_ns()
+            recorder = self.recorder
+            recorder.last_rx_ns = now
+            recorder.latencies.append(now - int(data[index + 2 : index + 2 + STAMP_DIGITS]))
             return
-        self._on_control(transport, data, now)
+        msg_type = frame.msg_type
+        if msg_type == _TEXT:
+            now = self.recorder.last_rx_ns = monotonic_ns()
+            self._on_control(transport, data, now)
+        elif msg_type == _CLOSE:
+            self._on_close(transport, frame)
 
     def _on_control(self, transport: WSTransport, data: bytes, now: int) -> None:
         body = data
@@ -175,14 +176,12 @@ class Connection(WSListener):
         transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.joined.done():
-            self.joined.set_exception(ConnectionError("closed before room_state"))
-        elif not self.recorder.closing and not self.closed_by_server:
+        joined = self.joined
+        if not joined.done():
+            joined.set_exception(ConnectionError("closed before room_state"))
+        # A join given up on (timeout) is counted by connect_all, not as a drop.
+        elif not (joined.cancelled() or self.recorder.closing or self.closed_by_server):
             self.recorder.errors["dropped"] += 1
-
-    def send(self, frame: bytes) -> None:
-        assert self.transport is not None
-        self.transport.send(_TEXT, frame)
 
 
 def _describe(exc: BaseException) -> str:
@@ -253,8 +252,6 @@ async def close_all(connections: list[Connection | None], recorder: Recorder) ->
 def room_url(protocol: Protocol, base: str, room: str, client_id: str, token: str | None) -> str:
     """The WebSocket URL at which ``client_id`` joins ``room`` (kind ``zoom``)."""
     base = base.rstrip("/")
-    if base.startswith("http"):
-        base = "ws" + base[4:]
     if protocol is Protocol.SOCKETIO:
         return f"{base}/socket.io/?EIO=4&transport=websocket&room={room}&clientId={client_id}"
     if protocol is Protocol.RAW:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich import box
 from rich.table import Table
 
 from callroom import __version__
@@ -79,9 +80,7 @@ def build_report(params: Params, target: Target, result: Result, pinned: bool) -
 def compare_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Headline of the first server divided by each other server's headline."""
     values = {name: run["headline"]["value"] for name, run in runs.items()}
-    if not values:
-        return {}
-    base = next(iter(values.values()))
+    base = next(iter(values.values()), None)
     return {
         name: None if base is None or not value else round(base / value, 3)
         for name, value in list(values.items())[1:]
@@ -96,12 +95,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def _ms(latency: Latency | None) -> tuple[str, str, str]:
     if latency is None:
         return "-", "-", "-"
-    return f"{latency.p50:g}", f"{latency.p99:g}", f"{latency.max:g}"
+    return f"{latency.p50:,.1f}", f"{latency.p99:,.1f}", f"{latency.max:,.1f}"
 
 
-def _cpu(cpu: CpuUse) -> tuple[str, str]:
+def _cpu(cpu: CpuUse, saturated: bool) -> tuple[str, str]:
     server = "-" if cpu.server is None else f"{cpu.server:.0%}"
-    return f"{cpu.generator:.0%}", server
+    return f"{cpu.generator:.0%}" + ("!" if saturated else ""), server
 
 
 def _errors(errors: dict[str, int]) -> str:
@@ -111,9 +110,12 @@ def _errors(errors: dict[str, int]) -> str:
 def result_table(report: dict[str, Any], result: Result) -> Table:
     """The summary of one report: one row per step (traffic) or one row."""
     title = f"{report['scenario']} on {report['server']} ({report['protocol']})"
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    # Latency in ms; CPU as a share of one core (generator, server); ok = p99 < 100 ms,
+    # nothing lost, no error.
+    legend = "latency in ms; CPU in % of one core, ! = generator saturated\n"
     if isinstance(result, TrafficResult):
-        headers = ["rate/s", "sent/s", "delivered/s", "lost", "p50 ms", "p99 ms", "max ms"]
+        headers = ["rate/s", "sent/s", "recv/s", "lost", "p50", "p99", "max"]
         rows = [
             [
                 f"{s.rate:g}",
@@ -121,19 +123,21 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
                 f"{s.delivered_per_s:,.0f}",
                 str(s.lost),
                 *_ms(s.latency_ms),
-                *_cpu(s.cpu),
+                *_cpu(s.cpu, s.generator_saturated),
                 "yes" if s.ok else "no",
             ]
             for s in result.steps
         ]
-        headers += ["gen CPU", "server CPU", "p99 < 100 ms"]
+        headers += ["gen", "server", "ok"]
     elif isinstance(result, JoinResult):
-        headers = ["joined", "joins/s", "p50 ms", "p99 ms", "max ms", "gen CPU", "server CPU"]
+        headers = ["joined", "joins/s", "p50", "p99", "max", "gen", "server"]
         joined = f"{result.joined}/{result.connections}"
-        row = [joined, f"{result.joins_per_s:,.0f}", *_ms(result.latency_ms), *_cpu(result.cpu)]
+        row = [joined, f"{result.joins_per_s:,.0f}", *_ms(result.latency_ms)]
+        row += _cpu(result.cpu, result.generator_saturated)
         rows = [row]
     else:
         headers = ["joined", "open after hold", "RSS before KB", "RSS after KB", "KB/conn"]
+        legend = ""
         rows = [
             [
                 f"{result.joined}/{result.connections}",
@@ -148,9 +152,8 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
     for row in rows:
         table.add_row(*row)
     metric, value, _ = headline(result)
-    table.caption = f"{metric}: {'-' if value is None else f'{value:,.1f}'}; errors: " + _errors(
-        result.errors
-    )
+    shown = "-" if value is None else f"{value:,.1f}"
+    table.caption = f"{legend}{metric}: {shown}; errors: {_errors(result.errors)}"
     return table
 
 
@@ -158,7 +161,7 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
     runs: dict[str, dict[str, Any]] = comparison["runs"]
     ratios: dict[str, float | None] = comparison["ratios"]
     base = next(iter(runs), None)
-    table = Table(title=f"compare {scenario}: {comparison['metric']}")
+    table = Table(title=f"compare {scenario}: {comparison['metric']}", box=box.SIMPLE_HEAD)
     for header in ("server", "value", f"{base} / server", "errors"):
         table.add_column(header, justify="right")
     for name, run in runs.items():

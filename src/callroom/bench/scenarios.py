@@ -45,6 +45,8 @@ from callroom.bench.stats import CpuMeter, CpuUse, Latency, process_rss_kb
 from callroom.bench.target import BenchError, Target
 
 P99_LIMIT_MS = 100.0
+GENERATOR_SATURATED = 0.9
+"""Generator CPU (share of one core) above which a result says more about the generator."""
 TICK_SECONDS = 0.001
 _TEXT = WSMsgType.TEXT
 _STAMP_OVERHEAD = len(timed_text(0, ""))
@@ -114,6 +116,7 @@ class JoinResult:
     joins_per_s: float
     latency_ms: Latency | None
     cpu: CpuUse
+    generator_saturated: bool
     errors: dict[str, int]
 
 
@@ -129,6 +132,7 @@ class StepResult:
     delivered_per_s: float
     latency_ms: Latency | None
     cpu: CpuUse
+    generator_saturated: bool
     errors: dict[str, int]
     ok: bool
 
@@ -234,6 +238,7 @@ async def run_join(params: Params, target: Target, progress: Progress, run: str)
         joins_per_s=round(len(joined) / elapsed, 1),
         latency_ms=Latency.of([c.join_ns for c in joined]),
         cpu=cpu,
+        generator_saturated=cpu.generator >= GENERATOR_SATURATED,
         errors=dict(recorder.errors),
     )
 
@@ -424,6 +429,7 @@ async def _step(
         delivered_per_s=round(delivered / window, 1),
         latency_ms=latency,
         cpu=cpu,
+        generator_saturated=cpu.generator >= GENERATOR_SATURATED,
         errors=errors,
         ok=ok,
     )

@@ -37,7 +37,7 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception c
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Row, delete, event, func, select, text
+from sqlalchemy import Row, Select, delete, event, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
@@ -51,8 +51,8 @@ from callroom.errors import ConfigError, StoreUnavailable
 log = logging.getLogger(__name__)
 
 PART: Final = "store"
-CONNECT_TIMEOUT: Final = 3.0  # seconds to open a connection (SQLite: to get its lock)
-STATEMENT_TIMEOUT: Final = 5.0  # seconds a statement may run before the server cancels it
+CONNECT_TIMEOUT: Final = 3.0  # seconds to open a PostgreSQL connection
+STATEMENT_TIMEOUT: Final = 5.0  # seconds a statement may run (SQLite: wait for a lock)
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a free pooled connection
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
@@ -145,8 +145,12 @@ async def _connect_sqlite(path: str, busy_timeout: float) -> aiosqlite.Connectio
     # crash) must not keep the process alive at exit.
     connection._thread.daemon = True
     await connection
-    await connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
-    await connection.execute("PRAGMA synchronous=FULL")  # per connection
+    try:
+        await connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
+        await connection.execute("PRAGMA synchronous=FULL")  # per connection
+    except BaseException:
+        await connection.close()  # a failed connect must not leave its thread behind
+        raise
     return connection
 
 
@@ -294,7 +298,7 @@ class SqlChatHistory:
                 return purged
 
     @staticmethod
-    def _select_one(room: str, chat_id: str) -> Any:
+    def _select_one(room: str, chat_id: str) -> Select[Any]:
         return select(*_COLUMNS).where(
             chat_messages.c.room == room, chat_messages.c.chat_id == chat_id
         )

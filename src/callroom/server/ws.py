@@ -86,7 +86,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         ws._pong_heartbeat = settings.HEARTBEAT_INTERVAL_SECONDS
         transport = request.transport
         if transport is not None:
-            conn.attach(transport)  # type: ignore[arg-type]
+            conn.attach(transport)
         await conn.finish_pending_close()
         log.info("ws_connected")
         client_code = await _receive_loop(node, conn)

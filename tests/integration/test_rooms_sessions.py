@@ -1,0 +1,280 @@
+"""Sessions over real sockets (SPEC §2): leave vs drop, reconnect grace, takeover, role
+memory, host handoff, token expiry and refresh_token."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from callroom_testing import (
+    Client,
+    TokenFactory,
+    events,
+    ids,
+    join_admitted,
+    join_room,
+    settle,
+    wait_until,
+)
+
+KEY = "zoom:room-1"
+
+
+async def meeting(node: Any, make_token: TokenFactory, *admitted: str) -> list[Client]:
+    """alice (host) plus ``admitted`` members let in through the lobby, all settled."""
+    alice, _ = await join_room(node, make_token("alice", "Alice"))
+    clients = [alice]
+    for sub in admitted:
+        client, _ = await join_admitted(alice, node, make_token(sub, sub.title()))
+        clients.append(client)
+    await settle(*clients)
+    return clients
+
+
+async def drop(client: Client, how: str) -> None:
+    """End a connection without leaving: a reloading tab (1001) or a lost network."""
+    if how == "close_1001":
+        await client.close(1001)
+    else:
+        client.ws.transport.abort()
+
+
+def connected(node: Any, client_id: str) -> bool:
+    room = node.hub.rooms.get(KEY)
+    member = room.members.get(client_id) if room is not None else None
+    return member is not None and member.connected
+
+
+async def test_leave_with_1000_is_seen_by_the_others_at_once(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(RECONNECT_GRACE_SECONDS=30)
+    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    await bob.close(1000)
+    for member in (alice, carol):
+        assert await member.expect("disconnect", timeout=1.0) == {
+            "clientId": "bob",
+            "displayName": "Bob",
+        }
+        assert ids((await member.expect("room_state", timeout=1.0))["participants"]) == ["carol"]
+    assert "bob" not in node.hub.rooms[KEY].members
+
+
+@pytest.mark.parametrize("how", ["close_1001", "abort"])
+async def test_drop_is_unseen_and_a_reconnect_within_the_grace_gets_the_same_role(
+    start_node: Any, make_token: TokenFactory, how: str
+) -> None:
+    node = await start_node(RECONNECT_GRACE_SECONDS=1)
+    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    await alice.send("promote_host", {"clientId": "bob"})
+    assert (await bob.expect("room_state"))["role"] == "host"
+    await settle(alice, bob, carol)
+
+    await drop(bob, how)
+    await wait_until(lambda: not connected(node, "bob"))
+    assert await alice.drain() == []
+    assert await carol.drain() == []
+    assert node.hub.rooms[KEY].members["bob"].role == "host"  # its place is kept
+
+    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "host"
+    assert set(ids(state["hosts"])) == {"alice", "bob"}
+    assert connected(node, "bob")
+    # The grace timer was cancelled: past its end, still nobody saw bob leave.
+    dropped_at = time.monotonic()
+    await wait_until(lambda: time.monotonic() > dropped_at + 1.3)
+    assert await alice.drain() == []
+    assert await carol.drain() == []
+    # Positive control: the reconnected socket is bob's session, acting as host.
+    await bob2.send("lock_room")
+    assert await carol.expect("room_locked") == {}
+
+
+async def test_dropped_member_is_removed_when_the_grace_ends(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    grace = 0.5
+    node = await start_node(RECONNECT_GRACE_SECONDS=grace)
+    alice, bob = await meeting(node, make_token, "bob")
+    bob.ws.transport.abort()
+    dropped_at = time.monotonic()
+    await wait_until(lambda: not connected(node, "bob"))
+    assert await alice.drain() == []  # nothing during the grace
+
+    assert await alice.expect("disconnect", timeout=grace + 3) == {
+        "clientId": "bob",
+        "displayName": "Bob",
+    }
+    assert time.monotonic() - dropped_at >= grace - 0.05
+    assert (await alice.expect("room_state"))["participants"] == []
+    assert "bob" not in node.hub.rooms[KEY].members
+
+    # Gone for good, but remembered: back later, bob skips the waiting room.
+    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "participant"
+    assert await alice.expect("connect") == {"clientId": "bob", "displayName": "Bob"}
+    await bob2.close()
+
+
+async def test_last_host_dropping_hands_over_only_after_the_grace(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(RECONNECT_GRACE_SECONDS=0.5)
+    alice, bob = await meeting(node, make_token, "bob")
+    alice.ws.transport.abort()
+    await wait_until(lambda: not connected(node, "alice"))
+    assert await bob.drain() == []
+    assert node.hub.rooms[KEY].members["bob"].role == "participant"
+    assert await bob.expect("disconnect", timeout=3) == {"clientId": "alice", "displayName": "Alice"}
+    state = await bob.expect("room_state")
+    assert (state["role"], ids(state["hosts"])) == ("host", ["bob"])
+
+
+@pytest.mark.parametrize("how", ["close_1001", "abort"])
+async def test_waiting_member_that_drops_is_removed_at_once(
+    start_node: Any, make_token: TokenFactory, how: str
+) -> None:
+    node = await start_node(RECONNECT_GRACE_SECONDS=30)
+    alice, _ = await join_room(node, make_token("alice"))
+    bob, _ = await join_room(node, make_token("bob"))
+    await alice.expect("waiting_request")
+    assert ids((await alice.expect("room_state"))["waitingUsers"]) == ["bob"]
+
+    await drop(bob, how)
+    state = await alice.expect("room_state", timeout=1.0)
+    assert state["waitingUsers"] == []
+    assert "bob" not in node.hub.rooms[KEY].members
+
+
+async def test_second_connection_takes_the_session_over_and_the_first_is_closed_4009(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    await alice.send("promote_host", {"clientId": "bob"})
+    await settle(alice, bob, carol)
+
+    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "host"
+    assert await bob.closed_with() == 4009
+    assert await alice.drain() == []  # no disconnect, no connect
+    assert await carol.drain() == []
+    assert connected(node, "bob")  # the old socket's end changed nothing
+    assert node.hub.sessions[KEY]["bob"] is not None
+
+    # Positive control: the new socket is the session.
+    await bob2.send("add_chat", {"chatContent": "moved tabs"})
+    assert (await carol.expect("add_chat"))["chatContent"] == "moved tabs"
+    await carol.send("renegotiate", {"targetClientId": "bob"})
+    assert (await bob2.expect("renegotiate"))["clientId"] == "carol"
+
+
+async def test_admitted_user_who_left_comes_back_without_knocking_and_hosts_as_hosts(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    await alice.send("promote_host", {"clientId": "carol"})
+    await settle(alice, bob, carol)
+
+    await bob.close()
+    await carol.close()
+    await alice.expect("disconnect")
+    await alice.expect("disconnect")
+    await alice.drain()
+
+    bob2, bob_state = await join_room(node, make_token("bob", "Bob"))
+    assert bob_state["role"] == "participant"
+    carol2, carol_state = await join_room(node, make_token("carol", "Carol"))
+    assert carol_state["role"] == "host"
+    frames = await alice.drain()
+    assert "waiting_request" not in events(frames)
+    assert [f["payload"]["clientId"] for f in frames if f["event"] == "connect"] == [
+        "bob",
+        "carol",
+    ]
+
+    # A demotion turns the remembered host into a remembered participant.
+    await alice.send("demote_host", {"clientId": "carol"})
+    assert (await carol2.expect("room_state"))["role"] == "participant"
+    await carol2.close()
+    await alice.expect("disconnect")
+    carol3, carol_state = await join_room(node, make_token("carol", "Carol"))
+    assert carol_state["role"] == "participant"
+    for client in (bob2, carol3):
+        await client.close()
+
+
+async def test_earliest_admitted_member_becomes_host_when_the_last_host_leaves(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    alice, _ = await join_room(node, make_token("alice", "Alice"))
+    bob, _ = await join_room(node, make_token("bob", "Bob"))  # joins first ...
+    carol, _ = await join_room(node, make_token("carol", "Carol"))
+    dave, _ = await join_room(node, make_token("dave", "Dave"))
+    for sub in ("carol", "bob", "dave"):  # ... but carol is admitted first
+        await alice.send("accept_waiting", {"clientId": sub})
+    await wait_until(lambda: node.hub.rooms[KEY].members["dave"].role == "participant")
+    await settle(alice, bob, carol, dave)
+
+    await alice.close()
+    for member in (bob, carol, dave):
+        assert (await member.expect("disconnect"))["clientId"] == "alice"
+        state = await member.expect("room_state")
+        assert ids(state["hosts"]) == ["carol"]
+        assert ids(state["participants"]) == ["bob", "dave"]
+    assert carol.received[-1]["payload"]["role"] == "host"
+    await carol.send("lock_room")  # the heir acts as host
+    assert await bob.expect("room_locked") == {}
+
+
+async def test_refresh_token_extends_the_session_and_without_it_4001_at_exp(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(AUTH_LEEWAY_SECONDS=0, LOBBY_ENABLED=False)
+    short = make_token("alice", ttl=2)
+    exp = jwt.decode(short, options={"verify_signature": False})["exp"]
+    alice, _ = await join_room(node, short)
+    bob, _ = await join_room(node, make_token("bob", ttl=2))
+    await alice.expect("connect")
+    await alice.drain()
+
+    await alice.send("refresh_token", {"token": make_token("alice", ttl=3600)})
+    assert await alice.drain() == []  # success is silent
+
+    await wait_until(lambda: time.time() > exp + 0.5, timeout=5)
+    assert await bob.closed_with(timeout=2) == 4001
+    # alice outlived its first token: still served.
+    await alice.send("raise_hand")
+    assert (await alice.expect("raise_hand"))["clientId"] == "alice"
+    assert node.hub.rooms[KEY].members["alice"].connected
+
+
+async def test_refused_refresh_is_invalid_payload_and_the_old_expiry_stands(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(AUTH_LEEWAY_SECONDS=0)
+    short = make_token("alice", ttl=2)
+    exp = jwt.decode(short, options={"verify_signature": False})["exp"]
+    alice, _ = await join_room(node, short)
+
+    for token in (
+        make_token("mallory", ttl=3600),  # another sub
+        make_token("alice", ttl=-60),  # expired
+        make_token("alice", ttl=2),  # not later than the current one
+        "not-a-jwt",
+    ):
+        await alice.send("refresh_token", {"token": token})
+        error = await alice.expect("error")
+        assert (error["code"], error["event"]) == ("invalid_payload", "refresh_token")
+        assert "token" in error["message"]
+        assert token not in error["message"]
+    await alice.send("refresh_token", {})
+    assert (await alice.expect("error"))["code"] == "invalid_payload"
+
+    await wait_until(lambda: time.time() > exp - 0.5, timeout=5)
+    assert await alice.closed_with(timeout=3) == 4001
