@@ -124,11 +124,9 @@ class Settings(BaseSettings):
     @field_validator("REDIS_URL")
     @classmethod
     def _check_redis(cls, value: str | None) -> str | None:
-        if value is not None and not value:
-            return None
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
+        return value or None
 
     @model_validator(mode="after")
     def _check_auth(self) -> Settings:

@@ -113,7 +113,7 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     # Latency in ms; CPU as a share of one core (generator, server); ok = p99 < 100 ms,
     # nothing lost, no error.
-    legend = "latency in ms; CPU in % of one core, ! = generator saturated\n"
+    legend = "ms; CPU in % of a core (! generator saturated)\n"
     if isinstance(result, TrafficResult):
         headers = ["rate/s", "sent/s", "recv/s", "lost", "p50", "p99", "max"]
         rows = [

@@ -195,10 +195,14 @@ class _Phase:
         self.progress.update(self.task, completed=self.total, description=description)
 
 
+def _urls(target: Target, people: list[Member]) -> list[str]:
+    """Every member's URL, with its token minted now: before any clock starts."""
+    return [target.url(p.room, p.index, p.client_id) for p in people]
+
+
 async def _join_all(
-    target: Target, people: list[Member], recorder: Recorder, params: Params, progress: Progress
+    target: Target, urls: list[str], recorder: Recorder, params: Params, progress: Progress
 ) -> list[Connection | None]:
-    urls = [target.url(p.room, p.index, p.client_id) for p in people]
     phase = _Phase(progress, f"joining {len(urls)}", len(urls))
     engineio = target.protocol is Protocol.SOCKETIO
     connections = await connect_all(urls, recorder, engineio, params.concurrency, phase.advance)
@@ -222,11 +226,11 @@ async def _settle(recorder: Recorder, quiet_s: float = 0.3, limit_s: float = 60.
 
 async def run_join(params: Params, target: Target, progress: Progress, run: str) -> JoinResult:
     n, size = params.connections, params.room_size
-    people = members(run, math.ceil(n / size), size)[:n]
+    urls = _urls(target, members(run, math.ceil(n / size), size)[:n])
     recorder = Recorder()
     meter = CpuMeter(target.server_pids)
     started = monotonic_ns()
-    connections = await _join_all(target, people, recorder, params, progress)
+    connections = await _join_all(target, urls, recorder, params, progress)
     elapsed = (monotonic_ns() - started) / 1e9
     cpu = meter.stop()
     joined = [c for c in connections if c is not None]
@@ -252,10 +256,9 @@ async def run_idle(params: Params, target: Target, progress: Progress, run: str)
 
     n, size = params.connections, params.room_size
     recorder = Recorder()
+    urls = _urls(target, members(run, math.ceil(n / size), size)[:n])
     before = rss()
-    connections = await _join_all(
-        target, members(run, math.ceil(n / size), size)[:n], recorder, params, progress
-    )
+    connections = await _join_all(target, urls, recorder, params, progress)
     await _settle(recorder)
     phase = _Phase(progress, f"holding {n} idle", params.duration)
     loop = asyncio.get_running_loop()
@@ -440,7 +443,8 @@ async def run_traffic(
 ) -> TrafficResult:
     plan = _Traffic.plan(params, target.protocol, run)
     recorder = Recorder()
-    connections = await _join_all(target, plan.people, recorder, params, progress)
+    urls = _urls(target, plan.people)
+    connections = await _join_all(target, urls, recorder, params, progress)
     steps: list[StepResult] = []
     try:
         await _settle(recorder)

@@ -21,7 +21,6 @@ from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
 
-from callroom.auth.dev import DevKeys
 from callroom.bench.client import Protocol
 from callroom.bench.target import DEV_KEY_FILE, BenchError
 
@@ -173,11 +172,9 @@ async def spawn(kind: ServerKind, nodes: int = 1, pin: bool = True) -> AsyncIter
     server_cpus, generator_cpu = plan_cpus(nodes, pin)
     env = os.environ | BENCH_ENV
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
+    # The dev server creates its key in its working directory at start; the bench mints
+    # with that file once the server answers.
     key_file = workdir / DEV_KEY_FILE
-    if kind is ServerKind.CALLROOM:
-        # Created before the server starts, so the server loads it from its working
-        # directory and the bench mints with the same key.
-        DevKeys.load_or_create(key_file)
     processes: list[tuple[asyncio.subprocess.Process, int, Path]] = []
     try:
         for node, cpu in enumerate(server_cpus):
