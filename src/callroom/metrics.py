@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from callroom.auth.verifier import AUTH_FAILURE_REASONS
+from callroom.room.protocol import EVENT_LABELS
+
 
 class Metrics:
     """One registry per server instance (tests run several servers in one process)."""
@@ -64,6 +67,14 @@ class Metrics:
             ["code"],
             registry=r,
         )
+
+        # Children resolved once: ``labels()`` costs a lock and a dict per call, and
+        # these two are counted for every frame (DESIGN "per-message hot path").
+        self.received_by_event = {
+            event: self.messages_received.labels(event=event) for event in EVENT_LABELS
+        }
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -200,6 +200,7 @@ async def connect(url: str, recorder: Recorder, engineio: bool, limit_s: float) 
         lambda: Connection(recorder, engineio, joined),
         url,
         websocket_handshake_timeout=limit_s,
+        use_aiofastnet=False,
     )
     connection = cast(Connection, listener)
     try:

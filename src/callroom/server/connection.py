@@ -21,6 +21,7 @@ from callroom.server.limits import TokenBucket
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from prometheus_client import Counter
 
     from callroom.room.model import Identity
 
@@ -49,6 +50,7 @@ class Connection:
         "on_close_code",
         "rate",
         "room_id",
+        "slow_counter",
         "room_key",
         "violations",
         "ws",
@@ -65,6 +67,7 @@ class Connection:
         rate_per_second: float,
         burst: int,
         max_buffer: int,
+        slow_counter: Counter | None = None,
     ) -> None:
         self.ws = ws
         self.identity = identity
@@ -75,6 +78,7 @@ class Connection:
         self.ip = ip
         self.conn_id = f"c{next(_ids)}"
         self.max_buffer = max_buffer
+        self.slow_counter = slow_counter
         # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection. A second
         # bucket of the same size counts dropped frames: a sender that keeps flooding
         # after its rate_limited errors drains it and is closed with 1008 (SPEC §3.4).
@@ -111,6 +115,8 @@ class Connection:
         transport.write(frame)
         if transport.get_write_buffer_size() > self.max_buffer:
             log.warning("slow_consumer_closed", conn_id=self.conn_id)
+            if self.slow_counter is not None:
+                self.slow_counter.inc()
             self.close(SLOW_CONSUMER_CODE, "slow consumer")
 
     def close(self, code: int, reason: str = "") -> None:

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
+from callroom.room import core
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.connection import Connection
@@ -67,6 +68,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             rate_per_second=settings.RATE_LIMIT_PER_SECOND,
             burst=settings.RATE_LIMIT_BURST,
             max_buffer=node.max_buffer,
+            slow_counter=node.metrics.slow_consumers,
         )
         node.hub.join(conn)  # re-checks the room rules: the token check awaited
     except HandshakeRefused as exc:
@@ -133,7 +135,7 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
     label = "unknown"
     try:
         command = decode(data, node.protocol_limits)
-        label = command_event(command)
+        label = canonical_event(core.event_name(command))
         await node.hub.handle(conn, command)
     except ProtocolError as exc:
         if exc.event is not None and exc.event in CLIENT_EVENTS:
@@ -144,43 +146,9 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
         log.exception("handler_failed", event=label)
         metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
         conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
-    metrics.messages_received.labels(event=label).inc()
+    metrics.received_by_event[label].inc()
     metrics.message_seconds.observe(time.perf_counter() - started)
 
 
 def _error(code: ErrorCode, message: str, event: str | None) -> bytes:
     return text_frame(error_frame(code, message, event).encode())
-
-
-def command_event(command: object) -> str:
-    """The canonical event name of a decoded command (bounded metric label)."""
-    name = getattr(command, "event", None)
-    if isinstance(name, str):  # Signal
-        return name
-    return _EVENT_BY_TYPE.get(type(command).__name__, "unknown")
-
-
-_EVENT_BY_TYPE = {
-    "Ping": "ping",
-    "AddChat": "add_chat",
-    "DeleteChat": "delete_chat",
-    "GetRecentChats": "get_recent_chats",
-    "RaiseHand": "raise_hand",
-    "LowerHand": "lower_hand",
-    "RequestWaiting": "request_waiting",
-    "AcceptWaiting": "accept_waiting",
-    "DenyWaiting": "deny_waiting",
-    "RequestScreenshare": "request_screenshare",
-    "AcceptScreenshare": "accept_screenshare",
-    "DenyScreenshare": "deny_screenshare",
-    "StopScreenshare": "stop_screenshare",
-    "KickParticipant": "kick_participant",
-    "UnbanParticipant": "unban_participant",
-    "PromoteHost": "promote_host",
-    "DemoteHost": "demote_host",
-    "LockRoom": "lock_room",
-    "UnlockRoom": "unlock_room",
-    "EndRoom": "end_room",
-    "SetMediaState": "set_media_state",
-    "RefreshToken": "refresh_token",
-}
