@@ -257,10 +257,19 @@ async def metrics_text(node: Any) -> str:
 
 
 async def metric_value(node: Any, name: str, labels: str = "") -> float:
-    """One sample of ``/metrics`` (``labels`` like ``{event="add_chat"}``), 0 if absent."""
+    """One sample of ``/metrics`` (``labels`` like ``{event="add_chat",code="forbidden"}``,
+    in any order), 0 if absent."""
+    import re
+
+    def parse(text: str) -> dict[str, str]:
+        return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+    wanted = parse(labels)
     for line in (await metrics_text(node)).splitlines():
-        if line.startswith(f"{name}{labels} "):
-            return float(line.split()[-1])
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, sample_labels = sample.partition("{")
+        if sample_name == name and parse(sample_labels) == wanted:
+            return float(value)
     return 0.0
 
 

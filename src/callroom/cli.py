@@ -93,7 +93,7 @@ async def _serve(settings: Settings, dev_key_file: Path) -> None:
                 f"curl -s -X POST {node.url}/dev/token -d "
                 """'{"sub": "alice", "name": "Alice"}'  or  callroom token --sub alice"""
             ),
-            connect=f"ws://127.0.0.1:{node.port}/ws/zoom/my-room?token=<token>",
+            connect=f"ws://127.0.0.1:{node.port}/ws/zoom/my-room with the token as query parameter",
         )
     log.info("ready_to_serve", url=node.url)
     await stop.wait()

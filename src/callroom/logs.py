@@ -72,4 +72,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     # aiohttp's access log would carry the query string, and so the token (SPEC §1).
     logging.getLogger("aiohttp.access").disabled = True
+    # Chatty libraries: one line per JWKS request, per alembic plugin.
+    for name in ("httpx", "httpcore", "alembic.runtime.plugins"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)

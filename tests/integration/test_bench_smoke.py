@@ -157,9 +157,9 @@ def picows_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def callroom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # The dev server creates .callroom-dev-key.pem in its working directory at start;
+    # the bench signs with that file (--key-file).
     workdir = tmp_path_factory.mktemp("callroom")
-    # The dev server signs with .callroom-dev-key.pem of its working directory.
-    DevKeys.load_or_create(workdir / ".callroom-dev-key.pem")
     port = _free_port()
     command = [sys.executable, "-m", "callroom", "serve", "--dev", "--port", str(port)]
     yield from _serve(command, workdir, port)
@@ -209,6 +209,7 @@ def test_every_scenario_runs_against_the_picows_relay(
     report = _bench([*TINY[name], *urls, *target], tmp_path)
     _assert_worked(name, report)
     assert report["server_pids"] == pids
+    assert ("workload" in report["params"]) == name.startswith("cluster")
     if name == "join":
         assert report["result"]["cpu"]["server"] is None
 
@@ -251,7 +252,7 @@ def test_compare_skips_a_server_that_cannot_start(
     assert comparison["baseline"] == "picows"
     assert comparison["ratios"] == {}
     assert comparison["runs"]["picows"]["pinned"] is False
-    _assert_worked("join", {**comparison["runs"]["picows"]})
+    _assert_worked("join", comparison["runs"]["picows"])
 
 
 def test_tokens_the_server_does_not_trust_are_reported(

@@ -12,6 +12,7 @@ from callroom_testing import (
     join_admitted,
     join_room,
     settle,
+    wait_until,
 )
 
 
@@ -222,3 +223,19 @@ async def test_chat_store_down_answers_unavailable_and_keeps_the_connection(
     # The rest of the room works without the store.
     await bob.send("raise_hand")
     assert (await alice.expect("raise_hand"))["clientId"] == "bob"
+
+
+async def test_chat_history_outlives_the_room(start_node: Any, make_token: TokenFactory) -> None:
+    node = await start_node()
+    alice, _ = await join_room(node, make_token("alice"))
+    said = await chat(alice, "minutes of the meeting")
+    await alice.close()
+    await wait_until(lambda: "zoom:room-1" not in node.hub.rooms)
+
+    again, _ = await join_room(node, make_token("bob"))  # a new room of the same name
+    await again.send("get_recent_chats")
+    assert await again.expect("get_recent_chats") == {
+        "messages": [said],
+        "total": 1,
+        "hasMore": False,
+    }

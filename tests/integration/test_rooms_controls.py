@@ -282,9 +282,7 @@ async def test_ban_refuses_the_user_whatever_its_token_until_unbanned(
     await bob2.close()
 
 
-async def test_host_may_not_kick_or_ban_an_admin(
-    start_node: Any, make_token: TokenFactory
-) -> None:
+async def test_host_may_not_kick_or_ban_an_admin(start_node: Any, make_token: TokenFactory) -> None:
     node = await start_node()
     alice, _ = await join_room(node, make_token("alice"))
     root, root_state = await join_room(node, make_token("root", roles=["admin"]))

@@ -170,7 +170,7 @@ async def test_waiting_member_receives_nothing_of_the_meeting(
     dave, _ = await join_admitted(alice, node, make_token("dave", "Dave"))  # admitted
     erin, _ = await join_room(node, make_token("erin", "Erin"))  # waits too
     await alice.expect("waiting_request")
-    hank, hank_state = await join_room(node, make_token("hank", roles=["host"]))
+    _hank, hank_state = await join_room(node, make_token("hank", roles=["host"]))
     assert hank_state["role"] == "host"
     await dave.close()  # a leave: the admitted get disconnect
     await alice.expect("disconnect")
@@ -226,3 +226,16 @@ async def test_waiting_room_survives_the_last_admitted_member_leaving(
     await alice2.close()
     await bob.close()
     await carol.close()
+
+
+async def test_each_kind_is_its_own_namespace_of_rooms(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    zoom, _ = await join_room(node, make_token("alice"), room="a", kind="zoom")
+    _, in_chat = await join_room(node, make_token("bob"), room="a", kind="chat")
+    _, in_screenshare = await join_room(node, make_token("carol"), room="a", kind="screenshare")
+    assert in_chat["role"] == "host"  # first of its own room, not a knock on zoom/a
+    assert in_screenshare["role"] == "host"
+    assert await zoom.drain() == []
+    assert {"zoom:a", "chat:a", "screenshare:a"} <= set(node.hub.rooms)

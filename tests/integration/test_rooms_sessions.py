@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 
@@ -16,6 +17,7 @@ from callroom_testing import (
     ids,
     join_admitted,
     join_room,
+    room_url,
     settle,
     wait_until,
 )
@@ -128,7 +130,10 @@ async def test_last_host_dropping_hands_over_only_after_the_grace(
     await wait_until(lambda: not connected(node, "alice"))
     assert await bob.drain() == []
     assert node.hub.rooms[KEY].members["bob"].role == "participant"
-    assert await bob.expect("disconnect", timeout=3) == {"clientId": "alice", "displayName": "Alice"}
+    assert await bob.expect("disconnect", timeout=3) == {
+        "clientId": "alice",
+        "displayName": "Alice",
+    }
     state = await bob.expect("room_state")
     assert (state["role"], ids(state["hosts"])) == ("host", ["bob"])
 
@@ -236,10 +241,10 @@ async def test_refresh_token_extends_the_session_and_without_it_4001_at_exp(
     start_node: Any, make_token: TokenFactory
 ) -> None:
     node = await start_node(AUTH_LEEWAY_SECONDS=0, LOBBY_ENABLED=False)
-    short = make_token("alice", ttl=2)
+    short = make_token("alice", ttl=3)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
     alice, _ = await join_room(node, short)
-    bob, _ = await join_room(node, make_token("bob", ttl=2))
+    bob, _ = await join_room(node, make_token("bob", ttl=3))
     await alice.expect("connect")
     await alice.drain()
 
@@ -258,14 +263,14 @@ async def test_refused_refresh_is_invalid_payload_and_the_old_expiry_stands(
     start_node: Any, make_token: TokenFactory
 ) -> None:
     node = await start_node(AUTH_LEEWAY_SECONDS=0)
-    short = make_token("alice", ttl=2)
+    short = make_token("alice", ttl=3)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
     alice, _ = await join_room(node, short)
 
     for token in (
         make_token("mallory", ttl=3600),  # another sub
         make_token("alice", ttl=-60),  # expired
-        make_token("alice", ttl=2),  # not later than the current one
+        make_token("alice", exp=exp),  # not later than the current one
         "not-a-jwt",
     ):
         await alice.send("refresh_token", {"token": token})
@@ -278,3 +283,72 @@ async def test_refused_refresh_is_invalid_payload_and_the_old_expiry_stands(
 
     await wait_until(lambda: time.time() > exp - 0.5, timeout=5)
     assert await alice.closed_with(timeout=3) == 4001
+
+
+async def test_handoff_counts_admission_in_the_current_stay(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    await bob.close()  # bob leaves and comes back: admitted again, after carol
+    await alice.expect("disconnect")
+    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "participant"
+    await settle(alice, bob2, carol)
+
+    await alice.close()
+    state = await carol.expect("room_state")
+    assert (state["role"], ids(state["hosts"])) == ("host", ["carol"])
+    assert ids((await bob2.expect("room_state"))["hosts"]) == ["carol"]
+
+
+async def test_screen_share_survives_a_reconnect_but_is_not_remembered_after_the_grace(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(RECONNECT_GRACE_SECONDS=0.5)
+    alice, bob = await meeting(node, make_token, "bob")
+    await alice.send("accept_screenshare", {"clientId": "bob"})
+    assert (await bob.expect("room_state"))["role"] == "screenshare"
+    await settle(alice, bob)
+
+    bob.ws.transport.abort()
+    await wait_until(lambda: not connected(node, "bob"))
+    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "screenshare"  # within the grace: as it was
+    assert ids(state["sharingScreen"]) == ["bob"]
+
+    bob2.ws.transport.abort()
+    assert (await alice.expect("disconnect", timeout=3))["clientId"] == "bob"
+    bob3, state = await join_room(node, make_token("bob", "Bob"))
+    assert state["role"] == "participant"  # remembered as admitted, not as sharing
+    assert state["sharingScreen"] == []
+    await bob3.close()
+
+
+async def test_heartbeat_closes_a_peer_that_stops_answering_pings(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    interval = 0.3
+    node = await start_node(HEARTBEAT_INTERVAL_SECONDS=interval, RECONNECT_GRACE_SECONDS=30)
+    alice, _ = await join_room(node, make_token("alice"))  # answers pings (websockets does)
+    async with aiohttp.ClientSession() as http:
+        mute = await http.ws_connect(room_url(node, make_token("bob")), autoping=False)
+        opened_at = time.monotonic()
+        assert (await mute.receive_json())["event"] == "room_state"
+        await alice.expect("waiting_request")
+        assert ids((await alice.expect("room_state"))["waitingUsers"]) == ["bob"]
+        seen = []
+        while (message := await mute.receive(timeout=5)).type not in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+        ):
+            seen.append(message.type)
+        closed_after = time.monotonic() - opened_at
+    assert aiohttp.WSMsgType.PING in seen  # it was pinged ...
+    assert 2 * interval - 0.1 <= closed_after <= 3 * interval + 1.0  # ... then given up
+    # A waiting member that is dropped leaves the lobby at once.
+    assert (await alice.expect("room_state", timeout=1.0))["waitingUsers"] == []
+    # The member that answers its pings is still served, several intervals later.
+    assert await alice.drain() == []
+    assert connected(node, "alice")

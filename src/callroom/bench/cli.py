@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -82,11 +82,13 @@ Pin = Annotated[
 ]
 Rates = Annotated[
     str | None,
-    typer.Option(help="Comma-separated total send rates (msgs/s), one step each, ascending."),
+    typer.Option(help="Total send rates (msgs/s), comma-separated, ascending; one step each."),
 ]
 Duration = Annotated[float, typer.Option(min=0.05, help="Seconds per step (idle: hold time).")]
-PayloadBytes = Annotated[
-    int | None, typer.Option(min=32, help="Size of the chat text / ICE candidate.")
+PayloadBytes = Annotated[int, typer.Option(min=32, help="Size of the chat text / candidate.")]
+PayloadOverride = Annotated[
+    int | None,
+    typer.Option(min=32, help="Size of the chat text / candidate (default: 100 / 2048)."),
 ]
 Rooms = Annotated[int, typer.Option(min=1, help="Rooms.")]
 RoomSize = Annotated[int, typer.Option(min=1, help="Members per room.")]
@@ -111,7 +113,7 @@ def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         console=console,
     )
@@ -184,7 +186,7 @@ def chat(
     room_size: RoomSize = DEFAULTS[Scenario.CHAT].room_size,
     rates: Rates = None,
     duration: Duration = 5.0,
-    payload_bytes: PayloadBytes = None,
+    payload_bytes: PayloadBytes = DEFAULTS[Scenario.CHAT].payload_bytes,
     concurrency: Concurrency = 100,
     url: Url = None,
     spawn: Spawn = ServerKind.CALLROOM,
@@ -203,7 +205,7 @@ def chat(
         room_size=room_size,
         rates=_rates(rates, Scenario.CHAT),
         duration=duration,
-        payload_bytes=payload_bytes or DEFAULTS[Scenario.CHAT].payload_bytes,
+        payload_bytes=payload_bytes,
         concurrency=concurrency,
     )
     source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin)
@@ -215,7 +217,7 @@ def bigroom(
     room_size: RoomSize = DEFAULTS[Scenario.BIGROOM].room_size,
     rates: Rates = None,
     duration: Duration = 5.0,
-    payload_bytes: PayloadBytes = None,
+    payload_bytes: PayloadBytes = DEFAULTS[Scenario.BIGROOM].payload_bytes,
     concurrency: Concurrency = 100,
     url: Url = None,
     spawn: Spawn = ServerKind.CALLROOM,
@@ -233,7 +235,7 @@ def bigroom(
         room_size=room_size,
         rates=_rates(rates, Scenario.BIGROOM),
         duration=duration,
-        payload_bytes=payload_bytes or DEFAULTS[Scenario.BIGROOM].payload_bytes,
+        payload_bytes=payload_bytes,
         concurrency=concurrency,
     )
     source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin)
@@ -245,7 +247,7 @@ def signal(
     pairs: Pairs = DEFAULTS[Scenario.SIGNAL].pairs,
     rates: Rates = None,
     duration: Duration = 5.0,
-    payload_bytes: PayloadBytes = None,
+    payload_bytes: PayloadBytes = DEFAULTS[Scenario.SIGNAL].payload_bytes,
     concurrency: Concurrency = 100,
     url: Url = None,
     spawn: Spawn = ServerKind.CALLROOM,
@@ -263,7 +265,7 @@ def signal(
         pairs=pairs,
         rates=_rates(rates, Scenario.SIGNAL),
         duration=duration,
-        payload_bytes=payload_bytes or DEFAULTS[Scenario.SIGNAL].payload_bytes,
+        payload_bytes=payload_bytes,
         concurrency=concurrency,
     )
     source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin)
@@ -307,7 +309,7 @@ def cluster(
     pairs: Pairs = DEFAULTS[Scenario.SIGNAL].pairs,
     rates: Rates = None,
     duration: Duration = 5.0,
-    payload_bytes: PayloadBytes = None,
+    payload_bytes: PayloadOverride = None,
     concurrency: Concurrency = 100,
     url: Url = None,
     protocol: ProtocolOpt = Protocol.CALLROOM,
@@ -355,7 +357,7 @@ def compare_command(
     pairs: Annotated[int | None, typer.Option(min=1, help="signal pairs.")] = None,
     rates: Rates = None,
     duration: Duration = 5.0,
-    payload_bytes: PayloadBytes = None,
+    payload_bytes: PayloadOverride = None,
     concurrency: Concurrency = 100,
     json_path: JsonOut = None,
     pin: Pin = True,

@@ -15,6 +15,7 @@ query), the bare relay peers (same envelope, identity from ``?clientId=``) and S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
@@ -200,6 +201,8 @@ async def connect(url: str, recorder: Recorder, engineio: bool, limit_s: float) 
         lambda: Connection(recorder, engineio, joined),
         url,
         websocket_handshake_timeout=limit_s,
+        # uvloop's own create_connection costs the generator about a quarter less CPU
+        # per join than aiofastnet's (measured); the data path is the same.
         use_aiofastnet=False,
     )
     connection = cast(Connection, listener)
@@ -247,7 +250,8 @@ async def close_all(connections: list[Connection | None], recorder: Recorder) ->
         transport.send_close(WSCloseCode.OK)
         transport.disconnect()
     waits = [transport.wait_disconnected() for transport in transports]
-    await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 30)
+    with contextlib.suppress(TimeoutError):  # a server that never closes is its problem
+        await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 30)
 
 
 def room_url(protocol: Protocol, base: str, room: str, client_id: str, token: str | None) -> str:

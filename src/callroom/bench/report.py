@@ -57,8 +57,6 @@ def machine() -> dict[str, Any]:
 
 def build_report(params: Params, target: Target, result: Result, pinned: bool) -> dict[str, Any]:
     metric, value, higher = headline(result)
-    options = asdict(params)
-    del options["scenario"]
     return {
         "tool": "callroom bench",
         "version": __version__,
@@ -70,7 +68,7 @@ def build_report(params: Params, target: Target, result: Result, pinned: bool) -
         "urls": list(target.urls),
         "server_pids": list(target.server_pids),
         "pinned": pinned,
-        "params": options,
+        "params": params.used(),
         "headline": {"metric": metric, "value": value, "higher_is_better": higher},
         "result": asdict(result),
         "errors": result.errors,
@@ -161,7 +159,9 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
     runs: dict[str, dict[str, Any]] = comparison["runs"]
     ratios: dict[str, float | None] = comparison["ratios"]
     base = next(iter(runs), None)
-    table = Table(title=f"compare {scenario}: {comparison['metric']}", box=box.SIMPLE_HEAD)
+    better = "higher" if comparison["higher_is_better"] else "lower"
+    title = f"compare {scenario}: {comparison['metric']} ({better} is better)"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for header in ("server", "value", f"{base} / server", "errors"):
         table.add_column(header, justify="right")
     for name, run in runs.items():

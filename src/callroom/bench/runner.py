@@ -85,11 +85,12 @@ async def compare(
         except BenchError as exc:
             skipped[kind.value] = str(exc)
             progress.console.print(f"[yellow]skipped {kind.value}:[/yellow] {exc}")
-    metric = next(iter(runs.values()))["headline"]["metric"] if runs else "-"
+    headline = next(iter(runs.values()))["headline"] if runs else {}
     return {
         "tool": "callroom bench compare",
         "scenario": params.scenario.value,
-        "metric": metric,
+        "metric": headline.get("metric", "-"),
+        "higher_is_better": headline.get("higher_is_better", True),
         "baseline": next(iter(runs), None),
         "runs": runs,
         "skipped": skipped,

@@ -84,6 +84,21 @@ class Params:
         """The message pattern: the scenario itself, or chat/signal for cluster."""
         return self.workload or self.scenario
 
+    def used(self) -> dict[str, Any]:
+        """The parameters this scenario reads, for the report."""
+        names = _USES[self.traffic] | ({"workload"} if self.workload else set())
+        return {name: getattr(self, name) for name in sorted(names)}
+
+
+_STEPPED = {"concurrency", "rates", "duration", "payload_bytes"}
+_USES: dict[Scenario, set[str]] = {
+    Scenario.JOIN: {"connections", "room_size", "concurrency"},
+    Scenario.IDLE: {"connections", "room_size", "concurrency", "duration"},
+    Scenario.CHAT: {"rooms", "room_size", *_STEPPED},
+    Scenario.BIGROOM: {"room_size", *_STEPPED},
+    Scenario.SIGNAL: {"pairs", *_STEPPED},
+}
+
 
 DEFAULTS = {
     Scenario.JOIN: Params(Scenario.JOIN, connections=2000, room_size=10),

@@ -15,9 +15,24 @@ and every read goes to the store.
 - ``get`` looks in the window, then in the store.
 - ``purge_older_than`` purges the store and turns every window cold.
 
-Order and consistency on one node: the store's order is insertion order, so the adds, the
-deletes and the window loads of one room run one at a time (a lock per room); the window
-is then always the suffix of what the store holds. Reads of a warm window take no lock.
+Order and consistency on one node: the window must stay the suffix of what the store holds,
+in the store's order (insertion order). A lock per room orders the room's deletes and
+window loads; each runs alone, after the room's adds in flight and before the adds that
+come after it. Reads of a warm window take no lock. The adds of one room:
+
+- With a store whose concurrent adds commit in the order they were called (it says so
+  with ``adds_commit_in_call_order = True``, as ``SqlChatHistory`` does: one writer, one
+  queue, group commit), the adds of a room run concurrently, so that they share the
+  store's transactions (one room's burst is not one commit per message). Each add is
+  appended to the window when it returns, if every add of the room called before it has
+  returned: the store's order is then the call order, which is the order of the appends.
+  An add that returns before an earlier one (the window cannot tell the store's order) or
+  that fails or is cancelled (a failed commit may still have happened) turns the window
+  cold instead; the next page reloads it, once no add is in flight.
+- With any other store, the adds of a room run one at a time under the room's lock, as
+  the deletes and loads do: the store's order is then the order of the returns.
+
+Different rooms never wait for each other.
 
 Many nodes (SPEC §7): another node writes to the same store without this cache knowing.
 Call ``invalidate(room)`` when another node changed a room's history (its ``add_chat`` or
@@ -28,22 +43,30 @@ that was running across an ``invalidate`` does not install what it read.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from callroom.chat.base import ChatHistory, ChatMessage, ChatPage
+from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage, ChatPage
 from callroom.errors import StoreUnavailable
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 @dataclass(eq=False, slots=True)
 class _Room:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0  # coroutines holding or awaiting ``lock``: the entry stays while > 0
+    users: int = 0  # coroutines using the entry (its lock, its adds): it stays while > 0
     messages: list[ChatMessage] | None = None  # the window, oldest first; None = cold
     total: int = 0  # the store's total for the room (meaningful while warm)
     generation: int = 0  # bumped by ``invalidate``: an older load does not install
+    adding: deque[object] = field(default_factory=deque)  # adds in flight, in call order
+    idle: asyncio.Event = field(default_factory=_set_event)  # set while ``adding`` is empty
 
 
 class CachedChatHistory:
@@ -54,6 +77,8 @@ class CachedChatHistory:
         if window < 1 or max_rooms < 1:
             raise ValueError("window and max_rooms must be at least 1")
         self._store = store
+        # The store commits concurrent adds in call order: a room's adds may run together.
+        self._concurrent_adds = getattr(store, "adds_commit_in_call_order", False) is True
         self._window = window
         self._max_rooms = max_rooms
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
@@ -69,17 +94,41 @@ class CachedChatHistory:
         await self._store.check()
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
-        async with self._locked(room) as entry:
-            try:
-                stored, created = await self._store.add(room, message)
-            except StoreUnavailable:
-                _cool(entry)
-                raise
-            if created and entry.messages is not None:
+        async with self._entered(room) as entry:
+            if self._concurrent_adds:
+                async with entry.lock:
+                    pass  # after the deletes and loads of the room that came first
+                # No suspension from here until the store has the message (call order).
+                return await self._store_add(room, entry, message)
+            async with entry.lock:
+                return await self._store_add(room, entry, message)
+
+    async def _store_add(
+        self, room: str, entry: _Room, message: ChatMessage
+    ) -> tuple[ChatMessage, bool]:
+        token = object()
+        entry.adding.append(token)
+        entry.idle.clear()
+        try:
+            stored, created = await self._store.add(room, message)
+            in_order = entry.adding[0] is token  # every add called before it returned
+        except ChatIdTaken:
+            raise
+        except BaseException:
+            _cool(entry)  # a failed (or abandoned) commit may still have happened
+            raise
+        finally:
+            entry.adding.remove(token)
+            if not entry.adding:
+                entry.idle.set()
+        if created and entry.messages is not None:
+            if in_order:
                 entry.messages.append(stored)
                 entry.total += 1
                 del entry.messages[: -self._window]  # keep the newest ``window``
-            return stored, created
+            else:
+                _cool(entry)  # where it lies among the adds still in flight is unknown
+        return stored, created
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None:
         entry = self._rooms.get(room)
@@ -90,7 +139,7 @@ class CachedChatHistory:
         return await self._store.get(room, chat_id)
 
     async def delete(self, room: str, chat_id: str) -> bool:
-        async with self._locked(room) as entry:
+        async with self._exclusive(room) as entry:
             try:
                 removed = await self._store.delete(room, chat_id)
             except StoreUnavailable:
@@ -129,7 +178,7 @@ class CachedChatHistory:
             del self._rooms[room]
 
     async def _load(self, room: str) -> _Room:
-        async with self._locked(room) as entry:
+        async with self._exclusive(room) as entry:
             if entry.messages is not None:
                 return entry  # loaded by the call this one waited behind
             generation = entry.generation
@@ -140,18 +189,25 @@ class CachedChatHistory:
             return entry
 
     @asynccontextmanager
-    async def _locked(self, room: str) -> AsyncIterator[_Room]:
+    async def _entered(self, room: str) -> AsyncIterator[_Room]:
+        """The room's entry, kept (not evicted) until the block ends."""
         entry = self._rooms.get(room)
         if entry is None:
             entry = self._rooms[room] = _Room()
         self._rooms.move_to_end(room)
         entry.users += 1
         try:
-            async with entry.lock:
-                yield entry
+            yield entry
         finally:
             entry.users -= 1
             self._evict()
+
+    @asynccontextmanager
+    async def _exclusive(self, room: str) -> AsyncIterator[_Room]:
+        """The room alone: after its adds in flight, before the operations that follow."""
+        async with self._entered(room) as entry, entry.lock:
+            await entry.idle.wait()  # no add can start while the lock is held
+            yield entry
 
     def _evict(self) -> None:
         excess = len(self._rooms) - self._max_rooms

@@ -11,6 +11,31 @@ acknowledged message survives a power cut or an OS crash, not only a process cra
 on power loss). Transactions on SQLite are explicit ``BEGIN`` ... ``COMMIT`` (the driver's
 own implicit transactions are switched off), so a migration is atomic too.
 
+Group commit: a commit costs one sync of the log (about a millisecond), so one
+transaction per message would cap a store at about a thousand adds a second, however
+many rooms chat at once. ``add`` therefore joins a queue, and one writer task per store
+stores what is queued in ONE transaction (at most ``max_batch`` messages) and then answers
+each caller with its own result; every caller still returns only after the commit that
+holds its message. The writer takes whatever is queued when it is free and never waits to
+gather more (natural batching): alone, an add commits at once; under load, the adds that
+queued during one commit share the next. The writer starts with the first add after the
+queue went empty and ends when it is empty again, so an idle store runs no task.
+
+- One batch is one multi-row ``INSERT ... ON CONFLICT (room, chat_id) DO NOTHING
+  RETURNING room, chat_id`` in queue order (the identity ``id``, hence the history order,
+  follows the queue), then one ``SELECT`` of the rows that were already there. Each caller
+  gets what a lone ``add`` would have given it, in queue order: a second add of the same
+  (room, chat_id) in one batch is decided against the first, as a later add would be.
+- A batch that fails (store down, timeout, failed commit) stores none of its messages,
+  and every one of its callers gets ``StoreUnavailable("store")``.
+- Adds of one ``SqlChatHistory`` commit in the order they were called (the queue is
+  filled before ``add`` first suspends, and batches commit one after the other):
+  ``adds_commit_in_call_order``. ``CachedChatHistory`` relies on it to let one room's
+  concurrent adds share a transaction (``callroom.chat.cached``).
+- ``close`` lets the batch in flight finish (its callers get their real results) and fails
+  the adds still queued with ``StoreUnavailable("store")``; an add during ``close`` fails
+  at once.
+
 A store that is down (SPEC §3.3 ``unavailable``, §6): every operation raises
 ``StoreUnavailable("store")`` within the connect timeout (3 s) or the statement timeout
 (5 s) and leaves nothing half-written (each operation is one transaction). After a
@@ -26,18 +51,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception classes are used
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Row, Select, delete, event, func, select, text
+from sqlalchemy import Row, Select, delete, event, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
@@ -54,6 +81,7 @@ PART: Final = "store"
 CONNECT_TIMEOUT: Final = 3.0  # seconds to open a PostgreSQL connection
 STATEMENT_TIMEOUT: Final = 5.0  # seconds a statement may run (SQLite: wait for a lock)
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a free pooled connection
+MAX_BATCH: Final = 500  # messages per group-commit transaction
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
 # What "the store did not answer" looks like: driver errors wrapped by SQLAlchemy, pool
@@ -181,8 +209,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(eq=False, slots=True)
+class _QueuedAdd:
+    """One ``add`` waiting for the writer; ``future`` gets its result."""
+
+    room: str
+    message: ChatMessage
+    future: asyncio.Future[tuple[ChatMessage, bool]]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.room, self.message.chat_id
+
+
+_Outcome = tuple[ChatMessage, bool] | Exception
+
+
 class SqlChatHistory:
     """``ChatHistory`` on SQLite or PostgreSQL (see the module docstring)."""
+
+    adds_commit_in_call_order: ClassVar[bool] = True
+    """Concurrent ``add`` calls on one object commit in the order they were called."""
 
     def __init__(
         self,
@@ -190,6 +237,7 @@ class SqlChatHistory:
         *,
         retry_interval: float = 1.0,
         purge_batch: int = 10_000,
+        max_batch: int = MAX_BATCH,
         connect_timeout: float = CONNECT_TIMEOUT,
         statement_timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
@@ -197,15 +245,22 @@ class SqlChatHistory:
 
         ``purge_batch``: rows deleted per transaction by ``purge_older_than``, so a first
         purge of a large history never runs into the statement timeout.
+        ``max_batch``: messages stored per transaction by the group commit of ``add``.
         ``connect_timeout`` (PostgreSQL) and ``statement_timeout`` (PostgreSQL; SQLite: the
         wait for another writer's lock) bound how long a call waits for a store that hangs.
         """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self._url = async_url(database_url)
         self._engine = make_engine(
             self._url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
         )
         self._retry_interval = retry_interval
         self._purge_batch = purge_batch
+        self._max_batch = max_batch
+        self._queue: deque[_QueuedAdd] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._ready = False
         self._lock = asyncio.Lock()
         self._failed_probes = 0
@@ -224,7 +279,21 @@ class SqlChatHistory:
             await self._ensure_ready()
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        """Finish the batch in flight, fail the adds still queued, release the connections.
+
+        Like the engine, the store may be used again afterwards (it reconnects).
+        """
+        self._closing = True
+        try:
+            if self._writer is not None:
+                # ``wait`` and not ``await``: a cancelled ``close`` must not cancel the
+                # writer in the middle of a commit.
+                await asyncio.wait((self._writer,))
+            while self._queue:
+                _settle(self._queue.popleft().future, StoreUnavailable(PART, "chat store closed"))
+            await self._engine.dispose()
+        finally:
+            self._closing = False
         self._ready = False
 
     async def check(self) -> None:
@@ -232,28 +301,22 @@ class SqlChatHistory:
             await conn.execute(text("SELECT 1"))
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
-        values = {
-            "room": room,
-            "chat_id": message.chat_id,
-            "client_id": message.client_id,
-            "display_name": message.display_name,
-            "timestamp": message.timestamp,
-            "chat_content": message.chat_content,
-        }
-        async with self._transaction() as conn:
-            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            # The unique (room, chat_id) decides between concurrent adds, on every node:
-            # the loser inserts nothing and reads the winner's row.
-            statement = insert(chat_messages).values(values).on_conflict_do_nothing()
-            if (await conn.execute(statement)).rowcount == 1:
-                return message, True
-            row = (await conn.execute(self._select_one(room, message.chat_id))).first()
-        if row is None:  # pragma: no cover - deleted between the two statements
-            raise StoreUnavailable(PART, "chat message changed concurrently, retry")
-        stored = _message(row)
-        if stored.client_id != message.client_id:
-            raise ChatIdTaken(message.chat_id)
-        return stored, False
+        """Queue the message for the writer; return once the batch holding it committed.
+
+        Nothing is awaited before the message is queued: that is what makes the adds of
+        this object commit in the order they were called (``adds_commit_in_call_order``).
+        """
+        if self._closing:
+            raise StoreUnavailable(PART, "chat store closed")
+        future: asyncio.Future[tuple[ChatMessage, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(_QueuedAdd(room, message, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="chat-store-writer")
+        # A caller that gives up cancels its future: the writer skips it unless its
+        # batch has already been taken.
+        return await future
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None:
         async with self._transaction() as conn:
@@ -296,6 +359,94 @@ class SqlChatHistory:
             purged += deleted
             if deleted < self._purge_batch:
                 return purged
+
+    async def _write_queued(self) -> None:
+        """The writer: one transaction per batch of queued adds, until the queue is empty."""
+        batch: list[_QueuedAdd] = []
+        try:
+            while self._queue and not self._closing:
+                batch = self._take_batch()
+                if not batch:
+                    continue  # every caller taken had given up
+                outcomes: Sequence[_Outcome]
+                try:
+                    outcomes = await self._store_batch(batch)
+                except Exception as exc:
+                    if not isinstance(exc, StoreUnavailable):
+                        # Not a store failure but a bug: its callers must not hang.
+                        log.error("chat store batch failed", exc_info=exc)
+                    outcomes = [_unavailable(exc) for _ in batch]
+                for queued, outcome in zip(batch, outcomes, strict=True):
+                    _settle(queued.future, outcome)
+                batch = []
+        except BaseException as exc:  # cancelled (the event loop is closing)
+            for queued in (*batch, *self._queue):
+                _settle(queued.future, _unavailable(exc))
+            self._queue.clear()
+            raise
+        finally:
+            self._writer = None
+
+    def _take_batch(self) -> list[_QueuedAdd]:
+        """The oldest queued adds whose callers still wait, at most ``max_batch``."""
+        batch: list[_QueuedAdd] = []
+        while self._queue and len(batch) < self._max_batch:
+            queued = self._queue.popleft()
+            if not queued.future.done():
+                batch.append(queued)
+        return batch
+
+    async def _store_batch(self, batch: Sequence[_QueuedAdd]) -> list[_Outcome]:
+        """Store ``batch`` in one transaction; the outcome of each add, in batch order."""
+        # The first add of a (room, chat_id) in queue order is the one that may insert; a
+        # later one in the batch is decided against it, as if it had come in a later batch.
+        first: dict[tuple[str, str], _QueuedAdd] = {}
+        for queued in batch:
+            first.setdefault(queued.key, queued)
+        rows = [
+            {
+                "room": queued.room,
+                "chat_id": queued.message.chat_id,
+                "client_id": queued.message.client_id,
+                "display_name": queued.message.display_name,
+                "timestamp": queued.message.timestamp,
+                "chat_content": queued.message.chat_content,
+            }
+            for queued in first.values()
+        ]
+        key_columns = (chat_messages.c.room, chat_messages.c.chat_id)
+        async with self._transaction() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            # The unique (room, chat_id) decides between concurrent adds, on every node:
+            # a row that is already there inserts nothing, and is read afterwards. The
+            # rows are listed in queue order, so their ids (the history order) follow it.
+            statement = (
+                insert(chat_messages)
+                .on_conflict_do_nothing(index_elements=key_columns)
+                .returning(*key_columns)
+            )
+            inserted = {(row.room, row.chat_id) for row in await conn.execute(statement, rows)}
+            stored = {key: first[key].message for key in inserted}
+            taken = [key for key in first if key not in inserted]
+            if taken:
+                query = select(chat_messages.c.room, *_COLUMNS).where(
+                    tuple_(*key_columns).in_(taken)
+                )
+                for row in await conn.execute(query):
+                    stored[row.room, row.chat_id] = _message(row)
+            if len(stored) < len(first):  # pragma: no cover - deleted between the statements
+                # Rolls the whole batch back; its callers may retry safely.
+                raise StoreUnavailable(PART, "chat message changed concurrently, retry")
+        outcomes: list[_Outcome] = []
+        for queued in batch:
+            winner = stored[queued.key]
+            if first[queued.key] is queued and queued.key in inserted:
+                outcomes.append((winner, True))
+            elif winner.client_id != queued.message.client_id:
+                outcomes.append(ChatIdTaken(queued.message.chat_id))
+            else:
+                outcomes.append((winner, False))  # a retry: the stored message
+        return outcomes
 
     @staticmethod
     def _select_one(room: str, chat_id: str) -> Select[Any]:
@@ -345,6 +496,22 @@ class SqlChatHistory:
         self._ready = False
         self._retry_at = time.monotonic() + self._retry_interval
         self.last_error = _describe(exc)
+
+
+def _unavailable(cause: BaseException) -> StoreUnavailable:
+    """A ``StoreUnavailable`` of its own for each caller of a failed batch."""
+    error = StoreUnavailable(PART, "chat store unavailable")
+    error.__cause__ = cause
+    return error
+
+
+def _settle(future: asyncio.Future[tuple[ChatMessage, bool]], outcome: _Outcome) -> None:
+    if future.done():
+        return  # the caller gave up (cancelled)
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _upgrade_head(connection: Connection) -> None:

@@ -7,7 +7,7 @@ are snake_case here; the wire names are camelCase (SPEC §3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -46,7 +46,11 @@ class LowerHand:
 
 @dataclass(frozen=True, slots=True)
 class RequestWaiting:
-    pass
+    # The name the client sent, for the ``event`` of its errors (an alias stays an alias,
+    # as for GetRecentChats). Not part of equality: both names are the same command.
+    sent_as: Literal["request_waiting", "waiting_request"] = field(
+        default="request_waiting", compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)

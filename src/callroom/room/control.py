@@ -82,6 +82,8 @@ def event_name(command: Command) -> str:
         return command.event
     if isinstance(command, GetRecentChats):
         return command.reply_event
+    if isinstance(command, RequestWaiting):
+        return command.sent_as
     return _EVENTS[type(command)]
 
 
@@ -115,7 +117,7 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
         case LowerHand():
             return _lower_hand(room, actor_id, command)
         case RequestWaiting():
-            return _request_waiting(room, actor_id)
+            return _request_waiting(room, actor_id, command.sent_as)
         case AcceptWaiting():
             return _accept_waiting(room, actor_id, command)
         case DenyWaiting():
@@ -177,11 +179,12 @@ def _lower_hand(room: Room, actor_id: str, command: LowerHand) -> Effects:
     return effects
 
 
-def _request_waiting(room: Room, actor_id: str) -> Effects:
-    actor = require_member(room, actor_id, "request_waiting")
+def _request_waiting(room: Room, actor_id: str, event: str) -> Effects:
+    # ``event``: the name sent (``waiting_request`` is an alias), for the error's event.
+    actor = require_member(room, actor_id, event)
     if actor.role is not Role.WAITING:
         raise ProtocolError(
-            ErrorCode.FORBIDDEN, "only a member of the waiting room may knock", "request_waiting"
+            ErrorCode.FORBIDDEN, "only a member of the waiting room may knock", event
         )
     effects = Effects()
     effects.send(host_ids(room), "waiting_request", client_info(actor))

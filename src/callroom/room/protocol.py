@@ -408,7 +408,7 @@ _VALIDATORS: Final[dict[str, Validator]] = {
     "raise_hand": _no_payload(RaiseHand()),
     "lower_hand": _optional_target(LowerHand),
     "request_waiting": _no_payload(RequestWaiting()),
-    "waiting_request": _no_payload(RequestWaiting()),
+    "waiting_request": _no_payload(RequestWaiting(sent_as="waiting_request")),
     "accept_waiting": _required_target(AcceptWaiting),
     "deny_waiting": _required_target(DenyWaiting),
     "request_screenshare": _no_payload(RequestScreenshare()),

@@ -50,8 +50,8 @@ class Connection:
         "on_close_code",
         "rate",
         "room_id",
-        "slow_counter",
         "room_key",
+        "slow_counter",
         "violations",
         "ws",
     )
