@@ -286,11 +286,10 @@ class SqlChatHistory:
         self._closing = True
         try:
             if self._writer is not None:
+                # The writer stops after its batch and fails what is still queued.
                 # ``wait`` and not ``await``: a cancelled ``close`` must not cancel the
                 # writer in the middle of a commit.
                 await asyncio.wait((self._writer,))
-            while self._queue:
-                _settle(self._queue.popleft().future, StoreUnavailable(PART, "chat store closed"))
             await self._engine.dispose()
         finally:
             self._closing = False
@@ -379,13 +378,13 @@ class SqlChatHistory:
                 for queued, outcome in zip(batch, outcomes, strict=True):
                     _settle(queued.future, outcome)
                 batch = []
-        except BaseException as exc:  # cancelled (the event loop is closing)
-            for queued in (*batch, *self._queue):
-                _settle(queued.future, _unavailable(exc))
-            self._queue.clear()
-            raise
         finally:
             self._writer = None
+            # Stopped by ``close``, or cancelled (the event loop is closing) in the middle
+            # of ``batch``: nobody will store what is left.
+            for queued in (*batch, *self._queue):
+                _settle(queued.future, StoreUnavailable(PART, "chat store stopped"))
+            self._queue.clear()
 
     def _take_batch(self) -> list[_QueuedAdd]:
         """The oldest queued adds whose callers still wait, at most ``max_batch``."""

@@ -1,7 +1,10 @@
 """One member's WebSocket: frames out without an await per frame, bounded buffering.
 
-Outgoing frames are written straight to the transport (``framing.text_frame`` bytes,
-built once per broadcast). The transport's write buffer is the bounded outgoing queue:
+Outgoing frames (``framing.text_frame`` bytes, built once per broadcast) are collected
+per connection during one turn of the event loop and written with one
+``transport.write`` at its end (``OutBox``): a burst of events to a member (a join sends
+``connect`` and ``room_state``; a busy room sends several chats per turn) costs one system
+call, not one per frame. The transport's write buffer is the bounded outgoing queue:
 when a consumer cannot keep up and its buffer passes ``max_buffer`` bytes, the
 connection is closed (1013, "try again later") rather than allowed to grow memory
 without bound (DESIGN "Backpressure").
@@ -27,8 +30,31 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+FLUSH_EARLY_FRAMES = 16  # frames queued in one loop turn before they are written at once
 SLOW_CONSUMER_CODE = 1013  # RFC 6455 "Try Again Later": the client may reconnect
 _ids = itertools.count(1)
+
+
+class OutBox:
+    """Connections with frames waiting; written out once per event-loop turn."""
+
+    __slots__ = ("_pending", "_scheduled")
+
+    def __init__(self) -> None:
+        self._pending: list[Connection] = []
+        self._scheduled = False
+
+    def mark(self, conn: Connection) -> None:
+        self._pending.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            conn.flush()
 
 
 class Connection:
@@ -36,7 +62,7 @@ class Connection:
 
     __slots__ = (
         "_close_task",
-        "_pending",
+        "_out",
         "_transport",
         "client_id",
         "closing",
@@ -48,6 +74,7 @@ class Connection:
         "kind",
         "max_buffer",
         "on_close_code",
+        "outbox",
         "rate",
         "room_id",
         "room_key",
@@ -67,6 +94,7 @@ class Connection:
         rate_per_second: float,
         burst: int,
         max_buffer: int,
+        outbox: OutBox,
         slow_counter: Counter | None = None,
     ) -> None:
         self.ws = ws
@@ -79,13 +107,15 @@ class Connection:
         self.conn_id = f"c{next(_ids)}"
         self.max_buffer = max_buffer
         self.slow_counter = slow_counter
+        self.outbox = outbox
         # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection. A second
         # bucket of the same size counts dropped frames: a sender that keeps flooding
         # after its rate_limited errors drains it and is closed with 1008 (SPEC §3.4).
         self.rate = TokenBucket(rate_per_second, burst)
         self.violations = TokenBucket(rate_per_second, burst)
         self._transport: asyncio.Transport | None = None
-        self._pending: list[bytes] | None = []  # frames queued before the upgrade
+        # Frames not yet written: queued before the upgrade, or during this loop turn.
+        self._out: list[bytes] = []
         self._close_task: asyncio.Task[None] | None = None
         self.closing = False
         # True once the room core no longer counts this socket as the member's session
@@ -96,24 +126,32 @@ class Connection:
         self.expiry_handle: asyncio.TimerHandle | None = None
 
     def attach(self, transport: asyncio.Transport) -> None:
-        """The upgrade is done: flush what was queued (``room_state`` first, SPEC §1)."""
+        """The upgrade is done: write what was queued (``room_state`` first, SPEC §1)."""
         self._transport = transport
-        pending, self._pending = self._pending, None
-        if pending:
-            transport.write(b"".join(pending))
+        self.flush()
 
     def send(self, frame: bytes) -> None:
-        """Queue one complete frame; never awaits."""
+        """Queue one complete frame for the end of this loop turn; never awaits."""
         if self.closing:
             return
-        if self._pending is not None:
-            self._pending.append(frame)
-            return
+        out = self._out
+        if not out and self._transport is not None:
+            self.outbox.mark(self)
+        out.append(frame)
+        if len(out) >= FLUSH_EARLY_FRAMES:
+            self.flush()  # a long burst goes out now: the queue stays small
+
+    def flush(self) -> None:
+        """Write the queued frames with one system call; close a consumer that lags."""
+        out = self._out
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if not out or transport is None:
             return
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self.max_buffer:
+        self._out = []
+        if transport.is_closing():
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if transport.get_write_buffer_size() > self.max_buffer and not self.closing:
             log.warning("slow_consumer_closed", conn_id=self.conn_id)
             if self.slow_counter is not None:
                 self.slow_counter.inc()
@@ -123,12 +161,13 @@ class Connection:
         """Close with ``code`` (SPEC §3.4) in the background; idempotent."""
         if self.closing:
             return
+        self.flush()  # frames sent before the close go out before the close frame
         self.closing = True
         self.on_close_code = int(code)
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
-        if self._pending is not None:
+        if self._transport is None:
             # Not upgraded yet: the handler closes right after the upgrade.
             return
         self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))

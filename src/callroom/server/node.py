@@ -37,6 +37,7 @@ from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused, StoreUna
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
+from callroom.server.connection import OutBox
 from callroom.server.hub import Hub
 from callroom.server.limits import ConnectionLimiter
 
@@ -85,6 +86,7 @@ class Node:
         )
         # Outgoing bytes a slow consumer may have buffered before it is closed.
         self.max_buffer = max(1 << 20, 16 * settings.MAX_MESSAGE_BYTES)
+        self.outbox = OutBox()
         self.history = history if history is not None else build_history(settings)
         self.draining = False
         self.port = 0

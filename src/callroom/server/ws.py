@@ -68,6 +68,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             rate_per_second=settings.RATE_LIMIT_PER_SECOND,
             burst=settings.RATE_LIMIT_BURST,
             max_buffer=node.max_buffer,
+            outbox=node.outbox,
             slow_counter=node.metrics.slow_consumers,
         )
         node.hub.join(conn)  # re-checks the room rules: the token check awaited
