@@ -684,13 +684,18 @@ async def test_close_finishes_the_batch_in_flight_and_fails_the_queued_adds(
 
 
 async def test_a_cancelled_writer_fails_its_batch_and_the_queue(
-    database_url: str, room: str
+    pg_database: str, room: str
 ) -> None:
-    """What happens to pending adds when the event loop closes before the store."""
-    async with opened(database_url) as store:
+    """The event loop closes before the store: nobody waits for an answer forever.
+
+    PostgreSQL only: there the statement in flight is cancelled on the server. aiosqlite
+    cannot interrupt a statement its thread is running; the abandoned connection may then
+    hold SQLite's write lock until it is collected (the loop is closing anyway).
+    """
+    async with opened(pg_database) as store:
         await store.check()
         with insert_sent(store) as sent:
-            async with store_locked(database_url):
+            async with store_locked(pg_database):
                 in_flight = asyncio.create_task(store.add(room, msg(1)))
                 await sent.wait()
                 queued = asyncio.create_task(store.add(room, msg(2)))
@@ -705,6 +710,23 @@ async def test_a_cancelled_writer_fails_its_batch_and_the_queue(
                 await writer
         assert await store.page(room, 10) == ChatPage([], 0, False)
         assert await store.add(room, msg(3)) == (msg(3), True)  # a new writer
+
+
+async def test_a_writer_cancelled_before_it_ran_fails_the_queue(
+    store: SqlChatHistory, room: str
+) -> None:
+    first = asyncio.create_task(store.add(room, msg(1)))
+    await asyncio.sleep(0)  # one turn: ``first`` queued m1 and created the writer, not run
+    writer = store._writer
+    assert writer is not None
+    writer.cancel()
+    with pytest.raises(StoreUnavailable):
+        await store.add(room, msg(2))
+    with pytest.raises(StoreUnavailable):
+        await first
+    assert writer.cancelled()
+    assert await store.add(room, msg(3)) == (msg(3), True)  # a new writer
+    assert ids(await store.page(room, 10)) == ["m3"]
 
 
 # --- the cached window over the group commit ---------------------------------------------

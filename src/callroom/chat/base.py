@@ -18,6 +18,9 @@ Contract every backend keeps:
 - Any backend failure raises ``StoreUnavailable("store")`` and leaves nothing
   half-written.
 - ``room`` is the room key ``"{kind}:{roomId}"``.
+- A backend whose concurrent adds commit in the order they were called says so with a
+  class attribute ``adds_commit_in_call_order = True`` (``SqlChatHistory``'s group
+  commit does): ``CachedChatHistory`` then lets one room's adds share a transaction.
 """
 
 from __future__ import annotations

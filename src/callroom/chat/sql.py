@@ -312,7 +312,9 @@ class SqlChatHistory:
         )
         self._queue.append(_QueuedAdd(room, message, future))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_queued(), name="chat-store-writer")
+            writer = asyncio.create_task(self._write_queued(), name="chat-store-writer")
+            writer.add_done_callback(self._writer_done)
+            self._writer = writer
         # A caller that gives up cancels its future: the writer skips it unless its
         # batch has already been taken.
         return await future
@@ -379,12 +381,20 @@ class SqlChatHistory:
                     _settle(queued.future, outcome)
                 batch = []
         finally:
-            self._writer = None
             # Stopped by ``close``, or cancelled (the event loop is closing) in the middle
             # of ``batch``: nobody will store what is left.
-            for queued in (*batch, *self._queue):
-                _settle(queued.future, StoreUnavailable(PART, "chat store stopped"))
-            self._queue.clear()
+            self._writer_stopped(batch)
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        """A writer cancelled before it ever ran skipped its ``finally``: do it here."""
+        if self._writer is writer:
+            self._writer_stopped([])
+
+    def _writer_stopped(self, batch: Sequence[_QueuedAdd]) -> None:
+        self._writer = None
+        for queued in (*batch, *self._queue):
+            _settle(queued.future, StoreUnavailable(PART, "chat store stopped"))
+        self._queue.clear()
 
     def _take_batch(self) -> list[_QueuedAdd]:
         """The oldest queued adds whose callers still wait, at most ``max_batch``."""
@@ -419,6 +429,9 @@ class SqlChatHistory:
             # The unique (room, chat_id) decides between concurrent adds, on every node:
             # a row that is already there inserts nothing, and is read afterwards. The
             # rows are listed in queue order, so their ids (the history order) follow it.
+            # Passed as a parameter list, SQLAlchemy renders them as one multi-row INSERT
+            # ("insertmanyvalues") from a statement compiled once; ``.values(rows)`` would
+            # compile every batch anew (about 45 ms for 500 rows).
             statement = (
                 insert(chat_messages)
                 .on_conflict_do_nothing(index_elements=key_columns)
