@@ -78,6 +78,8 @@ class Hub:
         self.sessions: dict[str, dict[str, Connection]] = {}
         self.connections: set[Connection] = set()
         self._grace: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._entropy = b""
+        self._entropy_at = 0
         self.idle = asyncio.Event()  # set while no socket is open (shutdown waits on it)
         self.idle.set()
 
@@ -217,11 +219,16 @@ class Hub:
 
     # -- commands -----------------------------------------------------------------
 
-    @staticmethod
-    def _new_chat_id() -> str:
-        # 96 random bits: unguessable, so no client can claim a server id in advance
-        # (chatIds are unique per room); a fifth of uuid4's cost on the chat hot path.
-        return os.urandom(12).hex()
+    def _new_chat_id(self) -> str:
+        """96 bits from the OS's CSPRNG: unguessable, so no client can claim a server id in
+        advance (chatIds are unique per room). Read 256 ids at a time: one system call
+        instead of one per chat message."""
+        if self._entropy_at >= len(self._entropy):
+            self._entropy = os.urandom(12 * 256)
+            self._entropy_at = 0
+        at = self._entropy_at
+        self._entropy_at = at + 12
+        return self._entropy[at : at + 12].hex()
 
     def _room(self, conn: Connection) -> Room:
         room = self.rooms.get(conn.room_key)
