@@ -227,6 +227,17 @@ async def settle(*clients: Client) -> list[list[dict[str, Any]]]:
     return [await client.drain() for client in clients]
 
 
+async def meeting(node: Any, make_token: TokenFactory, *admitted: str) -> list[Client]:
+    """alice (host) plus ``admitted`` members let in through the lobby, all settled."""
+    alice, _ = await join_room(node, make_token("alice", "Alice"))
+    clients = [alice]
+    for sub in admitted:
+        client, _ = await join_admitted(alice, node, make_token(sub, sub.title()))
+        clients.append(client)
+    await settle(*clients)
+    return clients
+
+
 def events(frames: list[dict[str, Any]]) -> list[str]:
     return [frame["event"] for frame in frames]
 

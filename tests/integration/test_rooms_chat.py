@@ -9,22 +9,11 @@ from callroom_testing import (
     Client,
     TokenFactory,
     events,
-    join_admitted,
     join_room,
+    meeting,
     settle,
     wait_until,
 )
-
-
-async def meeting(node: Any, make_token: TokenFactory, *admitted: str) -> list[Client]:
-    """alice (host) plus ``admitted`` members let in through the lobby, all settled."""
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    clients = [alice]
-    for sub in admitted:
-        client, _ = await join_admitted(alice, node, make_token(sub, sub.title()))
-        clients.append(client)
-    await settle(*clients)
-    return clients
 
 
 async def chat(client: Client, content: str, chat_id: str | None = None) -> dict[str, Any]:

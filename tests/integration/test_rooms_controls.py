@@ -5,28 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from callroom_testing import (
-    Client,
     TokenFactory,
     events,
     ids,
     join_admitted,
     join_room,
+    meeting,
     refused,
     room_url,
     settle,
     wait_until,
 )
-
-
-async def meeting(node: Any, make_token: TokenFactory, *admitted: str) -> list[Client]:
-    """alice (host) plus ``admitted`` members let in through the lobby, all settled."""
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    clients = [alice]
-    for sub in admitted:
-        client, _ = await join_admitted(alice, node, make_token(sub, sub.title()))
-        clients.append(client)
-    await settle(*clients)
-    return clients
 
 
 async def test_hands_queue_in_order_and_are_lowered_by_owner_or_host(

@@ -15,25 +15,14 @@ from callroom_testing import (
     TokenFactory,
     events,
     ids,
-    join_admitted,
     join_room,
+    meeting,
     room_url,
     settle,
     wait_until,
 )
 
 KEY = "zoom:room-1"
-
-
-async def meeting(node: Any, make_token: TokenFactory, *admitted: str) -> list[Client]:
-    """alice (host) plus ``admitted`` members let in through the lobby, all settled."""
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    clients = [alice]
-    for sub in admitted:
-        client, _ = await join_admitted(alice, node, make_token(sub, sub.title()))
-        clients.append(client)
-    await settle(*clients)
-    return clients
 
 
 async def drop(client: Client, how: str) -> None:
