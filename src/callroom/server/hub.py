@@ -171,11 +171,7 @@ class Hub:
         for action in effects.actions:
             if isinstance(action, Send):
                 frame = event_frame(action.event, action.payload)
-                for client_id in action.recipients:
-                    target = sessions.get(client_id)
-                    if target is not None:
-                        target.send(frame)
-                        sent += 1
+                sent += _deliver(sessions, action.recipients, frame)
             elif isinstance(action, Close):
                 target = sessions.pop(action.client_id, None)
                 if target is not None:
@@ -202,12 +198,7 @@ class Hub:
         self.metrics.rooms_active.set(len(self.rooms))
 
     def broadcast(self, key: str, recipients: tuple[str, ...], frame: bytes) -> None:
-        sessions = self.sessions.get(key, {})
-        for client_id in recipients:
-            target = sessions.get(client_id)
-            if target is not None:
-                target.send(frame)
-        self.metrics.messages_sent.inc(len(recipients))
+        self.metrics.messages_sent.inc(_deliver(self.sessions.get(key, {}), recipients, frame))
 
     def end_room(self, key: str) -> bool:
         """End a room from the admin API (SPEC §4 DELETE): every member closed 4005."""
@@ -335,6 +326,17 @@ class Hub:
             )
         conn.identity = identity
         self.schedule_expiry(conn, identity.expires_at)
+
+
+def _deliver(sessions: dict[str, Connection], recipients: tuple[str, ...], frame: bytes) -> int:
+    """Queue ``frame`` to each recipient with a socket on this node; how many got it."""
+    sent = 0
+    for client_id in recipients:
+        target = sessions.get(client_id)
+        if target is not None:
+            target.send(frame)
+            sent += 1
+    return sent
 
 
 def _store_down(event: str) -> ProtocolError:
