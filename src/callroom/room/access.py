@@ -64,7 +64,8 @@ def admitted_ids(room: Room) -> tuple[str, ...]:
     A member in grace keeps its place (SPEC §2); frames for it are simply not delivered
     (the node skips a client id without a socket).
     """
-    return tuple(cid for cid, m in room.members.items() if m.role.admitted)
+    waiting = Role.WAITING  # an identity test: this runs for every chat broadcast
+    return tuple(cid for cid, m in room.members.items() if m.role is not waiting)
 
 
 def host_ids(room: Room) -> tuple[str, ...]:

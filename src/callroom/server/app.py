@@ -41,9 +41,11 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
             response = json_error(exc.code, exc.message)
         except web.HTTPNotFound:
             response = json_error(HandshakeCode.NOT_FOUND, "no such route")
-        except web.HTTPMethodNotAllowed:
+        except web.HTTPMethodNotAllowed as exc:
             response = web.json_response(
-                {"error": "method_not_allowed", "message": "method not allowed"}, status=405
+                {"error": "method_not_allowed", "message": "method not allowed"},
+                status=405,
+                headers={"Allow": ", ".join(sorted(exc.allowed_methods))},  # RFC 9110 §15.5.6
             )
     if cors and origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -59,7 +61,7 @@ def build_app(node: Node) -> web.Application:
     if node.settings.DEV_MODE:
         app.router.add_routes(dev_routes)
     app.router.add_get("/ws/{kind}/{room_id}", websocket_handler)
-    app.router.add_route("*", "/ws/{tail:.*}", _bad_ws_path)
+    app.router.add_get("/ws/{tail:.*}", _bad_ws_path)
     return app
 
 
