@@ -20,6 +20,9 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+# DATABASE_URL=memory:// keeps chat in memory only (lost on restart): for tests and for
+# measuring what the durable store costs (docs/performance.md). Never the default.
+MEMORY_DATABASE = "memory://"
 _ORIGIN_RE = re.compile(r"^(https?)://[^/\s:]+(:\d{1,5})?$")
 
 
@@ -117,8 +120,10 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "postgres://")):
-            raise ValueError("must be a sqlite:/// path or a postgresql:// URL")
+        if value != MEMORY_DATABASE and not value.startswith(
+            ("sqlite", "postgresql", "postgres://")
+        ):
+            raise ValueError("must be a sqlite:/// path, a postgresql:// URL or memory://")
         return value
 
     @field_validator("REDIS_URL")

@@ -157,3 +157,28 @@ async def test_terminated_postgres_connections_give_a_clear_error_then_recover(
         assert [m["chatContent"] for m in stored] == expected
         await alice.close()
         await node.stop()
+
+
+async def test_memory_history_serves_the_room_but_keeps_nothing_across_restarts(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    """DATABASE_URL=memory:// (tests, benchmarks): chat works, nothing durable."""
+    first = await start_node(DATABASE_URL="memory://", CHAT_HISTORY_LIMIT=2)
+    alice = await open_client(ws(first, make_token("alice")))
+    await alice.expect("room_state")
+    for n in range(3):
+        await alice.send("add_chat", {"chatContent": f"m{n}"})
+        await alice.expect("add_chat")
+    await alice.send("get_recent_chats", {})
+    page = await alice.expect("get_recent_chats")
+    assert [m["chatContent"] for m in page["messages"]] == ["m1", "m2"]  # the window only
+    async with aiohttp.ClientSession() as http, http.get(f"{first.url}/readyz") as resp:
+        assert resp.status == 200
+    await first.stop()
+
+    second = await start_node(DATABASE_URL="memory://")
+    alice = await open_client(ws(second, make_token("alice")))
+    await alice.expect("room_state")
+    await alice.send("get_recent_chats", {})
+    assert (await alice.expect("get_recent_chats"))["total"] == 0
+    await alice.close()

@@ -123,6 +123,10 @@ def test_dev_mode_needs_no_issuer() -> None:
     assert settings.jwks_url is None
 
 
+def test_memory_database_is_accepted() -> None:
+    assert load_settings(None, DATABASE_URL="memory://", **AUTH).DATABASE_URL == "memory://"
+
+
 def test_star_origin_and_redis_urls_are_accepted() -> None:
     settings = load_settings(
         None, ALLOWED_ORIGINS="*", REDIS_URL="redis://127.0.0.1:6379/0", **AUTH

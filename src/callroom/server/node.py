@@ -31,8 +31,9 @@ from callroom.auth.jwks import JwksCache
 from callroom.auth.verifier import AuthError, TokenVerifier
 from callroom.chat.base import ChatHistory
 from callroom.chat.cached import CachedChatHistory
+from callroom.chat.memory import MemoryChatHistory
 from callroom.chat.sql import SqlChatHistory
-from callroom.config import Settings
+from callroom.config import MEMORY_DATABASE, Settings
 from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused, StoreUnavailable
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
@@ -58,7 +59,14 @@ def dev_settings(settings: Settings) -> Settings:
 
 
 def build_history(settings: Settings) -> ChatHistory:
-    """The durable store behind a memory window of ``CHAT_HISTORY_LIMIT`` per room."""
+    """The durable store behind a memory window of ``CHAT_HISTORY_LIMIT`` per room.
+
+    ``DATABASE_URL=memory://``: the last ``CHAT_HISTORY_LIMIT`` messages per room in
+    memory only, nothing durable (tests, benchmarks).
+    """
+    if settings.DATABASE_URL == MEMORY_DATABASE:
+        log.warning("chat history in memory only: it is lost when the process stops")
+        return MemoryChatHistory(limit_per_room=settings.CHAT_HISTORY_LIMIT)
     return CachedChatHistory(SqlChatHistory(settings.DATABASE_URL), settings.CHAT_HISTORY_LIMIT)
 
 
