@@ -14,10 +14,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, closing, contextmanager, suppress
+from contextlib import asynccontextmanager, closing, contextmanager, nullcontext, suppress
+from functools import partial
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -27,9 +30,10 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from callroom.chat import admin
+from callroom.chat import admin, sqlite_writer
 from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.cached import CachedChatHistory
+from callroom.chat.pg_writer import PgBatchWriter
 from callroom.chat.sql import (
     CONNECT_TIMEOUT,
     SqlChatHistory,
@@ -37,6 +41,7 @@ from callroom.chat.sql import (
     async_url,
     make_engine,
 )
+from callroom.chat.sqlite_writer import Key, NewRow, SqliteBatchWriter
 from callroom.errors import ConfigError, StoreUnavailable
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -459,12 +464,65 @@ async def test_sessions_are_bounded_by_timeouts_and_sqlite_commits_durably(
 
 @contextmanager
 def listening(store: SqlChatHistory, name: str, hook: Callable[..., None]) -> Iterator[None]:
-    """``hook`` on the store's engine event ``name`` while the block runs."""
+    """``hook`` on the store's engine event ``name`` while the block runs.
+
+    The adds commit on the batch writer's own connection, not the engine's: ``"commit"``
+    also runs ``hook`` before each of the writer's commits (with its ``sqlite3`` or
+    ``asyncpg`` connection; on SQLite on the writer's thread; what ``hook`` raises fails
+    the batch).
+    """
     event.listen(store.engine.sync_engine, name, hook)
     try:
-        yield
+        with before_writer_commits(store, hook) if name == "commit" else nullcontext():
+            yield
     finally:
         event.remove(store.engine.sync_engine, name, hook)
+
+
+class CommitHooks:
+    """The SQLite writer's commit, after hooks that run in the order they were added."""
+
+    def __init__(self, commit: Callable[[sqlite3.Connection], None]) -> None:
+        self.commit = commit
+        self.hooks: list[Callable[..., None]] = []
+
+    def __call__(self, connection: sqlite3.Connection) -> None:
+        for hook in list(self.hooks):
+            hook(connection)
+        self.commit(connection)
+
+
+class PgCommitHooks:
+    """The PostgreSQL writer's commit, after hooks that run in the order they were added."""
+
+    def __init__(self, commit: Callable[[Any, Any], Awaitable[None]]) -> None:
+        self.commit = commit
+        self.hooks: list[Callable[..., None]] = []
+
+    async def __call__(self, transaction: Any, connection: Any) -> None:
+        for hook in list(self.hooks):
+            hook(connection)
+        await self.commit(transaction, connection)
+
+
+@contextmanager
+def before_writer_commits(store: SqlChatHistory, hook: Callable[..., None]) -> Iterator[None]:
+    writer = store._batch_writer
+    hooks = writer._commit
+    if isinstance(hooks, CommitHooks | PgCommitHooks):  # nested: patched by an outer block
+        hooks.hooks.append(hook)
+        try:
+            yield
+        finally:
+            hooks.hooks.remove(hook)
+        return
+    if isinstance(writer, SqliteBatchWriter):
+        hooks = CommitHooks(writer._commit)
+    else:
+        hooks = PgCommitHooks(writer._commit)
+    hooks.hooks.append(hook)
+    with patch.object(writer, "_commit", hooks):
+        yield
 
 
 @contextmanager
@@ -479,12 +537,26 @@ def counted_commits(store: SqlChatHistory) -> Iterator[list[None]]:
 def insert_sent(store: SqlChatHistory) -> Iterator[asyncio.Event]:
     """Set once a batch's INSERT went to the database (where it may wait for a lock)."""
     sent = asyncio.Event()
+    writer = store._batch_writer
+    if isinstance(writer, SqliteBatchWriter):
+        # SQLite: the batch went to the writer thread, which waits for the lock at BEGIN.
+        loop = asyncio.get_running_loop()
+        run = writer._run
 
-    def hook(_connection: Connection, _cursor: object, statement: str, *_rest: object) -> None:
-        if statement.startswith("INSERT INTO chat_messages"):
-            sent.set()
+        def sending(rows: Sequence[NewRow]) -> tuple[set[Key], dict[Key, ChatMessage]]:
+            loop.call_soon_threadsafe(sent.set)
+            return run(rows)
 
-    with listening(store, "before_cursor_execute", hook):
+        with patch.object(writer, "_run", sending):
+            yield sent
+        return
+    insert = writer._insert
+
+    async def inserting(connection: Any, columns: list[list[Any]]) -> list[Any]:
+        sent.set()
+        return await insert(connection, columns)
+
+    with patch.object(writer, "_insert", inserting):
         yield sent
 
 
@@ -809,6 +881,193 @@ async def test_cached_window_turns_cold_when_adds_return_out_of_order(
         assert len(reads) == 1
     finally:
         await store.close()
+
+
+async def test_a_read_or_delete_on_a_locked_store_times_out_and_changes_nothing(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, statement_timeout=0.3) as store:
+        await add_all(store, room, 1)
+        async with store_locked(database_url):
+            with pytest.raises(StoreUnavailable):
+                await store.delete(room, "m1")
+        assert store.last_error is not None
+        assert ids(await store.page(room, 10)) == ["m1"]
+        assert await store.delete(room, "m1") is True
+
+
+async def test_a_postgres_batch_whose_connection_dies_stores_nothing_and_reconnects(
+    pg_database: str, room: str
+) -> None:
+    async with opened(pg_database) as store:
+        [older] = await add_all(store, room, 0)
+        writer = store._batch_writer
+        assert isinstance(writer, PgBatchWriter)
+        connection = writer._connection
+        assert connection is not None
+        # The writer's connection has the engine's timeouts.
+        assert await connection.fetchval("SHOW statement_timeout") == "5s"
+
+        def dies(connection: Any) -> None:
+            connection.terminate()  # the server rolls its transaction back
+
+        with before_writer_commits(store, dies):
+            outcomes = await asyncio.gather(
+                *(store.add(room, msg(n)) for n in range(1, 4)), return_exceptions=True
+            )
+        assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+        assert store.last_error is not None
+        assert "closed" in store.last_error
+        assert writer._connection is None
+        assert await store.page(room, 10) == ChatPage([older], 1, False)
+        assert await store.add(room, msg(1)) == (msg(1), True)
+        assert writer._connection not in (None, connection)
+
+
+# --- the SQLite batch writer: one thread, one connection, one call per batch -------------
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chat.db'}"
+
+
+def writer_of(store: SqlChatHistory) -> SqliteBatchWriter:
+    assert isinstance(store._batch_writer, SqliteBatchWriter)
+    return store._batch_writer
+
+
+async def on_writer_thread(store: SqlChatHistory, sql: str) -> object:
+    """``sql``'s first value on the writer's own connection, run on the writer's thread."""
+    writer = writer_of(store)
+
+    def query() -> object:
+        assert writer._connection is not None
+        return writer._connection.execute(sql).fetchone()[0]
+
+    assert writer._executor is not None
+    return await asyncio.get_running_loop().run_in_executor(writer._executor, query)
+
+
+def writer_threads() -> int:
+    return sum(t.name.startswith("chat-sqlite-writer") for t in threading.enumerate())
+
+
+async def test_sqlite_adds_commit_durably_on_a_thread_of_their_own(
+    tmp_path: Path, room: str
+) -> None:
+    before = writer_threads()
+    async with opened(sqlite_url(tmp_path)) as store:
+        await store.check()
+        assert writer_threads() == before  # no thread until the first add
+        await add_all(store, room, 1, 2)
+        assert writer_threads() == before + 1
+        # SPEC §8 on the writer's connection too: WAL + synchronous=FULL (2).
+        assert await on_writer_thread(store, "PRAGMA journal_mode") == "wal"
+        assert await on_writer_thread(store, "PRAGMA synchronous") == 2
+        assert await on_writer_thread(store, "PRAGMA busy_timeout") == 5000
+        await store.close()
+        for _ in range(200):  # the thread ends once it closed its connection
+            if writer_threads() == before:
+                break
+            await asyncio.sleep(0.01)
+        assert writer_threads() == before
+        assert writer_of(store)._connection is None
+        # Closed and used again: a new thread, a new connection, the same history.
+        await add_all(store, room, 3)
+        assert ids(await store.page(room, 10)) == ["m1", "m2", "m3"]
+
+
+async def test_a_sqlite_batch_failing_mid_transaction_stores_nothing_and_reconnects(
+    tmp_path: Path, room: str
+) -> None:
+    async with opened(sqlite_url(tmp_path)) as store:
+        [older] = await add_all(store, room, 0)
+        writer = writer_of(store)
+        connection = writer._connection
+        assert connection is not None
+
+        def disk_fails(_connection: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with before_writer_commits(store, disk_fails):
+            outcomes = await asyncio.gather(
+                *(store.add(room, msg(n)) for n in range(1, 6)), return_exceptions=True
+            )
+        assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+        assert store.last_error == "OperationalError: disk I/O error"
+        assert writer._connection is None  # a failed connection is not used again
+        assert await store.page(room, 10) == ChatPage([older], 1, False)  # nothing of it
+        assert store.last_error is None  # the probe found the store again
+        assert await store.add(room, msg(1)) == (msg(1), True)
+        assert writer._connection not in (None, connection)  # a new one
+
+
+async def test_a_sqlite_batch_whose_rollback_fails_drops_its_connection(
+    tmp_path: Path, room: str
+) -> None:
+    async with opened(sqlite_url(tmp_path)) as store:
+        await add_all(store, room, 0)
+        writer = writer_of(store)
+
+        def bug_after_rollback(connection: sqlite3.Connection) -> None:
+            connection.execute("ROLLBACK")  # the writer's own ROLLBACK then fails
+            raise RuntimeError("a bug")
+
+        with (
+            before_writer_commits(store, bug_after_rollback),
+            pytest.raises(StoreUnavailable) as raised,
+        ):
+            await store.add(room, msg(1))
+        assert isinstance(raised.value.__cause__, RuntimeError)
+        assert writer._connection is None
+        assert ids(await store.page(room, 10)) == ["m0"]
+        assert await store.add(room, msg(1)) == (msg(1), True)
+
+
+async def test_a_sqlite_writer_connection_that_fails_to_open_is_closed(
+    tmp_path: Path, room: str
+) -> None:
+    opened_connections: list[sqlite3.Connection] = []
+
+    class Unsettable(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            opened_connections.append(self)
+            if sql.startswith("PRAGMA synchronous"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    async with opened(sqlite_url(tmp_path)) as store:
+        with (
+            # (only the writer connects during an add: the engine is ready)
+            patch.object(sqlite3, "connect", partial(connect, factory=Unsettable)),
+            pytest.raises(StoreUnavailable),
+        ):
+            await store.add(room, msg(1))
+        assert opened_connections
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            opened_connections[0].total_changes  # noqa: B018 - closed, not leaked
+        assert await store.add(room, msg(1)) == (msg(1), True)
+
+
+async def test_a_large_sqlite_batch_is_inserted_in_chunks_in_one_transaction(
+    tmp_path: Path, room: str
+) -> None:
+    async with opened(sqlite_url(tmp_path)) as store:
+        [older] = await add_all(store, room, 0)
+        calls = [msg(n) for n in range(1, 11)] + [msg(0, text="retry"), msg(3, client="eve")]
+        with (
+            patch.object(sqlite_writer, "ROWS_PER_INSERT", 3),
+            counted_commits(store) as commits,
+        ):
+            outcomes = await asyncio.gather(
+                *(store.add(room, message) for message in calls), return_exceptions=True
+            )
+        assert len(commits) == 1
+        assert outcomes[:10] == [(message, True) for message in calls[:10]]
+        assert outcomes[10] == (older, False)
+        assert isinstance(outcomes[11], ChatIdTaken)
+        assert await store.page(room, 20) == ChatPage([older, *calls[:10]], 11, False)
 
 
 # --- migrations ------------------------------------------------------------------------
