@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 
+from callroom.bench.cli import bench_app
 from callroom.config import Settings, load_settings
 from callroom.errors import ConfigError
 
@@ -173,15 +174,7 @@ def db_restore(path: Path, env_file: str = ".env") -> None:
     _store_command(lambda: restore_sqlite(settings.DATABASE_URL, path), f"restored from {path}")
 
 
-def _mount_bench() -> None:
-    try:
-        from callroom.bench.cli import bench_app
-    except ImportError:  # the bench needs the optional generator dependencies
-        return
-    app.add_typer(bench_app, name="bench")
-
-
-_mount_bench()
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def _room_key(request: web.Request) -> tuple[str, str]:
 
 def _is_admitted(room: Room | None, identity: Identity) -> bool:
     member = room.members.get(identity.client_id) if room is not None else None
-    return member is not None and member.role != "waiting"
+    return member is not None and member.role.admitted
 
 
 def _forbidden() -> HandshakeRefused:
@@ -93,15 +93,8 @@ async def get_room(request: web.Request) -> web.Response:
         raise _forbidden()
     if room is None:
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
-    if identity.client_id in room.members:
-        # The lists as the caller sees them in the room (SPEC §4).
-        view = core.room_state_for(room, identity.client_id)
-        for key in ("clientId", "displayName", "role", "roomId"):
-            view.pop(key, None)
-        if identity.is_admin:
-            view = core.host_view(room)
-    else:
-        view = core.host_view(room)  # an admin sees the room as a host
+    # SPEC §4: an admin sees the room as a host; a member, as it sees it inside.
+    view = core.host_view(room) if identity.is_admin else core.member_view(room, identity.client_id)
     return web.json_response({**core.room_summary(room), **view})
 
 
@@ -112,7 +105,7 @@ async def delete_room(request: web.Request) -> web.Response:
     hub = request.app[NODE_KEY].hub
     room = hub.rooms.get(f"{kind}:{room_id}")
     member = room.members.get(identity.client_id) if room is not None else None
-    if not identity.is_admin and (member is None or member.role != "host"):
+    if not identity.is_admin and (member is None or not core.acts_as_host(member)):
         raise _forbidden()
     if not hub.end_room(f"{kind}:{room_id}"):
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")

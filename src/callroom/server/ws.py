@@ -42,6 +42,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             raise HandshakeRefused(HandshakeCode.UNAVAILABLE, "the server is full")
         check_path(kind, room_id)
         check_origin(request, settings.ALLOWED_ORIGINS)
+        if not node.limiter.admit(ip):
+            raise HandshakeRefused(
+                HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections from this address"
+            )
+        identity = await node.authenticate(ws_token(request))
+        node.hub.check_join(kind, room_id, identity)
         ws = web.WebSocketResponse(
             compress=False,
             autoping=True,
@@ -49,12 +55,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             max_msg_size=settings.MAX_MESSAGE_BYTES,
             timeout=5.0,
         )
-        if not node.limiter.admit(ip):
-            raise HandshakeRefused(
-                HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections from this address"
-            )
-        identity = await node.authenticate(ws_token(request))
-        node.hub.check_join(kind, room_id, identity)
         # Checked last, so a plain GET of the same URL tells a browser client why its
         # upgrade would be refused (browsers hide the handshake status from scripts).
         if not ws.can_prepare(request).ok:
