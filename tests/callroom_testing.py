@@ -127,6 +127,16 @@ class Client:
     async def send_raw(self, text: str | bytes) -> None:
         await self.ws.send(text)
 
+    def send_burst(self, *texts: str, close_code: int | None = None) -> None:
+        """Send text frames (and a close frame, with ``close_code``) in ONE write, so the
+        server reads them together instead of one network round at a time."""
+        protocol = self.ws.protocol
+        for text in texts:
+            protocol.send_text(text.encode())
+        if close_code is not None:
+            protocol.send_close(close_code)
+        self.ws.transport.write(b"".join(protocol.data_to_send()))
+
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         frame: dict[str, Any] = json.loads(raw)

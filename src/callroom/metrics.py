@@ -61,6 +61,18 @@ class Metrics:
             "Connections closed because their outgoing queue was full",
             registry=r,
         )
+        self.store_batch_messages = Histogram(
+            "callroom_chat_store_batch_messages",
+            "Chat messages stored by one group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "callroom_chat_store_commit_seconds",
+            "Time to store one group commit of chat messages",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.closes = Counter(
             "callroom_ws_closes",
             "Connections closed by the server, by close code",
@@ -75,6 +87,11 @@ class Metrics:
         }
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason=reason)
+
+    def observe_store_commit(self, messages: int, seconds: float) -> None:
+        """A group commit of the chat store (``SqlChatHistory``'s ``on_commit``)."""
+        self.store_batch_messages.observe(messages)
+        self.store_commit_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

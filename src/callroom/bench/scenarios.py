@@ -111,7 +111,7 @@ DEFAULTS = {
     Scenario.BIGROOM: Params(
         Scenario.BIGROOM,
         room_size=500,
-        rates=(2, 5, 10, 25, 50, 100, 150, 200, 250, 300, 350, 400),
+        rates=(2, 5, 10, 25, 50, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000),
     ),
     Scenario.SIGNAL: Params(
         Scenario.SIGNAL,

@@ -61,7 +61,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -256,6 +256,7 @@ class SqlChatHistory:
         max_batch: int = MAX_BATCH,
         connect_timeout: float = CONNECT_TIMEOUT,
         statement_timeout: float = STATEMENT_TIMEOUT,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         """``retry_interval``: seconds after a failed probe during which calls fail at once.
 
@@ -264,6 +265,8 @@ class SqlChatHistory:
         ``max_batch``: messages stored per transaction by the group commit of ``add``.
         ``connect_timeout`` (PostgreSQL) and ``statement_timeout`` (PostgreSQL; SQLite: the
         wait for another writer's lock) bound how long a call waits for a store that hangs.
+        ``on_commit(messages, seconds)`` is told of every group commit that succeeded (for
+        metrics): how many adds it answered and how long storing them took.
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -281,6 +284,7 @@ class SqlChatHistory:
         self._retry_interval = retry_interval
         self._purge_batch = purge_batch
         self._max_batch = max_batch
+        self._on_commit = on_commit
         self._queue: deque[_QueuedAdd] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -394,6 +398,7 @@ class SqlChatHistory:
                 if not batch:
                     continue  # every caller taken had given up
                 outcomes: Sequence[_Outcome]
+                started = time.perf_counter()
                 try:
                     outcomes = await self._store_batch(batch)
                 except Exception as exc:
@@ -401,6 +406,9 @@ class SqlChatHistory:
                         # Not a store failure but a bug: its callers must not hang.
                         log.error("chat store batch failed", exc_info=exc)
                     outcomes = [_unavailable(exc) for _ in batch]
+                else:
+                    if self._on_commit is not None:
+                        self._on_commit(len(batch), time.perf_counter() - started)
                 for queued, outcome in zip(batch, outcomes, strict=True):
                     _settle(queued.future, outcome)
                 batch = []

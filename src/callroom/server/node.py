@@ -58,8 +58,10 @@ def dev_settings(settings: Settings) -> Settings:
     )
 
 
-def build_history(settings: Settings) -> ChatHistory:
+def build_history(settings: Settings, metrics: Metrics | None = None) -> ChatHistory:
     """The durable store behind a memory window of ``CHAT_HISTORY_LIMIT`` per room.
+
+    ``metrics``: where the store's group commits are counted.
 
     ``DATABASE_URL=memory://``: the last ``CHAT_HISTORY_LIMIT`` messages per room in
     memory only, nothing durable (tests, benchmarks).
@@ -67,7 +69,9 @@ def build_history(settings: Settings) -> ChatHistory:
     if settings.DATABASE_URL == MEMORY_DATABASE:
         log.warning("chat history in memory only: it is lost when the process stops")
         return MemoryChatHistory(limit_per_room=settings.CHAT_HISTORY_LIMIT)
-    return CachedChatHistory(SqlChatHistory(settings.DATABASE_URL), settings.CHAT_HISTORY_LIMIT)
+    on_commit = None if metrics is None else metrics.observe_store_commit
+    store = SqlChatHistory(settings.DATABASE_URL, on_commit=on_commit)
+    return CachedChatHistory(store, settings.CHAT_HISTORY_LIMIT)
 
 
 class Node:
@@ -95,7 +99,7 @@ class Node:
         # Outgoing bytes a slow consumer may have buffered before it is closed.
         self.max_buffer = max(1 << 20, 16 * settings.MAX_MESSAGE_BYTES)
         self.outbox = OutBox()
-        self.history = history if history is not None else build_history(settings)
+        self.history = history if history is not None else build_history(settings, self.metrics)
         self.draining = False
         self.port = 0
         self._sock: socket.socket | None = None

@@ -8,6 +8,7 @@ frame gets an ``error`` event and the connection stays open (SPEC §3.2).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
 from callroom.room import core
+from callroom.room.commands import AddChat, Command
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.connection import Connection
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
     from callroom.server.node import Node
 
 log = structlog.get_logger(__name__)
+
+# add_chat commands of one connection that may wait for the store at once; at this many
+# its next frames are left in the socket until the oldest is stored (backpressure).
+PIPELINED_ADDS = 64
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -106,7 +112,9 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
     """Read frames until the socket ends; return the client's close code, if it sent one.
 
     A code the client sends back after the server started closing is an echo, not a
-    leave (SPEC §2), so it is reported as None.
+    leave (SPEC §2), so it is reported as None. The member's chat messages still in
+    flight finish before the end is reported: its last messages reach the room before
+    its ``disconnect``.
     """
     ws = conn.ws
     while True:
@@ -114,7 +122,9 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
         kind = msg.type
         if kind is WSMsgType.TEXT:
             await on_text(node, conn, msg.data)
-        elif kind is WSMsgType.BINARY:
+            continue
+        await conn.settle()
+        if kind is WSMsgType.BINARY:
             conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
         elif kind is WSMsgType.CLOSE:
             return None if conn.closing else int(msg.data)
@@ -123,9 +133,15 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
 
 
 async def on_text(node: Node, conn: Connection, data: str) -> None:
-    """Handle one text frame: rate limit, decode, run, answer errors (SPEC §3)."""
+    """Handle one text frame: rate limit, decode, run, answer errors (SPEC §3).
+
+    A valid ``add_chat`` runs as a task of its own while the next frames are read
+    (``Connection.pipeline``); everything else first waits for those, so every answer
+    and effect keeps the order of the member's frames.
+    """
     metrics = node.metrics
     if not conn.rate.take():
+        await conn.settle()
         metrics.handler_errors.labels(event="unknown", code=ErrorCode.RATE_LIMITED.value).inc()
         if not conn.violations.take():
             conn.close(CloseCode.POLICY_VIOLATION, "message flood")
@@ -133,22 +149,47 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
         conn.send(_error(ErrorCode.RATE_LIMITED, "too many messages: this one was dropped", None))
         return
     started = time.perf_counter()
-    label = "unknown"
     try:
         command = decode(data, node.protocol_limits)
-        label = canonical_event(core.event_name(command))
+    except ProtocolError as exc:
+        await conn.settle()
+        _refused(node, conn, exc, "unknown", started)
+        return
+    if type(command) is AddChat:
+        conn.pipeline(asyncio.create_task(_run(node, conn, command, started)))
+        if conn.adds_in_flight >= PIPELINED_ADDS:
+            await conn.settle_oldest()  # stop reading this member until the store catches up
+        return
+    await conn.settle()
+    await _run(node, conn, command, started)
+
+
+async def _run(node: Node, conn: Connection, command: Command, started: float) -> None:
+    """Run one decoded command; a refusal or a failure becomes an ``error`` event."""
+    label = canonical_event(core.event_name(command))
+    try:
         await node.hub.handle(conn, command)
     except ProtocolError as exc:
-        if exc.event is not None and exc.event in CLIENT_EVENTS:
-            label = canonical_event(exc.event)
-        metrics.handler_errors.labels(event=label, code=exc.code.value).inc()
-        conn.send(_error(exc.code, exc.message, exc.event))
+        _refused(node, conn, exc, label, started)
+        return
     except Exception:
         log.exception("handler_failed", event=label)
-        metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
+        node.metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
         conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
-    metrics.received_by_event[label].inc()
-    metrics.message_seconds.observe(time.perf_counter() - started)
+    _count(node, label, started)
+
+
+def _refused(node: Node, conn: Connection, exc: ProtocolError, label: str, started: float) -> None:
+    if exc.event is not None and exc.event in CLIENT_EVENTS:
+        label = canonical_event(exc.event)
+    node.metrics.handler_errors.labels(event=label, code=exc.code.value).inc()
+    conn.send(_error(exc.code, exc.message, exc.event))
+    _count(node, label, started)
+
+
+def _count(node: Node, label: str, started: float) -> None:
+    node.metrics.received_by_event[label].inc()
+    node.metrics.message_seconds.observe(time.perf_counter() - started)
 
 
 def _error(code: ErrorCode, message: str, event: str | None) -> bytes:

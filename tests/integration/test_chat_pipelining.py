@@ -1,0 +1,86 @@
+"""One member's chat messages are pipelined to the store and keep their order.
+
+A member's consecutive ``add_chat`` frames wait for the store together (one group commit
+instead of one commit each), and every other frame, every error and the member's end still
+come after the messages sent before them (docs/architecture.md "Chat pipelining").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from callroom.server.ws import PIPELINED_ADDS
+from callroom_testing import TokenFactory, meeting, metric_value
+
+BURSTS = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}
+
+
+def add_chat(chat_id: str) -> str:
+    return json.dumps({"event": "add_chat", "payload": {"chatContent": chat_id, "chatId": chat_id}})
+
+
+async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(**BURSTS)
+    alice, bob = await meeting(node, make_token, "bob")
+    sent = [f"m{i}" for i in range(PIPELINED_ADDS + 36)]  # past the in-flight cap
+
+    bob.send_burst(*(add_chat(chat_id) for chat_id in sent), '{"event": "get_recent_chats"}')
+
+    assert [(await bob.expect("add_chat"))["chatId"] for _ in sent] == sent
+    recent = await bob.expect("get_recent_chats")  # answered after every add before it
+    assert [message["chatId"] for message in recent["messages"]] == sent[-50:]
+    assert recent["total"] == len(sent)
+    assert [(await alice.expect("add_chat"))["chatId"] for _ in sent] == sent
+    # Read together, the adds were committed together: fewer commits than messages.
+    stored = await metric_value(node, "callroom_chat_store_batch_messages_sum")
+    commits = await metric_value(node, "callroom_chat_store_batch_messages_count")
+    assert stored == len(sent)
+    assert 1 <= commits < len(sent)
+    assert await metric_value(node, "callroom_chat_store_commit_seconds_count") == commits
+
+
+async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(**BURSTS)
+    _alice, bob = await meeting(node, make_token, "bob")
+
+    bob.send_burst(
+        add_chat("first"),
+        "not json",
+        add_chat("second"),
+        json.dumps({"event": "add_chat", "payload": {"chatContent": ""}}),  # invalid
+        add_chat("third"),
+        '{"event": "ping"}',
+    )
+
+    frames = [await bob.next() for _ in range(6)]
+    assert [(f["event"], f["payload"].get("chatId")) for f in frames] == [
+        ("add_chat", "first"),
+        ("error", None),
+        ("add_chat", "second"),
+        ("error", None),
+        ("add_chat", "third"),
+        ("pong", None),
+    ]
+    assert frames[1]["payload"]["code"] == "invalid_json"
+    assert frames[3]["payload"]["code"] == "invalid_payload"
+    assert frames[3]["payload"]["event"] == "add_chat"
+
+
+async def test_a_members_last_chats_reach_the_room_before_its_leave(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node(**BURSTS)
+    alice, bob = await meeting(node, make_token, "bob")
+    sent = [f"bye{i}" for i in range(5)]
+
+    bob.send_burst(*(add_chat(chat_id) for chat_id in sent), close_code=1000)
+
+    frames = [await alice.next() for _ in range(len(sent) + 1)]
+    assert [f["event"] for f in frames] == ["add_chat"] * len(sent) + ["disconnect"]
+    assert [f["payload"]["chatId"] for f in frames[:-1]] == sent
+    assert frames[-1]["payload"]["clientId"] == "bob"
