@@ -61,10 +61,10 @@ class Connection:
     """A member's socket in a room, as the node sees it."""
 
     __slots__ = (
-        "_adds",
         "_close_task",
         "_out",
         "_transport",
+        "adds",
         "client_id",
         "closing",
         "conn_id",
@@ -127,7 +127,7 @@ class Connection:
         self.expiry_handle: asyncio.TimerHandle | None = None
         # This connection's add_chat commands still waiting for the store, oldest first
         # (``pipeline``). A list, not a deque: most connections never have one in flight.
-        self._adds: list[asyncio.Task[None]] = []
+        self.adds: list[asyncio.Task[None]] = []
 
     # -- add_chat pipelining (docs/architecture.md "Chat pipelining") ----------------
     #
@@ -139,24 +139,20 @@ class Connection:
     # called and answers them in that order, and every other frame first waits, with
     # ``settle``, for the adds before it.
 
-    @property
-    def adds_in_flight(self) -> int:
-        return len(self._adds)
-
     def pipeline(self, add: asyncio.Task[None]) -> None:
         """Track an ``add_chat`` task started for this connection, until it is done."""
-        self._adds.append(add)
-        add.add_done_callback(self._adds.remove)
+        self.adds.append(add)
+        add.add_done_callback(self.adds.remove)
 
     async def settle(self) -> None:
         """Return once every ``add_chat`` started before this call is done."""
-        if self._adds:
-            await asyncio.wait(list(self._adds))
+        if self.adds:
+            await asyncio.wait(list(self.adds))
 
     async def settle_oldest(self) -> None:
         """Return once the oldest ``add_chat`` in flight is done (backpressure)."""
-        if self._adds:
-            await asyncio.wait(self._adds[:1])
+        if self.adds:
+            await asyncio.wait(self.adds[:1])
 
     def attach(self, transport: asyncio.Transport) -> None:
         """The upgrade is done: write what was queued (``room_state`` first, SPEC §1)."""

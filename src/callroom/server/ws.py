@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 
 from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
 from callroom.room import core
-from callroom.room.commands import AddChat, Command
+from callroom.room.commands import AddChat
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.connection import Connection
@@ -123,7 +123,8 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
         if kind is WSMsgType.TEXT:
             await on_text(node, conn, msg.data)
             continue
-        await conn.settle()
+        if conn.adds:
+            await conn.settle()
         if kind is WSMsgType.BINARY:
             conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
         elif kind is WSMsgType.CLOSE:
@@ -137,11 +138,13 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
 
     A valid ``add_chat`` runs as a task of its own while the next frames are read
     (``Connection.pipeline``); everything else first waits for those, so every answer
-    and effect keeps the order of the member's frames.
+    and effect keeps the order of the member's frames. (The common path stays inline:
+    it runs for every frame.)
     """
     metrics = node.metrics
     if not conn.rate.take():
-        await conn.settle()
+        if conn.adds:
+            await conn.settle()
         metrics.handler_errors.labels(event="unknown", code=ErrorCode.RATE_LIMITED.value).inc()
         if not conn.violations.take():
             conn.close(CloseCode.POLICY_VIOLATION, "message flood")
@@ -149,47 +152,56 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
         conn.send(_error(ErrorCode.RATE_LIMITED, "too many messages: this one was dropped", None))
         return
     started = time.perf_counter()
+    label = "unknown"
     try:
         command = decode(data, node.protocol_limits)
+        if type(command) is AddChat:
+            conn.pipeline(asyncio.create_task(_add_chat(node, conn, command, started)))
+            if len(conn.adds) >= PIPELINED_ADDS:
+                await conn.settle_oldest()  # stop reading this member until the store catches up
+            return
+        if conn.adds:
+            await conn.settle()  # the member's earlier messages come first
+        label = canonical_event(core.event_name(command))
+        await node.hub.handle(conn, command)
     except ProtocolError as exc:
-        await conn.settle()
-        _refused(node, conn, exc, "unknown", started)
-        return
-    if type(command) is AddChat:
-        conn.pipeline(asyncio.create_task(_run(node, conn, command, started)))
-        if conn.adds_in_flight >= PIPELINED_ADDS:
-            await conn.settle_oldest()  # stop reading this member until the store catches up
-        return
-    await conn.settle()
-    await _run(node, conn, command, started)
+        if conn.adds:
+            await conn.settle()  # a refused frame is answered in its turn, too
+        label = _refused(node, conn, exc, label)
+    except Exception:
+        label = _failed(node, conn, label)
+    metrics.received_by_event[label].inc()
+    metrics.message_seconds.observe(time.perf_counter() - started)
 
 
-async def _run(node: Node, conn: Connection, command: Command, started: float) -> None:
-    """Run one decoded command; a refusal or a failure becomes an ``error`` event."""
-    label = canonical_event(core.event_name(command))
+async def _add_chat(node: Node, conn: Connection, command: AddChat, started: float) -> None:
+    """A pipelined ``add_chat`` (``on_text``): run it, answer a refusal or a failure."""
+    label = "add_chat"
     try:
         await node.hub.handle(conn, command)
     except ProtocolError as exc:
-        _refused(node, conn, exc, label, started)
-        return
+        label = _refused(node, conn, exc, label)
     except Exception:
-        log.exception("handler_failed", event=label)
-        node.metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
-        conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
-    _count(node, label, started)
+        label = _failed(node, conn, label)
+    node.metrics.received_by_event[label].inc()
+    node.metrics.message_seconds.observe(time.perf_counter() - started)
 
 
-def _refused(node: Node, conn: Connection, exc: ProtocolError, label: str, started: float) -> None:
+def _refused(node: Node, conn: Connection, exc: ProtocolError, label: str) -> str:
+    """Answer a refused frame with its ``error`` event; the frame's metric label."""
     if exc.event is not None and exc.event in CLIENT_EVENTS:
         label = canonical_event(exc.event)
     node.metrics.handler_errors.labels(event=label, code=exc.code.value).inc()
     conn.send(_error(exc.code, exc.message, exc.event))
-    _count(node, label, started)
+    return label
 
 
-def _count(node: Node, label: str, started: float) -> None:
-    node.metrics.received_by_event[label].inc()
-    node.metrics.message_seconds.observe(time.perf_counter() - started)
+def _failed(node: Node, conn: Connection, label: str) -> str:
+    """Answer a frame whose handling failed unexpectedly (a bug): nothing was done."""
+    log.exception("handler_failed", event=label)
+    node.metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
+    conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
+    return label
 
 
 def _error(code: ErrorCode, message: str, event: str | None) -> bytes:
