@@ -37,6 +37,7 @@ from typer.testing import CliRunner
 from callroom.auth.dev import DevKeys
 from callroom.bench.cli import bench_app
 from callroom.bench.client import Recorder, close_all, connect_all, stamp
+from callroom.bench.report import median_runs
 from callroom.bench.servers import BENCH_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,6 +238,50 @@ def test_compare_runs_each_peer_and_skips_what_is_not_installed(tmp_path: Path) 
     for report in comparison["runs"].values():
         _assert_worked("chat", report)
     assert set(comparison["ratios"]) == set(comparison["runs"]) - {"picows"}
+
+
+def test_compare_rounds_interleave_the_servers_and_keep_each_ones_median(
+    tmp_path: Path,
+) -> None:
+    args = ["compare", "chat", "--server", "picows", "--server", "socketio", "--rounds", "3"]
+    sizes = ["--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.2"]
+    result = CliRunner().invoke(bench_app, [*args, *sizes, "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "round 3/3: socketio" in result.output
+    comparison = json.loads((tmp_path / "c.json").read_text())
+    rounds = comparison["rounds"]
+    assert len(rounds) == len(comparison["round_ratios"]) == 3
+    for name, report in comparison["runs"].items():
+        _assert_worked("chat", report)
+        values = sorted(values[name] for values in rounds)
+        assert report["headline"]["value"] == values[1]  # the median of three
+    assert comparison["ratios"]["socketio"] == round(
+        comparison["runs"]["picows"]["headline"]["value"]
+        / comparison["runs"]["socketio"]["headline"]["value"],
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "higher", "chosen"),
+    [
+        ([3.0, 1.0, 2.0], True, 2.0),
+        ([3.0, 1.0], True, 1.0),  # even: the worse middle one
+        ([None, 5.0, 4.0], True, 4.0),  # no headline counts as the worst
+        ([30.0, 10.0], False, 30.0),  # lower is better (idle): the worse is the larger
+        ([None, 10.0, 20.0], False, 20.0),
+    ],
+)
+def test_median_runs_picks_a_real_round(
+    values: list[float | None], higher: bool, chosen: float
+) -> None:
+    rounds = [
+        {"a": {"headline": {"value": value, "higher_is_better": higher}, "round": n}}
+        for n, value in enumerate(values)
+    ]
+    picked = median_runs(rounds)["a"]
+    assert picked["headline"]["value"] == chosen
+    assert picked is rounds[picked["round"]]["a"]
 
 
 def test_compare_skips_a_server_that_cannot_start(

@@ -361,6 +361,12 @@ def compare_command(
     concurrency: Concurrency = 100,
     json_path: JsonOut = None,
     pin: Pin = True,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Run every server this many times, interleaved; report the medians."
+        ),
+    ] = 1,
 ) -> None:
     """Run SCENARIO over callroom and each reference server back to back, print ratios."""
     kind = Scenario(scenario.value)
@@ -382,7 +388,7 @@ def compare_command(
     servers = server or list(ServerKind)
     err = Console(stderr=True)
     with _progress(err) as progress:
-        comparison = run_sync(compare(params, servers, pin, progress))
+        comparison = run_sync(compare(params, servers, pin, progress, rounds))
     Console().print(compare_table(kind.value, comparison))
     if json_path is not None:
         write_json(json_path, comparison)

@@ -85,6 +85,25 @@ def compare_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
+def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each server's report of its median round by headline: of an even count the worse of
+    the two middle ones; a round without a headline value counts as the worst."""
+    chosen: dict[str, dict[str, Any]] = {}
+    names = [name for runs in rounds for name in runs]
+    for name in dict.fromkeys(names):  # first-seen order: the baseline stays first
+        reports = [runs[name] for runs in rounds if name in runs]
+        higher = reports[0]["headline"]["higher_is_better"]
+        worst = float("-inf") if higher else float("inf")
+
+        def value(report: dict[str, Any], worst: float = worst) -> float:
+            found = report["headline"]["value"]
+            return worst if found is None else float(found)
+
+        ordered = sorted(reports, key=value, reverse=not higher)  # worst first
+        chosen[name] = ordered[(len(ordered) - 1) // 2]
+    return chosen
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
@@ -161,14 +180,24 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
     base = next(iter(runs), None)
     better = "higher" if comparison["higher_is_better"] else "lower"
     title = f"compare {scenario}: {comparison['metric']} ({better} is better)"
+    rounds: list[dict[str, float | None]] = comparison.get("rounds", [])
+    several = len(rounds) > 1
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for header in ("server", "value", f"{base} / server", "errors"):
+    headers = ["server", "median" if several else "value", f"{base} / server", "errors"]
+    if several:
+        headers.insert(2, "rounds")
+    for header in headers:
         table.add_column(header, justify="right")
     for name, run in runs.items():
-        value = run["headline"]["value"]
         ratio = "-" if name == base or ratios.get(name) is None else f"{ratios[name]:.2f}x"
-        shown = "-" if value is None else f"{value:,.1f}"
-        table.add_row(name, shown, ratio, _errors(run["errors"]))
+        row = [name, _value(run["headline"]["value"]), ratio, _errors(run["errors"])]
+        if several:
+            row.insert(2, " / ".join(_value(values.get(name)) for values in rounds))
+        table.add_row(*row)
     for name, reason in comparison["skipped"].items():
-        table.add_row(name, "skipped", "-", reason)
+        table.add_row(name, "skipped", *(["-"] if several else []), "-", reason)
     return table
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"

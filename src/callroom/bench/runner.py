@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom.bench.client import Protocol
-from callroom.bench.report import build_report, compare_ratios
+from callroom.bench.report import build_report, compare_ratios, median_runs
 from callroom.bench.scenarios import RUNNERS, Params, Result
 from callroom.bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
 from callroom.bench.target import DEV_KEY_FILE, BenchError, Minter, Target
@@ -74,25 +74,44 @@ async def bench(
 
 
 async def compare(
-    params: Params, servers: list[ServerKind], pin: bool, progress: Progress
+    params: Params, servers: list[ServerKind], pin: bool, progress: Progress, rounds: int = 1
 ) -> dict[str, Any]:
-    """The scenario over each server back to back; a server that cannot run is skipped."""
-    runs: dict[str, dict[str, Any]] = {}
+    """The scenario over each server back to back, ``rounds`` times; a server that cannot
+    run is skipped.
+
+    Rounds are interleaved (every server once per round), so a slow spell of the machine
+    hits every server alike. Each server is then represented by its median round: at the
+    edge of saturation the best step moves by a step or two between runs, and one run
+    proves little (docs/performance.md, "Run-to-run spread").
+    """
+    rounds_run: list[dict[str, dict[str, Any]]] = []
     skipped: dict[str, str] = {}
-    for kind in servers:
-        try:
-            runs[kind.value], _ = await bench(params, Source(spawn=kind, pin=pin), progress)
-        except BenchError as exc:
-            skipped[kind.value] = str(exc)
-            progress.console.print(f"[yellow]skipped {kind.value}:[/yellow] {exc}")
-    headline = next(iter(runs.values()))["headline"] if runs else {}
+    for number in range(1, rounds + 1):
+        runs: dict[str, dict[str, Any]] = {}
+        for kind in servers:
+            if kind.value in skipped:
+                continue
+            if rounds > 1:
+                progress.console.print(f"round {number}/{rounds}: {kind.value}")
+            try:
+                runs[kind.value], _ = await bench(params, Source(spawn=kind, pin=pin), progress)
+            except BenchError as exc:
+                skipped[kind.value] = str(exc)
+                progress.console.print(f"[yellow]skipped {kind.value}:[/yellow] {exc}")
+        rounds_run.append(runs)
+    chosen = median_runs(rounds_run)
+    headline = next(iter(chosen.values()))["headline"] if chosen else {}
     return {
         "tool": "callroom bench compare",
         "scenario": params.scenario.value,
         "metric": headline.get("metric", "-"),
         "higher_is_better": headline.get("higher_is_better", True),
-        "baseline": next(iter(runs), None),
-        "runs": runs,
+        "baseline": next(iter(chosen), None),
+        "runs": chosen,
         "skipped": skipped,
-        "ratios": compare_ratios(runs),
+        "ratios": compare_ratios(chosen),
+        "rounds": [
+            {name: run["headline"]["value"] for name, run in runs.items()} for runs in rounds_run
+        ],
+        "round_ratios": [compare_ratios(runs) for runs in rounds_run],
     }
