@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from callroom.server.ws import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
 
@@ -84,3 +86,33 @@ async def test_a_members_last_chats_reach_the_room_before_its_leave(
     assert [f["event"] for f in frames] == ["add_chat"] * len(sent) + ["disconnect"]
     assert [f["payload"]["chatId"] for f in frames[:-1]] == sent
     assert frames[-1]["payload"]["clientId"] == "bob"
+
+
+async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(
+    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a handler (here: the store and the verifier raising what they never
+    should) is answered like a store outage, on the pipelined path and the inline one."""
+    node = await start_node(**BURSTS)
+    _alice, bob = await meeting(node, make_token, "bob")
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(node.hub.history, "add", broken)
+    monkeypatch.setattr(node.hub.verifier, "verify_for_refresh", broken)
+    bob.send_burst(
+        add_chat("lost"),
+        json.dumps({"event": "refresh_token", "payload": {"token": "x.y.z"}}),
+        '{"event": "ping"}',
+    )
+
+    frames = [await bob.next() for _ in range(3)]
+    assert [f["event"] for f in frames] == ["error", "error", "pong"]
+    for frame in frames[:2]:
+        assert frame["payload"]["code"] == "unavailable"
+        assert frame["payload"]["message"] == "internal error: nothing was done"
+    failures = '{event="add_chat",code="unavailable"}'
+    assert await metric_value(node, "callroom_handler_errors_total", failures) == 1
+    refreshes = '{event="refresh_token",code="unavailable"}'
+    assert await metric_value(node, "callroom_handler_errors_total", refreshes) == 1

@@ -198,7 +198,7 @@ def _refused(node: Node, conn: Connection, exc: ProtocolError, label: str) -> st
 
 def _failed(node: Node, conn: Connection, label: str) -> str:
     """Answer a frame whose handling failed unexpectedly (a bug): nothing was done."""
-    log.exception("handler_failed", event=label)
+    log.exception("handler_failed", frame_event=label)
     node.metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
     conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
     return label
