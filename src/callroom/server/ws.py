@@ -169,6 +169,8 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
             await conn.settle()  # a refused frame is answered in its turn, too
         label = _refused(node, conn, exc, label)
     except Exception:
+        if conn.adds:
+            await conn.settle()
         label = _failed(node, conn, label)
     metrics.received_by_event[label].inc()
     metrics.message_seconds.observe(time.perf_counter() - started)
