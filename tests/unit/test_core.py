@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused
 from callroom.room.commands import (
     AcceptScreenshare,
-    AcceptWaiting,
     DemoteHost,
     KickParticipant,
     LockRoom,
@@ -29,55 +26,8 @@ from callroom.room.core import (
     room_state_for,
     room_to_dict,
 )
-from callroom.room.model import Close, Effects, Identity, Role, Room, RoomRules, Send
-
-RULES = RoomRules()
-
-
-def who(cid: str, **kw: Any) -> Identity:
-    return Identity(cid, f"name-{cid}", **kw)
-
-
-def info(cid: str) -> dict[str, str]:
-    return {"clientId": cid, "displayName": f"name-{cid}"}
-
-
-def setup(
-    *,
-    host: str = "h",
-    participants: tuple[str, ...] = (),
-    waiting: tuple[str, ...] = (),
-    rules: RoomRules = RULES,
-) -> Room:
-    room = new_room("zoom", "r1", 1000)
-    join(room, who(host), rules)
-    for cid in participants:
-        join(room, who(cid), rules)
-        handle(room, host, AcceptWaiting(cid), rules)
-    for cid in waiting:
-        join(room, who(cid), rules)
-    return room
-
-
-def received(effects: Effects, cid: str) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (a.event, a.payload) for a in effects.actions if isinstance(a, Send) and cid in a.recipients
-    ]
-
-
-def events(effects: Effects, cid: str) -> list[str]:
-    return [event for event, _ in received(effects, cid)]
-
-
-def last_state(effects: Effects, cid: str) -> dict[str, Any]:
-    states = [p for e, p in received(effects, cid) if e == "room_state"]
-    assert states, f"{cid} got no room_state"
-    return states[-1]
-
-
-def roles(room: Room) -> dict[str, Role]:
-    return {cid: m.role for cid, m in room.members.items()}
-
+from callroom.room.model import Close, Effects, Identity, Role, RoomRules, Send
+from core_helpers import RULES, events, info, last_state, received, roles, setup, who
 
 # -- check_join (SPEC §1) ---------------------------------------------------------------
 

@@ -39,66 +39,24 @@ from callroom.room.core import (
     event_name,
     handle,
     join,
-    new_room,
     room_state_for,
     room_to_dict,
 )
-from callroom.room.model import Close, Effects, Identity, MediaState, Role, Room, RoomRules, Send
-
-RULES = RoomRules()
-
-
-def who(cid: str, **kw: Any) -> Identity:
-    return Identity(cid, f"name-{cid}", **kw)
-
-
-def info(cid: str) -> dict[str, str]:
-    return {"clientId": cid, "displayName": f"name-{cid}"}
-
-
-def setup(
-    *,
-    host: Identity | None = None,
-    participants: tuple[str, ...] = (),
-    waiting: tuple[str, ...] = (),
-    rules: RoomRules = RULES,
-) -> Room:
-    """Host ``h`` (or ``host``), admitted participants in order, then waiting members."""
-    host = host or who("h")
-    room = new_room("zoom", "r1", 1000)
-    join(room, host, rules)
-    for cid in participants:
-        join(room, who(cid), rules)
-        handle(room, host.client_id, AcceptWaiting(cid), rules)
-    for cid in waiting:
-        join(room, who(cid), rules)
-    return room
+from callroom.room.model import Close, Effects, MediaState, Role, Room, RoomRules, Send
+from core_helpers import (
+    RULES,
+    events,
+    info,
+    last_state,
+    sends,
+    setup,
+    state_recipients,
+    who,
+)
 
 
 def run(room: Room, actor: str, command: Command, rules: RoomRules = RULES) -> Effects:
     return handle(room, actor, command, rules)
-
-
-def sends(effects: Effects) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
-    return [(a.recipients, a.event, a.payload) for a in effects.actions if isinstance(a, Send)]
-
-
-def received(effects: Effects, cid: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(e, p) for r, e, p in sends(effects) if cid in r]
-
-
-def events(effects: Effects, cid: str) -> list[str]:
-    return [e for e, _ in received(effects, cid)]
-
-
-def state_recipients(effects: Effects) -> list[str]:
-    return [r[0] for r, e, _ in sends(effects) if e == "room_state"]
-
-
-def last_state(effects: Effects, cid: str) -> dict[str, Any]:
-    states = [p for e, p in received(effects, cid) if e == "room_state"]
-    assert states, f"{cid} got no room_state"
-    return states[-1]
 
 
 def rejects(room: Room, actor: str, command: Command, code: ErrorCode, **kw: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -34,17 +33,8 @@ from callroom.room.core import (
     room_summary,
     room_to_dict,
 )
-from callroom.room.model import Identity, Member, Role, Room, RoomRules
-
-RULES = RoomRules()
-
-
-def who(cid: str, **kw: Any) -> Identity:
-    return Identity(cid, f"name-{cid}", **kw)
-
-
-def info(cid: str) -> dict[str, str]:
-    return {"clientId": cid, "displayName": f"name-{cid}"}
+from callroom.room.model import Member, Role, Room
+from core_helpers import RULES, info, who
 
 
 def busy_room() -> Room:
