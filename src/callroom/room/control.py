@@ -107,6 +107,8 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
     ``DeleteChat``, ``GetRecentChats`` and ``RefreshToken`` are the node's: ValueError.
     """
     match command:
+        case Signal():  # first: the most frequent frame (ICE candidates), and each case
+            return _signal(room, actor_id, command)  # below is an isinstance check
         case Ping():
             require_member(room, actor_id, "ping")  # any role may ping (SPEC §3.1)
             effects = Effects()
@@ -145,8 +147,6 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
             return end_room(room)
         case SetMediaState():
             return _set_media_state(room, actor_id, command)
-        case Signal():
-            return _signal(room, actor_id, command)
         case AddChat() | DeleteChat() | GetRecentChats() | RefreshToken():
             raise ValueError(f"{event_name(command)} is run by the node, not the room core")
         case _:  # pragma: no cover - exhaustiveness is checked by mypy
