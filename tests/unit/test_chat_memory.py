@@ -68,6 +68,15 @@ async def test_added_message_is_found_and_unknown_ones_are_not(history: ChatHist
     assert await history.get("chat:elsewhere", "m1") is None
 
 
+async def test_invalidate_forgets_only_memory_never_the_history(history: ChatHistory) -> None:
+    for n in (1, 2, 3, 4):
+        await history.add(ROOM, msg(n))
+    history.invalidate(ROOM)
+    history.invalidate("chat:never-seen")
+    assert ids(await history.page(ROOM, 10)) == ["m1", "m2", "m3", "m4"]
+    assert await history.get(ROOM, "m2") == msg(2)
+
+
 async def test_page_lists_newest_messages_oldest_first_with_total_and_has_more(
     history: ChatHistory,
 ) -> None:

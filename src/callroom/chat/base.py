@@ -78,3 +78,8 @@ class ChatHistory(Protocol):
 
     async def purge_older_than(self, cutoff_ms: int) -> int:
         """Delete every message older than ``cutoff_ms``; return how many."""
+
+    def invalidate(self, room: str) -> None:
+        """Forget what is kept in memory in front of the store for ``room`` (its window),
+        because the room closed or its history changed elsewhere. The history itself
+        stays: a backend with nothing in front of its store does nothing."""

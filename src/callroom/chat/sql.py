@@ -389,6 +389,9 @@ class SqlChatHistory:
             if deleted < self._purge_batch:
                 return purged
 
+    def invalidate(self, room: str) -> None:
+        """Nothing is kept in memory in front of the database."""
+
     async def _write_queued(self) -> None:
         """The writer: one transaction per batch of queued adds, until the queue is empty."""
         batch: list[_QueuedAdd] = []

@@ -191,9 +191,7 @@ class Hub:
         for grace_key in [k for k in self._grace if k[0] == key]:
             self._grace.pop(grace_key).cancel()
         # The history stays in the store; its memory window is freed with the room.
-        invalidate = getattr(self.history, "invalidate", None)
-        if invalidate is not None:
-            invalidate(key)
+        self.history.invalidate(key)
         self.metrics.rooms_closed.inc()
         self.metrics.rooms_active.set(len(self.rooms))
 
