@@ -297,7 +297,10 @@ async def metric_value(node: Any, name: str, labels: str = "") -> float:
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
-async def pg_admin(*statements: str, database: str = f"{PG_SERVER}/test") -> None:
+PG_ADMIN_DB = f"{PG_SERVER}/test"
+
+
+async def pg_admin(*statements: str, database: str = PG_ADMIN_DB) -> None:
     """Run statements on the real PostgreSQL (trust auth, as on CI)."""
     import asyncpg  # type: ignore[import-untyped]
 
@@ -309,10 +312,15 @@ async def pg_admin(*statements: str, database: str = f"{PG_SERVER}/test") -> Non
         await connection.close()
 
 
+def new_pg_name() -> str:
+    """A database name no other test uses."""
+    return f"callroom_t_{uuid.uuid4().hex[:12]}"
+
+
 @asynccontextmanager
 async def fresh_pg_database() -> AsyncIterator[str]:
     """A PostgreSQL database of its own for one test; dropped afterwards."""
-    name = f"callroom_t_{uuid.uuid4().hex[:12]}"
+    name = new_pg_name()
     await pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_SERVER}/{name}"

@@ -43,9 +43,8 @@ from callroom.chat.sql import (
 )
 from callroom.chat.sqlite_writer import Key, NewRow, SqliteBatchWriter
 from callroom.errors import ConfigError, StoreUnavailable
+from callroom_testing import PG_ADMIN_DB, PG_SERVER, fresh_pg_database, new_pg_name, pg_admin
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-PG_ADMIN_DB = f"{PG_SERVER}/test"
 NOW = int(time.time() * 1000)
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -62,29 +61,6 @@ def msg(n: int, client: str = "alice", ts: int | None = None, text: str = "") ->
 
 def ids(page: ChatPage) -> list[str]:
     return [m.chat_id for m in page.messages]
-
-
-async def pg_admin(*statements: str, database: str = PG_ADMIN_DB) -> None:
-    connection = await asyncpg.connect(database)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def new_pg_name() -> str:
-    return f"callroom_t_{secrets.token_hex(6)}"
-
-
-@asynccontextmanager
-async def fresh_pg_database() -> AsyncIterator[str]:
-    name = new_pg_name()
-    await pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_in_thread(work: Coroutine[object, object, None]) -> None:
