@@ -92,16 +92,18 @@ def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     names = [name for runs in rounds for name in runs]
     for name in dict.fromkeys(names):  # first-seen order: the baseline stays first
         reports = [runs[name] for runs in rounds if name in runs]
-        higher = reports[0]["headline"]["higher_is_better"]
-        worst = float("-inf") if higher else float("inf")
-
-        def value(report: dict[str, Any], worst: float = worst) -> float:
-            found = report["headline"]["value"]
-            return worst if found is None else float(found)
-
-        ordered = sorted(reports, key=value, reverse=not higher)  # worst first
-        chosen[name] = ordered[(len(ordered) - 1) // 2]
+        higher: bool = reports[0]["headline"]["higher_is_better"]
+        ordered = sorted(reports, key=lambda r: _ranked(r, higher), reverse=not higher)
+        chosen[name] = ordered[(len(ordered) - 1) // 2]  # ordered worst first
     return chosen
+
+
+def _ranked(report: dict[str, Any], higher_is_better: bool) -> float:
+    """The headline value to sort by; a missing one ranks as the worst."""
+    value = report["headline"]["value"]
+    if value is None:
+        return float("-inf") if higher_is_better else float("inf")
+    return float(value)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
