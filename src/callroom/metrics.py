@@ -7,7 +7,15 @@ a user id or a client-sent string.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from callroom.auth.verifier import AUTH_FAILURE_REASONS
 from callroom.room.protocol import EVENT_LABELS
@@ -19,6 +27,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process's memory, CPU and collector counts (process_*, python_gc_*): a
+        # server that leaks shows it here first (docs/architecture.md "Heartbeat").
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.ws_connections = Gauge(
             "callroom_ws_connections", "Open WebSocket connections on this node", registry=r
         )

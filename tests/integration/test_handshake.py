@@ -238,6 +238,8 @@ async def test_health_readiness_and_metrics(start_node: Any) -> None:
         "callroom_messages_received_total",
         "callroom_handler_errors_total",
         "callroom_message_handling_seconds",
+        "process_resident_memory_bytes",
+        "python_gc_collections_total",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 

@@ -65,6 +65,7 @@ class Connection:
         "_out",
         "_transport",
         "adds",
+        "alive",
         "client_id",
         "closing",
         "conn_id",
@@ -128,6 +129,8 @@ class Connection:
         # This connection's add_chat commands still waiting for the store, oldest first
         # (``pipeline``). A list, not a deque: most connections never have one in flight.
         self.adds: list[asyncio.Task[None]] = []
+        # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
+        self.alive = True
 
     # -- add_chat pipelining (docs/architecture.md "Chat pipelining") ----------------
     #
@@ -200,6 +203,22 @@ class Connection:
             # Not upgraded yet: the handler closes right after the upgrade.
             return
         self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    def abort(self, code: int) -> None:
+        """Drop the socket at once, without a close handshake (a peer that went silent).
+
+        ``transport.abort``, not ``close``: a dead peer may never drain what is buffered.
+        Before the upgrade there is no socket to drop yet; the next heartbeat comes back.
+        """
+        transport = self._transport
+        if self.closing or transport is None:
+            return
+        self.closing = True
+        self.on_close_code = code
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        transport.abort()
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

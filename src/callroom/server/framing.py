@@ -10,7 +10,12 @@ from __future__ import annotations
 import struct
 
 _OPCODE_TEXT = 0x1
+_OPCODE_PING = 0x9
+_OPCODE_PONG = 0xA
 _FIN = 0x80
+
+# The heartbeat's ping (SPEC §3.4): no payload, the same two bytes for every connection.
+PING_FRAME = bytes((_FIN | _OPCODE_PING, 0))
 
 
 def text_frame(data: bytes) -> bytes:
@@ -22,3 +27,11 @@ def text_frame(data: bytes) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", first, 126, length) + data
     return struct.pack("!BBQ", first, 127, length) + data
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The pong answering a client's ping: its payload echoed (RFC 6455 §5.5.3).
+
+    A control frame carries at most 125 bytes (§5.5); the reader refuses longer pings.
+    """
+    return struct.pack("!BB", _FIN | _OPCODE_PONG, len(payload)) + payload

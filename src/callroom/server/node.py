@@ -39,6 +39,7 @@ from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
 from callroom.server.connection import OutBox
+from callroom.server.heartbeat import ABNORMAL_CLOSURE, Heartbeat
 from callroom.server.hub import Hub
 from callroom.server.limits import ConnectionLimiter
 
@@ -108,6 +109,7 @@ class Node:
         self._jwks: JwksCache | None = None
         self._verifier: TokenVerifier | None = None
         self._hub: Hub | None = None
+        self._heartbeat: Heartbeat | None = None
         self.stopped = asyncio.Event()
 
     @property
@@ -142,6 +144,12 @@ class Node:
         self._jwks = JwksCache(jwks_url, refresh_seconds=settings.JWKS_REFRESH_SECONDS)
         self._verifier = TokenVerifier(settings, self._jwks)
         self._hub = Hub(settings, self.history, self._verifier, self.metrics)
+        self._heartbeat = Heartbeat(
+            self._hub.connections,
+            settings.HEARTBEAT_INTERVAL_SECONDS,
+            timeouts=self.metrics.closes.labels(code=str(ABNORMAL_CLOSURE)),
+        )
+        self._heartbeat.start()
 
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -207,6 +215,8 @@ class Node:
     async def _shutdown(self, grace: float) -> None:
         self.draining = True
         log.info("shutdown_started", connections=len(self._hub.connections if self._hub else ()))
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         hub = self._hub
         if hub is not None:
             for conn in list(hub.connections):

@@ -21,7 +21,7 @@ from callroom.room.commands import AddChat
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.connection import Connection
-from callroom.server.framing import text_frame
+from callroom.server.framing import pong_frame, text_frame
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_common import NODE_KEY, json_error
 
@@ -54,10 +54,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             )
         identity = await node.authenticate(ws_token(request))
         node.hub.check_join(kind, room_id, identity)
+        # No aiohttp heartbeat and no autoping: the node's Heartbeat pings (SPEC §3.4)
+        # and the receive loop answers pings (server/heartbeat.py says why).
         ws = web.WebSocketResponse(
             compress=False,
-            autoping=True,
-            heartbeat=settings.HEARTBEAT_INTERVAL_SECONDS,
+            autoping=False,
             max_msg_size=settings.MAX_MESSAGE_BYTES,
             timeout=5.0,
         )
@@ -90,9 +91,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     client_code: int | None = None
     try:
         await ws.prepare(request)
-        # SPEC §3.4: close a peer that has not answered a ping within one more interval
-        # (aiohttp waits half an interval by default).
-        ws._pong_heartbeat = settings.HEARTBEAT_INTERVAL_SECONDS
         transport = request.transport
         if transport is not None:
             conn.attach(transport)
@@ -105,7 +103,21 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         node.hub.ended(conn, client_code)
         log.info("ws_closed", client_code=client_code, server_code=conn.on_close_code)
         structlog.contextvars.unbind_contextvars("conn_id", "room", "kind", "client_id")
+        _drop_traceback(ws)
     return ws
+
+
+def _drop_traceback(ws: web.WebSocketResponse) -> None:
+    """Let reference counting free a socket that ended in an error.
+
+    aiohttp keeps the error (``ws.exception()``); its traceback holds the frames of
+    ``receive`` and ``close``, which hold ``ws``: a cycle that only a full collection
+    would free, and the node makes those rare (docs/architecture.md "Heartbeat").
+    """
+    error: BaseException | None = ws.exception()
+    while error is not None:
+        error.__traceback__ = None
+        error = error.__context__
 
 
 async def _receive_loop(node: Node, conn: Connection) -> int | None:
@@ -119,9 +131,15 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
     ws = conn.ws
     while True:
         msg = await ws.receive()
+        conn.alive = True  # any frame answers the heartbeat
         kind = msg.type
         if kind is WSMsgType.TEXT:
             await on_text(node, conn, msg.data)
+            continue
+        if kind is WSMsgType.PONG:
+            continue
+        if kind is WSMsgType.PING:
+            conn.send(pong_frame(msg.data))
             continue
         if conn.adds:
             await conn.settle()

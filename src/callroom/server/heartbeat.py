@@ -1,0 +1,74 @@
+"""The heartbeat (SPEC §3.4): one timer for the node, not one per connection.
+
+Every ``HEARTBEAT_INTERVAL_SECONDS`` a sweep goes over the node's connections: one that
+has sent nothing at all since the previous sweep, not even the pong to that sweep's
+ping, is given up (a drop, SPEC §2); every other one gets a new ping. So a ping that is
+not answered within one more interval closes the connection, as SPEC §3.4 says.
+
+Why not aiohttp's own ``heartbeat=``: it hands the protocol a bound method of the
+``WebSocketResponse`` that is never cleared, a reference cycle (protocol → response →
+request → protocol) that kept every closed connection's objects, some 35 of them and
+20 KB, alive until a full garbage collection, which the node's collector settings make
+rare (docs/architecture.md "Heartbeat"). It also re-armed a timer on every frame
+received; here a frame costs one attribute store (``Connection.alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import structlog
+
+from callroom.server.framing import PING_FRAME
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from callroom.server.connection import Connection
+
+log = structlog.get_logger(__name__)
+
+ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: no close frame; what the member's client sees
+
+
+class Heartbeat:
+    """Pings every connection each interval; gives up on the ones that stay silent."""
+
+    def __init__(
+        self,
+        connections: Collection[Connection],
+        interval: float,
+        timeouts: Counter | None = None,
+    ) -> None:
+        self._connections = connections
+        self._interval = interval
+        self._timeouts = timeouts  # callroom_ws_closes{code="1006"}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self._interval, self._sweep)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self) -> None:
+        self.beat()
+        self.start()
+
+    def beat(self) -> None:
+        """One sweep: give up on the silent, ping the others."""
+        for conn in list(self._connections):
+            if conn.closing:
+                continue
+            if not conn.alive:
+                log.info("heartbeat_timeout", conn_id=conn.conn_id)
+                if self._timeouts is not None:
+                    self._timeouts.inc()
+                conn.abort(ABNORMAL_CLOSURE)
+                continue
+            conn.alive = False
+            conn.send(PING_FRAME)
