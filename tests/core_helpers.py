@@ -6,7 +6,7 @@ from typing import Any
 
 from callroom.room.commands import AcceptWaiting
 from callroom.room.core import handle, join, new_room
-from callroom.room.model import Effects, Identity, Role, Room, RoomRules, Send
+from callroom.room.model import Effects, Identity, Role, Room, RoomRules, Send, SendView
 
 RULES = RoomRules()
 
@@ -39,7 +39,11 @@ def setup(
 
 
 def sends(effects: Effects) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
-    return [(a.recipients, a.event, a.payload) for a in effects.actions if isinstance(a, Send)]
+    return [
+        (a.recipients, a.event, a.payload)
+        for a in effects.actions
+        if isinstance(a, Send | SendView)
+    ]
 
 
 def received(effects: Effects, cid: str) -> list[tuple[str, dict[str, Any]]]:

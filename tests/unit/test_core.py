@@ -26,7 +26,7 @@ from callroom.room.core import (
     room_state_for,
     room_to_dict,
 )
-from callroom.room.model import Close, Effects, Identity, Role, RoomRules, Send
+from callroom.room.model import Close, Effects, Identity, Role, RoomRules, SendView
 from core_helpers import RULES, events, info, last_state, received, roles, setup, who
 
 # -- check_join (SPEC §1) ---------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_first_member_of_an_empty_room_becomes_host_and_gets_room_state_first() 
     effects = join(room, who("a"), RULES)
     assert room.members["a"].role is Role.HOST
     first = effects.actions[0]
-    assert isinstance(first, Send)
+    assert isinstance(first, SendView)
     assert first.recipients == ("a",)
     assert first.event == "room_state"
     assert first.payload["role"] == "host"
@@ -224,7 +224,7 @@ def test_takeover_keeps_role_and_others_see_nothing() -> None:
     effects = join(room, who("p"), RULES)
     assert room.members["p"].role is Role.SCREENSHARE
     assert [(type(a).__name__, getattr(a, "recipients", None)) for a in effects.actions] == [
-        ("Send", ("p",))
+        ("SendView", ("p",))
     ]
     assert last_state(effects, "p")["role"] == "screenshare"
 

@@ -43,7 +43,7 @@ from callroom.room.commands import (
     UnbanParticipant,
     UnlockRoom,
 )
-from callroom.room.model import Close, Effects, Identity, Role, Room, RoomRules, Send
+from callroom.room.model import Close, Effects, Identity, Role, Room, RoomRules, SendView
 
 CLIENTS = ("a", "b", "c", "d", "e", "t", "z")  # t: token host, z: admin
 WAITING_MAY_GET = {"room_state", "accept_waiting", "deny_waiting", "pong"}
@@ -170,7 +170,7 @@ class RoomMachine(RuleBasedStateMachine):
             return
         self.room = room
         first = effects.actions[0]
-        assert isinstance(first, Send)
+        assert isinstance(first, SendView)
         assert (first.recipients, first.event) == ((cid,), "room_state")
         self.check_effects(room, effects, old_roles, old_views, membership=True)
 

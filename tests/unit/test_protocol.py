@@ -46,6 +46,8 @@ from callroom.room.encode import (
     PONG_FRAME_BYTES,
     encode,
     encode_bytes,
+    encode_split_bytes,
+    encode_tail,
     error_frame,
 )
 from callroom.room.protocol import (
@@ -752,6 +754,29 @@ def test_encode_writes_the_envelope_as_strict_json() -> None:
         "payload": {"clientId": "a", "displayName": "Zoë 😀", "n": 1, "f": None, "l": [None]},
     }
     assert encode_bytes("add_chat", payload) == text.encode()
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@FAST
+@given(
+    head=st.dictionaries(st.text(max_size=6), _JSON_VALUES, min_size=1, max_size=4),
+    tail=st.dictionaries(st.text(max_size=6), _JSON_VALUES, min_size=1, max_size=4),
+)
+def test_a_frame_encoded_in_two_parts_is_the_frame_encoded_whole(
+    head: dict[str, object], tail: dict[str, object]
+) -> None:
+    tail = {f"t{key}": value for key, value in tail.items()}  # no key in both parts
+    head = {f"h{key}": value for key, value in head.items()}
+    whole = encode_bytes("room_state", {**head, **tail})
+    assert encode_split_bytes("room_state", head, encode_tail(tail)) == whole
 
 
 def test_encoded_frame_round_trips_through_decode() -> None:

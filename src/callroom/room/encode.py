@@ -25,12 +25,45 @@ import orjson
 
 from callroom.errors import ErrorCode
 
-__all__ = ["PONG_FRAME", "PONG_FRAME_BYTES", "encode", "encode_bytes", "error_frame"]
+__all__ = [
+    "PONG_FRAME",
+    "PONG_FRAME_BYTES",
+    "encode",
+    "encode_bytes",
+    "encode_split_bytes",
+    "encode_tail",
+    "error_frame",
+]
 
 
 def encode_bytes(event: str, payload: dict[str, Any]) -> bytes:
     """The UTF-8 text of the frame ``{"event": event, "payload": payload}``."""
     return orjson.dumps({"event": event, "payload": payload})
+
+
+def encode_tail(tail: dict[str, Any]) -> bytes:
+    """The JSON of the entries a frame ends with, for ``encode_split_bytes``."""
+    return orjson.dumps(tail)
+
+
+def encode_split_bytes(event: str, head: dict[str, Any], tail_json: bytes) -> bytes:
+    """``encode_bytes(event, {**head, **tail})``, with ``tail`` already encoded.
+
+    ``tail_json`` is ``encode_tail(tail)``, made once for every frame that ends with the
+    same entries (``room_state``'s lists of one view class). ``head`` and ``tail`` must be
+    non-empty and share no key; the bytes are then the same as the one-piece encoding.
+    """
+    return b"".join(
+        (
+            b'{"event":',
+            orjson.dumps(event),
+            b',"payload":',
+            orjson.dumps(head)[:-1],
+            b",",
+            tail_json[1:],
+            b"}",
+        )
+    )
 
 
 def encode(event: str, payload: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from callroom.errors import CloseCode
 
@@ -92,6 +92,31 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class SendView:
+    """Send ``room_state`` to ``recipient``: ``{**own, **shared}`` (SPEC §3.2).
+
+    ``own`` is the recipient's own part (its clientId, name, role and the roomId);
+    ``shared`` holds the lists of its view class and is the same object for every
+    recipient of that class in one transition, so the node encodes it once per
+    transition instead of once per member: a join into a room of M sends M views of M
+    entries each, O(M²) bytes of JSON per join if each were encoded whole.
+    """
+
+    recipient: str
+    own: dict[str, Any]
+    shared: dict[str, Any]
+    event: ClassVar[str] = "room_state"
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return (self.recipient,)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return {**self.own, **self.shared}
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection of ``client_id`` with ``code`` (SPEC §3.4)."""
 
@@ -100,7 +125,7 @@ class Close:
     reason: str = ""
 
 
-Action = Send | Close
+Action = Send | SendView | Close
 
 
 @dataclass(slots=True)
@@ -115,6 +140,9 @@ class Effects:
     ) -> None:
         if recipients:
             self.actions.append(Send(tuple(recipients), event, payload))
+
+    def send_view(self, recipient: str, own: dict[str, Any], shared: dict[str, Any]) -> None:
+        self.actions.append(SendView(recipient, own, shared))
 
     def close(self, client_id: str, code: CloseCode, reason: str = "") -> None:
         self.actions.append(Close(client_id, code, reason))

@@ -78,23 +78,27 @@ def _lists_by_class(room: Room) -> dict[str, dict[str, Any]]:
     }
 
 
-def _state(room: Room, member: Member, lists: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _state(
+    room: Room, member: Member, lists: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``member``'s room_state as (its own part, the lists it shares with its class)."""
     cls = _view_class(member)
     shared = lists[cls]
     if cls == _WAITING:
         shared = {**shared, "waitingUsers": [client_info(member)]}
-    return {
+    own = {
         "clientId": member.client_id,
         "displayName": member.display_name,
         "role": member.role.value,
         "roomId": room.room_id,
-        **shared,
     }
+    return own, shared
 
 
 def room_state_for(room: Room, client_id: str) -> dict[str, Any]:
     """The ``room_state`` payload for member ``client_id`` (SPEC §3.2); KeyError if absent."""
-    return _state(room, room.members[client_id], _lists_by_class(room))
+    own, shared = _state(room, room.members[client_id], _lists_by_class(room))
+    return {**own, **shared}
 
 
 def host_view(room: Room) -> dict[str, Any]:
@@ -128,12 +132,16 @@ def room_summary(room: Room) -> dict[str, Any]:
 
 
 def send_room_states(effects: Effects, room: Room, recipients: Iterable[str]) -> None:
-    """Append one ``room_state`` per recipient, each with its own view (lists built once)."""
+    """Append one ``room_state`` per recipient, each with its own view.
+
+    The lists are built once, and every recipient of a view class gets the same
+    ``shared`` object: the node encodes it once (``SendView``).
+    """
     lists: dict[str, dict[str, Any]] | None = None
     for cid in recipients:
         if lists is None:
             lists = _lists_by_class(room)
-        effects.send((cid,), "room_state", _state(room, room.members[cid], lists))
+        effects.send_view(cid, *_state(room, room.members[cid], lists))
 
 
 @dataclass(frozen=True, slots=True)

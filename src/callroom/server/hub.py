@@ -31,8 +31,13 @@ from callroom.room.commands import (
     Ping,
     RefreshToken,
 )
-from callroom.room.encode import PONG_FRAME_BYTES, encode_bytes
-from callroom.room.model import Close, Effects, Identity, Room, RoomRules, Send
+from callroom.room.encode import (
+    PONG_FRAME_BYTES,
+    encode_bytes,
+    encode_split_bytes,
+    encode_tail,
+)
+from callroom.room.model import Close, Effects, Identity, Room, RoomRules, Send, SendView
 from callroom.server.connection import Connection, is_leave
 from callroom.server.framing import text_frame
 
@@ -165,13 +170,27 @@ class Hub:
     # -- delivery -----------------------------------------------------------------
 
     def apply(self, key: str, effects: Effects) -> None:
-        """Carry out ``effects`` in order: each Send encoded once (DESIGN "Encode once")."""
+        """Carry out ``effects`` in order: each Send encoded once (DESIGN "Encode once").
+
+        A ``SendView``'s lists are encoded once per transition, for every member of
+        its view class; only each member's own part is encoded per member.
+        """
         sessions = self.sessions.get(key, {})
         sent = 0
+        shared_json: dict[int, bytes] = {}  # id(SendView.shared) → its JSON
         for action in effects.actions:
             if isinstance(action, Send):
                 frame = event_frame(action.event, action.payload)
                 sent += _deliver(sessions, action.recipients, frame)
+            elif isinstance(action, SendView):
+                target = sessions.get(action.recipient)
+                if target is None:
+                    continue
+                tail = shared_json.get(id(action.shared))
+                if tail is None:  # the actions hold every shared dict: ids stay unique
+                    tail = shared_json[id(action.shared)] = encode_tail(action.shared)
+                target.send(text_frame(encode_split_bytes(action.event, action.own, tail)))
+                sent += 1
             elif isinstance(action, Close):
                 target = sessions.pop(action.client_id, None)
                 if target is not None:
