@@ -95,8 +95,10 @@ async def test_a_connection_without_its_socket_yet_is_not_given_up(pair: Any) ->
     conn, _ = await pair("alice")
     conn._transport = None  # not upgraded yet: the join queued frames, the 101 is pending
     conn.alive = False
-    Heartbeat({conn}, interval=60).beat()
+    registry = CollectorRegistry()
+    Heartbeat({conn}, interval=60, timeouts=Counter("closes", "", registry=registry)).beat()
     assert not conn.closing  # the next sweep comes back to it
+    assert registry.get_sample_value("closes_total") == 0  # nothing was closed
 
 
 async def test_the_timer_sweeps_every_interval_until_stopped(pair: Any) -> None:

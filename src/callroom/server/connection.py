@@ -204,21 +204,23 @@ class Connection:
             return
         self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
-    def abort(self, code: int) -> None:
+    def abort(self, code: int) -> bool:
         """Drop the socket at once, without a close handshake (a peer that went silent).
 
         ``transport.abort``, not ``close``: a dead peer may never drain what is buffered.
-        Before the upgrade there is no socket to drop yet; the next heartbeat comes back.
+        Before the upgrade there is no socket to drop yet (False); the next heartbeat
+        comes back to it.
         """
         transport = self._transport
         if self.closing or transport is None:
-            return
+            return False
         self.closing = True
         self.on_close_code = code
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
         transport.abort()
+        return True
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ not answered within one more interval closes the connection, as SPEC §3.4 says.
 Why not aiohttp's own ``heartbeat=``: it hands the protocol a bound method of the
 ``WebSocketResponse`` that is never cleared, a reference cycle (protocol → response →
 request → protocol) that kept every closed connection's objects, some 35 of them and
-20 KB, alive until a full garbage collection, which the node's collector settings make
+12 to 20 KB, alive until a full garbage collection, which the node's collector settings make
 rare (docs/architecture.md "Heartbeat"). It also re-armed a timer on every frame
 received; here a frame costs one attribute store (``Connection.alive``).
 """
@@ -65,10 +65,10 @@ class Heartbeat:
             if conn.closing:
                 continue
             if not conn.alive:
-                log.info("heartbeat_timeout", conn_id=conn.conn_id)
-                if self._timeouts is not None:
-                    self._timeouts.inc()
-                conn.abort(ABNORMAL_CLOSURE)
+                if conn.abort(ABNORMAL_CLOSURE):
+                    log.info("heartbeat_timeout", conn_id=conn.conn_id)
+                    if self._timeouts is not None:
+                        self._timeouts.inc()
                 continue
             conn.alive = False
             conn.send(PING_FRAME)
