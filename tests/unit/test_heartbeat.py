@@ -114,3 +114,13 @@ async def test_the_timer_sweeps_every_interval_until_stopped(pair: Any) -> None:
 def test_a_pong_echoes_the_ping_payload() -> None:
     assert pong_frame(b"") == bytes([0x8A, 0])
     assert pong_frame(b"abc") == bytes([0x8A, 3]) + b"abc"
+
+
+async def test_a_sweep_visits_a_few_connections_per_loop_turn(pair: Any) -> None:
+    conns = [(await pair(f"m{i}"))[0] for i in range(5)]
+    Heartbeat(conns, interval=60, per_turn=2).beat()
+    assert [conn.alive for conn in conns] == [False, False, True, True, True]
+    await asyncio.sleep(0)  # one turn of the loop: the next two
+    assert [conn.alive for conn in conns] == [False, False, False, False, True]
+    await asyncio.sleep(0)
+    assert not any(conn.alive for conn in conns)

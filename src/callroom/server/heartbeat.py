@@ -11,6 +11,10 @@ request → protocol) that kept every closed connection's objects, some 35 of th
 12 to 20 KB, alive until a full garbage collection, which the node's collector settings make
 rare (docs/architecture.md "Heartbeat"). It also re-armed a timer on every frame
 received; here a frame costs one attribute store (``Connection.alive``).
+
+A sweep goes over ``per_turn`` connections per turn of the event loop: each ping is a
+write to a socket (~3.4 µs here), and 5,000 of them in one turn held every other
+connection's frames for 17 ms, a p99 spike every interval on a busy node.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: no close frame; what the member's client sees
+PER_TURN = 256  # connections a sweep visits per event-loop turn (< 1 ms of writes)
 
 
 class Heartbeat:
@@ -41,9 +46,11 @@ class Heartbeat:
         connections: Collection[Connection],
         interval: float,
         timeouts: Counter | None = None,
+        per_turn: int = PER_TURN,
     ) -> None:
         self._connections = connections
         self._interval = interval
+        self._per_turn = per_turn
         self._timeouts = timeouts  # callroom_ws_closes{code="1006"}
         self._handle: asyncio.TimerHandle | None = None
 
@@ -60,8 +67,14 @@ class Heartbeat:
         self.start()
 
     def beat(self) -> None:
-        """One sweep: give up on the silent, ping the others."""
-        for conn in list(self._connections):
+        """One sweep: give up on the silent, ping the others, ``per_turn`` at a time."""
+        self._visit(list(self._connections), 0)
+
+    def _visit(self, connections: list[Connection], start: int) -> None:
+        end = start + self._per_turn
+        if end < len(connections):  # the rest in a later turn, after other sockets' work
+            asyncio.get_running_loop().call_soon(self._visit, connections, end)
+        for conn in connections[start:end]:
             if conn.closing:
                 continue
             if not conn.alive:
