@@ -14,6 +14,7 @@ from callroom.room.model import Identity
 from callroom.server.connection import Connection, OutBox
 from callroom.server.framing import PING_FRAME, pong_frame
 from callroom.server.heartbeat import ABNORMAL_CLOSURE, Heartbeat
+from callroom_testing import wait_until
 
 
 class Peer(asyncio.Protocol):
@@ -35,7 +36,7 @@ async def pair() -> AsyncIterator[Any]:
     loop = asyncio.get_running_loop()
     transports: list[asyncio.BaseTransport] = []
 
-    async def make(client_id: str) -> tuple[Connection, Peer]:
+    async def make(client_id: str, *, upgraded: bool = True) -> tuple[Connection, Peer]:
         server_sock, client_sock = socket.socketpair()
         server_transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server_sock)
         _, peer = await loop.connect_accepted_socket(Peer, client_sock)
@@ -51,18 +52,13 @@ async def pair() -> AsyncIterator[Any]:
             max_buffer=1 << 20,
             outbox=OutBox(),
         )
-        conn.attach(server_transport)  # type: ignore[arg-type]
+        if upgraded:
+            conn.attach(server_transport)  # type: ignore[arg-type]
         return conn, peer
 
     yield make
     for transport in transports:
         transport.close()
-
-
-async def until(predicate: Any) -> None:
-    async with asyncio.timeout(5):
-        while not predicate():
-            await asyncio.sleep(0)
 
 
 async def test_a_sweep_pings_and_the_next_gives_up_on_a_silent_connection(pair: Any) -> None:
@@ -72,7 +68,7 @@ async def test_a_sweep_pings_and_the_next_gives_up_on_a_silent_connection(pair: 
     heartbeat = Heartbeat({quiet, chatty}, interval=60, timeouts=timeouts)
 
     heartbeat.beat()
-    await until(lambda: quiet_peer.received and chatty_peer.received)
+    await wait_until(lambda: bool(quiet_peer.received and chatty_peer.received))
     assert bytes(quiet_peer.received) == bytes(chatty_peer.received) == PING_FRAME
     assert not quiet.alive
     assert not chatty.alive
@@ -82,7 +78,7 @@ async def test_a_sweep_pings_and_the_next_gives_up_on_a_silent_connection(pair: 
     await quiet_peer.lost.wait()  # aborted: no close frame, the peer is not reading
     assert (quiet.closing, quiet.on_close_code) == (True, ABNORMAL_CLOSURE)
     assert registry.get_sample_value("closes_total") == 1
-    await until(lambda: len(chatty_peer.received) == 2 * len(PING_FRAME))
+    await wait_until(lambda: len(chatty_peer.received) == 2 * len(PING_FRAME))
     assert not chatty.closing
     assert not chatty_peer.lost.is_set()
 
@@ -92,8 +88,8 @@ async def test_a_sweep_pings_and_the_next_gives_up_on_a_silent_connection(pair: 
 
 
 async def test_a_connection_without_its_socket_yet_is_not_given_up(pair: Any) -> None:
-    conn, _ = await pair("alice")
-    conn._transport = None  # not upgraded yet: the join queued frames, the 101 is pending
+    # Not upgraded yet: the join queued its frames, the 101 response is still pending.
+    conn, _ = await pair("alice", upgraded=False)
     conn.alive = False
     registry = CollectorRegistry()
     Heartbeat({conn}, interval=60, timeouts=Counter("closes", "", registry=registry)).beat()

@@ -194,11 +194,7 @@ class Connection:
         if self.closing:
             return
         self.flush()  # frames sent before the close go out before the close frame
-        self.closing = True
-        self.on_close_code = int(code)
-        if self.expiry_handle is not None:
-            self.expiry_handle.cancel()
-            self.expiry_handle = None
+        self._mark_closing(code)
         if self._transport is None:
             # Not upgraded yet: the handler closes right after the upgrade.
             return
@@ -214,13 +210,17 @@ class Connection:
         transport = self._transport
         if self.closing or transport is None:
             return False
+        self._mark_closing(code)
+        transport.abort()
+        return True
+
+    def _mark_closing(self, code: int) -> None:
+        """No more frames out, the close code kept for the log, no expiry close later."""
         self.closing = True
-        self.on_close_code = code
+        self.on_close_code = int(code)
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
-        transport.abort()
-        return True
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
