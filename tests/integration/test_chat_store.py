@@ -35,6 +35,7 @@ from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.cached import CachedChatHistory
 from callroom.chat.pg_writer import PgBatchWriter
 from callroom.chat.sql import (
+    COMMIT_INTERVAL,
     CONNECT_TIMEOUT,
     SqlChatHistory,
     alembic_config,
@@ -109,12 +110,14 @@ async def opened(
     purge_batch: int = 10_000,
     statement_timeout: float = 5.0,
     max_batch: int = 500,
+    commit_interval: float = COMMIT_INTERVAL,
 ) -> AsyncIterator[SqlChatHistory]:
     store = SqlChatHistory(
         database_url,
         retry_interval=0,
         purge_batch=purge_batch,
         max_batch=max_batch,
+        commit_interval=commit_interval,
         statement_timeout=statement_timeout,
     )
     try:
@@ -566,7 +569,7 @@ async def test_concurrent_adds_across_rooms_are_each_stored_once_with_their_own_
 async def test_batches_are_bounded_and_a_lone_add_commits_without_waiting(
     database_url: str, room: str
 ) -> None:
-    async with opened(database_url, max_batch=64) as store:
+    async with opened(database_url, max_batch=64, commit_interval=0) as store:
         await store.check()
         with counted_commits(store) as commits:
             await asyncio.gather(*(store.add(room, msg(n)) for n in range(200)))
@@ -577,6 +580,43 @@ async def test_batches_are_bounded_and_a_lone_add_commits_without_waiting(
         assert len(commits) == 1
     with pytest.raises(ValueError, match="max_batch"):
         SqlChatHistory(database_url, max_batch=0)
+
+
+async def test_under_load_a_batch_gathers_adds_until_the_interval_or_a_full_batch(
+    database_url: str, room: str
+) -> None:
+    # An interval no test run reaches: only a full batch can end the wait.
+    async with opened(database_url, max_batch=3, commit_interval=3600) as store:
+        await store.check()
+        with counted_commits(store) as commits:
+            # The first add after a quiet spell commits at once.
+            assert await store.add(room, msg(0)) == (msg(0), True)
+            assert len(commits) == 1
+            queued = [asyncio.create_task(store.add(room, msg(n))) for n in (1, 2)]
+            await settle()
+            assert not any(task.done() for task in queued)  # gathering
+            assert len(commits) == 1
+            queued.append(asyncio.create_task(store.add(room, msg(3))))  # the batch is full
+            assert await asyncio.gather(*queued) == [(msg(n), True) for n in (1, 2, 3)]
+            assert len(commits) == 2  # 1, 2 and 3 in one transaction
+        assert ids(await store.page(room, 10)) == ["m0", "m1", "m2", "m3"]
+    with pytest.raises(ValueError, match="commit_interval"):
+        SqlChatHistory(database_url, commit_interval=-1)
+
+
+async def test_close_ends_the_gathering_and_fails_the_adds_it_held(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, commit_interval=3600) as store:
+        await store.check()
+        assert await store.add(room, msg(0)) == (msg(0), True)
+        waiting = asyncio.create_task(store.add(room, msg(1)))
+        await settle()
+        assert not waiting.done()
+        await asyncio.wait_for(store.close(), timeout=5)  # not after the interval
+        with pytest.raises(StoreUnavailable):
+            await waiting
+        assert ids(await store.page(room, 10)) == ["m0"]
 
 
 async def test_concurrent_adds_of_one_room_are_paged_in_the_order_they_were_called(

@@ -16,10 +16,16 @@ transaction per message would cap a store at about a thousand adds a second, how
 many rooms chat at once. ``add`` therefore joins a queue, and one writer task per store
 stores what is queued in ONE transaction (at most ``max_batch`` messages) and then answers
 each caller with its own result; every caller still returns only after the commit that
-holds its message. The writer takes whatever is queued when it is free and never waits to
-gather more (natural batching): alone, an add commits at once; under load, the adds that
-queued during one commit share the next. The writer starts with the first add after the
-queue went empty and ends when it is empty again, so an idle store runs no task.
+holds its message. The writer takes whatever is queued when it is free, but starts a
+batch no sooner than ``commit_interval`` (10 ms) after the previous batch started, unless
+``max_batch`` adds are already waiting: an add after a quiet spell commits at once, and
+under load the store makes at most 100 commits a second, each holding what queued since
+the last. Why: a commit has a fixed cost (on SQLite about 0.25 ms of the writer thread's
+CPU for its WAL sync and locks, plus the hand-off to that thread) besides the cost of each
+row, and at the rates where one core saturates, commits that took only what queued during
+the previous one held 3-4 messages. The price is at most 10 ms more latency per message
+under load (docs/performance.md, finding 10). The writer starts with the first add after
+the queue went empty and ends when it is empty again, so an idle store runs no task.
 
 - One batch is one multi-row ``INSERT ... ON CONFLICT (room, chat_id) DO NOTHING
   RETURNING room, chat_id`` in queue order (the identity ``id``, hence the history order,
@@ -91,6 +97,8 @@ CONNECT_TIMEOUT: Final = 3.0  # seconds to open a PostgreSQL connection
 STATEMENT_TIMEOUT: Final = 5.0  # seconds a statement may run (SQLite: wait for a lock)
 POOL_TIMEOUT: Final = 5.0  # seconds to wait for a free pooled connection
 MAX_BATCH: Final = 500  # messages per group-commit transaction
+# Seconds from the start of one group commit to the start of the next (module docstring).
+COMMIT_INTERVAL: Final = 0.01
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
 # What "the store did not answer" looks like: driver errors wrapped by SQLAlchemy, pool
@@ -254,6 +262,7 @@ class SqlChatHistory:
         retry_interval: float = 1.0,
         purge_batch: int = 10_000,
         max_batch: int = MAX_BATCH,
+        commit_interval: float = COMMIT_INTERVAL,
         connect_timeout: float = CONNECT_TIMEOUT,
         statement_timeout: float = STATEMENT_TIMEOUT,
         on_commit: Callable[[int, float], None] | None = None,
@@ -263,6 +272,8 @@ class SqlChatHistory:
         ``purge_batch``: rows deleted per transaction by ``purge_older_than``, so a first
         purge of a large history never runs into the statement timeout.
         ``max_batch``: messages stored per transaction by the group commit of ``add``.
+        ``commit_interval``: seconds from the start of one group commit to the start of
+        the next, unless ``max_batch`` adds wait (0: take what is queued when free).
         ``connect_timeout`` (PostgreSQL) and ``statement_timeout`` (PostgreSQL; SQLite: the
         wait for another writer's lock) bound how long a call waits for a store that hangs.
         ``on_commit(messages, seconds)`` is told of every group commit that succeeded (for
@@ -270,6 +281,8 @@ class SqlChatHistory:
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if commit_interval < 0:
+            raise ValueError("commit_interval must not be negative")
         self._url = async_url(database_url)
         self._engine = make_engine(
             self._url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
@@ -284,6 +297,9 @@ class SqlChatHistory:
         self._retry_interval = retry_interval
         self._purge_batch = purge_batch
         self._max_batch = max_batch
+        self._commit_interval = commit_interval
+        self._next_batch_at = 0.0  # ``time.monotonic()`` before which no batch starts
+        self._pause: asyncio.Future[None] | None = None  # the writer's wait for that time
         self._on_commit = on_commit
         self._queue: deque[_QueuedAdd] = deque()
         self._writer: asyncio.Task[None] | None = None
@@ -311,6 +327,8 @@ class SqlChatHistory:
         Like the engine, the store may be used again afterwards (it reconnects).
         """
         self._closing = True
+        if self._pause is not None:
+            _wake(self._pause)  # the adds still queued fail now, not after the interval
         try:
             if self._writer is not None:
                 # The writer stops after its batch and fails what is still queued.
@@ -339,6 +357,8 @@ class SqlChatHistory:
             asyncio.get_running_loop().create_future()
         )
         self._queue.append(_QueuedAdd(room, message, future))
+        if self._pause is not None and len(self._queue) >= self._max_batch:
+            _wake(self._pause)  # a full batch waits for nothing
         if self._writer is None:
             writer = asyncio.create_task(self._write_queued(), name="chat-store-writer")
             writer.add_done_callback(self._writer_done)
@@ -397,6 +417,12 @@ class SqlChatHistory:
         batch: list[_QueuedAdd] = []
         try:
             while self._queue and not self._closing:
+                wait = self._next_batch_at - time.monotonic()
+                if wait > 0 and len(self._queue) < self._max_batch:
+                    await self._gather(wait)
+                    if self._closing:
+                        break  # as the loop's test would (nothing left the queue)
+                self._next_batch_at = time.monotonic() + self._commit_interval
                 batch = self._take_batch()
                 if not batch:
                     continue  # every caller taken had given up
@@ -419,6 +445,17 @@ class SqlChatHistory:
             # Stopped by ``close``, or cancelled (the event loop is closing) in the middle
             # of ``batch``: nobody will store what is left.
             self._writer_stopped(batch)
+
+    async def _gather(self, seconds: float) -> None:
+        """Let adds queue for ``seconds``, or until ``close`` or a full batch ends the wait."""
+        loop = asyncio.get_running_loop()
+        pause = self._pause = loop.create_future()
+        timer = loop.call_later(seconds, _wake, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            self._pause = None
 
     def _writer_done(self, writer: asyncio.Task[None]) -> None:
         """A writer cancelled before it ever ran skipped its ``finally``: do it here."""
@@ -560,3 +597,8 @@ def _message(row: Row[Any]) -> ChatMessage:
         timestamp=row.timestamp,
         chat_content=row.chat_content,
     )
+
+
+def _wake(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
