@@ -727,11 +727,31 @@ json_tokens = st.recursive(
 @given(json_tokens)
 def test_duplicate_keys_are_found_exactly(token: tuple[str, bool]) -> None:
     text, has_duplicate = token
-    doc = '{"event": "ping", "payload": {"x": ' + text + "}}"
-    if has_duplicate:
-        assert rejected(doc).code is ErrorCode.INVALID_JSON
+    spaced = '{"event": "ping", "payload": {"x": ' + text + "}}"
+    # No generated string holds a space: this is the same document written compactly, as
+    # JSON.stringify writes it, which is often orjson's own writing (the fast path).
+    compact = spaced.replace(", ", ",").replace(": ", ":")
+    for doc in (spaced, compact):
+        if has_duplicate:
+            assert rejected(doc).code is ErrorCode.INVALID_JSON
+        else:
+            assert decode(doc, LIMITS) == Ping()
+
+
+@pytest.mark.parametrize(
+    ("text", "strict"),
+    [
+        ('{"event":"ping","payload":{"a":1,"b":"x:y"}}', True),
+        ('{"event":"ping","payload":{"a":1,"a":1}}', False),
+        ('{"event":"ping","payload":{"a":{"b":[]},"a":{"b":[]}}}', False),
+        ('{"event":"ping","payload":{"s":"\\u0061\\n","t":"\\r"}}', True),
+    ],
+)
+def test_compact_frames_are_checked_exactly(text: str, strict: bool) -> None:
+    if strict:
+        assert decode(text, LIMITS) == Ping()
     else:
-        assert decode(doc, LIMITS) == Ping()
+        assert rejected(text).code is ErrorCode.INVALID_JSON
 
 
 # --- encoding (SPEC §3, §3.2) -----------------------------------------------------------

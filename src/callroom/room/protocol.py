@@ -48,20 +48,26 @@ counts colons: without ``\\u`` escapes every colon of the text is either a membe
 separator or a character of a string, and orjson writes the parsed document back with
 one colon per kept member and every string colon verbatim. So the text has as many colons
 as ``orjson.dumps(doc)`` exactly when no member was dropped, i.e. when no object repeats a
-key. A text with a ``\\u`` escape (which could spell a colon), or nested deeper than
-orjson writes (254), is checked by stdlib ``json`` with an ``object_pairs_hook`` instead;
-nesting beyond what that can follow (~980 levels, the recursion limit) is ``invalid_json``.
-The hypothesis tests hold the fast check against generated documents with escapes.
+key. Before counting, the common case is settled by one comparison: a compact frame (what
+``JSON.stringify`` sends) is byte for byte ``orjson.dumps(doc)``, and a text equal to the
+serialization of dicts cannot repeat a key. (Counting a character loops over the whole
+text at about a nanosecond a byte; comparing is a ``memcmp``.) A text with a ``\\u``
+escape (which could spell a colon), or nested deeper than orjson writes (254), is checked
+by stdlib ``json`` with an ``object_pairs_hook`` instead; nesting beyond what that can
+follow (~980 levels, the recursion limit) is ``invalid_json``. The hypothesis tests hold
+the fast checks against generated documents with escapes. (The hook alone, without
+orjson, took 3.0-7.4 µs on these frames on an earlier machine.)
 
-µs per frame (best of 7 x 100k, CPython 3.11, orjson 3.13, 2 shared cores, so +-10%);
-"hook" = orjson parse + stdlib json with a duplicate-detecting ``object_pairs_hook``:
+µs per frame (best of 7 x 50k, CPython 3.11, orjson 3.13, on the 2026-11-27 VM of
+docs/performance.md; "strict" = orjson parse + duplicate check, before and after the
+comparison above):
 
-    frame                                 orjson alone  hook  strict (used)  decode
-    add_chat, 133 B                       0.28          3.0   0.82           1.8
-    add_chat with a newline escape, 134 B 0.28          3.1   0.94           2.0
-    candidate, 273 B                      0.39          3.4   0.95           2.2
-    candidate, 2 KB                       0.64          4.2   2.2            3.5
-    offer, 5.4 KB SDP (CRLF escapes)      1.3           7.4   ~7             ~8.3
+    frame                                 orjson alone  strict before  strict  decode
+    add_chat, 154 B                       0.43          1.24           0.80    2.26
+    add_chat with a newline escape, 155 B 0.46          1.51           0.85    2.29
+    candidate, 235 B                      0.64          1.55           1.12    3.24
+    candidate, 2 KB                       1.30          4.02           2.25    4.48
+    offer, 5.4 KB SDP (CRLF escapes)      2.57          12.51          7.12    11.27
 
 Validation is one small function per event, found by a dict lookup; messages are only
 formatted on failure. Of the ~1 µs it adds to an add_chat, 0.35 µs is constructing the
@@ -181,11 +187,13 @@ def _free_of_duplicate_keys(frame: str, doc: Any) -> bool:
 
     See the module docstring for why comparing colon counts is exact without ``\\u``.
     """
-    if "\\" in frame and _UNICODE_ESCAPE.search(frame) is not None:
-        return _free_of_duplicate_keys_slow(frame)
     try:
         rewritten = orjson.dumps(doc)
     except orjson.JSONEncodeError:  # nesting deeper than orjson.dumps writes (254)
+        return _free_of_duplicate_keys_slow(frame)
+    if rewritten == frame.encode():
+        return True  # the text IS the parsed document written back, so no key repeats
+    if "\\" in frame and _UNICODE_ESCAPE.search(frame) is not None:
         return _free_of_duplicate_keys_slow(frame)
     return frame.count(":") == rewritten.count(b":")
 
