@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import callroom.room.protocol as protocol_module
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.commands import (
     AcceptScreenshare,
@@ -752,6 +753,21 @@ def test_compact_frames_are_checked_exactly(text: str, strict: bool) -> None:
         assert decode(text, LIMITS) == Ping()
     else:
         assert rejected(text).code is ErrorCode.INVALID_JSON
+
+
+def test_a_frame_that_is_orjsons_own_writing_is_settled_by_one_comparison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # orjson writes a control character as a \u escape, so this compact frame is its own
+    # writing even with an escape; the same document with spaces is not, and a \u escape
+    # then sends it to the stdlib check.
+    def slow_check(frame: str) -> bool:
+        raise AssertionError("the stdlib duplicate check ran")
+
+    monkeypatch.setattr(protocol_module, "_free_of_duplicate_keys_slow", slow_check)
+    assert decode('{"event":"ping","payload":{"s":"\\u0001:"}}', LIMITS) == Ping()
+    with pytest.raises(AssertionError, match="stdlib duplicate check"):
+        decode('{"event": "ping", "payload": {"s": "\\u0001:"}}', LIMITS)
 
 
 # --- encoding (SPEC §3, §3.2) -----------------------------------------------------------
