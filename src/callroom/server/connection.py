@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -71,6 +71,7 @@ class Connection:
         "conn_id",
         "detached",
         "expiry_handle",
+        "handoff",
         "identity",
         "ip",
         "kind",
@@ -131,6 +132,9 @@ class Connection:
         self.adds: list[asyncio.Task[None]] = []
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
+        # What ``ws.offer`` found in a frame it queued for the receive loop instead of
+        # finishing it (the intake and its start time); the loop takes that frame next.
+        self.handoff: tuple[Any, float] | None = None
 
     # -- add_chat pipelining (docs/architecture.md "Chat pipelining") ----------------
     #

@@ -7,8 +7,8 @@ Chat goes through the ``ChatHistory`` port: stored durably before the broadcast
 (SPEC §3.1, §8 "nothing acknowledged is lost").
 
 Room state lives in this process (``REDIS_URL`` unset: one node, SPEC §6). Everything
-room-related passes through ``join``/``ended``/``handle``, the seam where a shared store
-and a bus plug in for many nodes (SPEC §7).
+room-related passes through ``join``/``ended``/``handle_now``/``handle_waiting``, the seam
+where a shared store and a bus plug in for many nodes (SPEC §7).
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PONG_BYTES = text_frame(PONG_FRAME_BYTES)
+
+# Commands whose handling waits for the chat store or the identity provider; every
+# other command is handled without an await (``Hub.handle_now``).
+WAITING_COMMANDS: frozenset[type[Command]] = frozenset(
+    {AddChat, DeleteChat, GetRecentChats, RefreshToken}
+)
 
 
 def event_frame(event: str, payload: dict[str, Any]) -> bytes:
@@ -245,21 +251,26 @@ class Hub:
             raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room")
         return room
 
-    async def handle(self, conn: Connection, command: Command) -> None:
-        """Run one decoded command of ``conn``; rule violations raise ProtocolError."""
-        if isinstance(command, Ping):
+    def handle_now(self, conn: Connection, command: Command) -> None:
+        """Run a decoded command that waits for nothing (not in ``WAITING_COMMANDS``);
+        rule violations raise ProtocolError."""
+        if type(command) is Ping:
             conn.send(PONG_BYTES)
-        elif isinstance(command, AddChat):
+        else:
+            room = self._room(conn)
+            self.apply(conn.room_key, core.handle(room, conn.client_id, command, self.rules))
+
+    async def handle_waiting(self, conn: Connection, command: Command) -> None:
+        """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""
+        if isinstance(command, AddChat):
             await self._add_chat(conn, command)
         elif isinstance(command, DeleteChat):
             await self._delete_chat(conn, command)
         elif isinstance(command, GetRecentChats):
             await self._recent_chats(conn, command)
-        elif isinstance(command, RefreshToken):
-            await self._refresh_token(conn, command)
         else:
-            room = self._room(conn)
-            self.apply(conn.room_key, core.handle(room, conn.client_id, command, self.rules))
+            assert isinstance(command, RefreshToken), command
+            await self._refresh_token(conn, command)
 
     async def _add_chat(self, conn: Connection, command: AddChat) -> None:
         member = core.require_admitted(self._room(conn), conn.client_id, "add_chat")

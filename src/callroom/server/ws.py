@@ -2,28 +2,35 @@
 
 Every refusal happens before the upgrade, as an HTTP error with the JSON body of SPEC §1.
 After the upgrade the first frame is ``room_state`` (queued by the join, flushed by
-``Connection.attach``). Then one loop per connection reads frames in order; a rejected
-frame gets an ``error`` event and the connection stays open (SPEC §3.2).
+``Connection.attach``). Then a member's frames are handled in order, each either in the
+socket's callback (``offer``, the fast lane of ``server/reading.py``, for a frame that
+waits for nothing while nothing of the member is pending) or by the connection's receive
+loop; a rejected frame gets an ``error`` event and the connection stays open (SPEC §3.2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
+from aiohttp._websocket.models import WSMessageTextBytes
 
 from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
 from callroom.room import core
-from callroom.room.commands import AddChat
+from callroom.room.commands import AddChat, Command
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.connection import Connection
 from callroom.server.framing import pong_frame, text_frame
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_common import NODE_KEY, json_error
+from callroom.server.hub import WAITING_COMMANDS
+from callroom.server.reading import InlineWebSocketResponse
 
 if TYPE_CHECKING:
     from callroom.server.node import Node
@@ -33,6 +40,7 @@ log = structlog.get_logger(__name__)
 # add_chat commands of one connection that may wait for the store at once; at this many
 # its next frames are left in the socket until the oldest is stored (backpressure).
 PIPELINED_ADDS = 64
+INTERNAL_ERROR = "internal error: nothing was done"
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -56,7 +64,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         node.hub.check_join(kind, room_id, identity)
         # No aiohttp heartbeat and no autoping: the node's Heartbeat pings (SPEC §3.4)
         # and the receive loop answers pings (server/heartbeat.py says why).
-        ws = web.WebSocketResponse(
+        ws = InlineWebSocketResponse(
             compress=False,
             autoping=False,
             max_msg_size=settings.MAX_MESSAGE_BYTES,
@@ -96,8 +104,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             conn.attach(transport)
         await conn.finish_pending_close()
         log.info("ws_connected")
+        ws.offer_frames(functools.partial(offer, node, conn), contextvars.copy_context())
         client_code = await _receive_loop(node, conn)
     finally:
+        ws.stop_offering()
         node.limiter.closed(ip)
         node.metrics.ws_connections.dec()
         node.hub.ended(conn, client_code)
@@ -151,54 +161,110 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
             return None
 
 
+# What the intake made of a text frame: its command, the error refusing it, or None
+# when it came over the member's rate limit (SPEC §6).
+Intake = Command | ProtocolError | None
+
+
+def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> bool:
+    """Handle a frame in the socket's callback if nothing must wait; False queues it.
+
+    Offered only while the member's receive loop waits with nothing queued
+    (``server/reading.py``). A text frame is taken in (rate limit, decode) at once; if its
+    command waits for nothing, and no chat message of the member is still waiting for
+    the store, it is finished here. Otherwise what the intake found is handed to the
+    receive loop (``Connection.handoff``), which takes this same frame next.
+    """
+    if msg.type is not WSMsgType.TEXT or conn.closing:
+        return False
+    conn.alive = True  # any frame answers the heartbeat
+    started = time.perf_counter()
+    taken = _intake(node, conn, msg.data)
+    if type(taken) is AddChat:
+        if len(conn.adds) < PIPELINED_ADDS - 1:  # no backpressure wait needed after it
+            _pipeline_add(node, conn, taken, started)
+            return True
+    elif not conn.adds and type(taken) not in WAITING_COMMANDS:
+        _finish(node, conn, taken, started)
+        return True
+    conn.handoff = (taken, started)
+    return False
+
+
 async def on_text(node: Node, conn: Connection, data: str) -> None:
-    """Handle one text frame: rate limit, decode, run, answer errors (SPEC §3).
+    """Handle one text frame from the receive loop: rate limit, decode, run (SPEC §3).
 
     A valid ``add_chat`` runs as a task of its own while the next frames are read
     (``Connection.pipeline``); everything else first waits for those, so every answer
-    and effect keeps the order of the member's frames. (The common path stays inline:
-    it runs for every frame.)
+    and effect keeps the order of the member's frames.
     """
-    metrics = node.metrics
+    handoff = conn.handoff
+    if handoff is None:
+        started = time.perf_counter()
+        taken = _intake(node, conn, data)
+    else:  # ``offer`` took this frame in already
+        conn.handoff = None
+        taken, started = handoff
+    if type(taken) is AddChat:
+        _pipeline_add(node, conn, taken, started)
+        if len(conn.adds) >= PIPELINED_ADDS:
+            await conn.settle_oldest()  # stop reading this member until the store catches up
+        return
+    if conn.adds:
+        await conn.settle()  # the member's earlier messages come first
+    if type(taken) in WAITING_COMMANDS:
+        await _run_waiting(node, conn, cast(Command, taken), started)
+    else:
+        _finish(node, conn, taken, started)
+
+
+def _intake(node: Node, conn: Connection, data: str) -> Intake:
+    """Rate limit, then decode: the frame's command, or why it is refused."""
     if not conn.rate.take():
-        if conn.adds:
-            await conn.settle()
+        return None
+    try:
+        return decode(data, node.protocol_limits)
+    except ProtocolError as exc:
+        return exc
+    except Exception:  # a bug in decoding: answered as internal, never raised to the reader
+        log.exception("decode_failed")
+        return ProtocolError(ErrorCode.UNAVAILABLE, INTERNAL_ERROR)
+
+
+def _finish(node: Node, conn: Connection, taken: Intake, started: float) -> None:
+    """Answer a frame whose handling waits for nothing: run it, or say why not."""
+    metrics = node.metrics
+    if taken is None:
         metrics.handler_errors.labels(event="unknown", code=ErrorCode.RATE_LIMITED.value).inc()
         if not conn.violations.take():
             conn.close(CloseCode.POLICY_VIOLATION, "message flood")
             return
         conn.send(_error(ErrorCode.RATE_LIMITED, "too many messages: this one was dropped", None))
         return
-    started = time.perf_counter()
     label = "unknown"
-    try:
-        command = decode(data, node.protocol_limits)
-        if type(command) is AddChat:
-            conn.pipeline(asyncio.create_task(_add_chat(node, conn, command, started)))
-            if len(conn.adds) >= PIPELINED_ADDS:
-                await conn.settle_oldest()  # stop reading this member until the store catches up
-            return
-        if conn.adds:
-            await conn.settle()  # the member's earlier messages come first
-        label = canonical_event(core.event_name(command))
-        await node.hub.handle(conn, command)
-    except ProtocolError as exc:
-        if conn.adds:
-            await conn.settle()  # a refused frame is answered in its turn, too
-        label = _refused(node, conn, exc, label)
-    except Exception:
-        if conn.adds:
-            await conn.settle()
-        label = _failed(node, conn, label)
+    if isinstance(taken, ProtocolError):
+        label = _refused(node, conn, taken, label)
+    else:
+        try:
+            label = canonical_event(core.event_name(taken))
+            node.hub.handle_now(conn, taken)
+        except ProtocolError as exc:
+            label = _refused(node, conn, exc, label)
+        except Exception:  # never raised into aiohttp's reader (``offer``) or the loop
+            label = _failed(node, conn, label)
     metrics.received_by_event[label].inc()
     metrics.message_seconds.observe(time.perf_counter() - started)
 
 
-async def _add_chat(node: Node, conn: Connection, command: AddChat, started: float) -> None:
-    """A pipelined ``add_chat`` (``on_text``): run it, answer a refusal or a failure."""
-    label = "add_chat"
+def _pipeline_add(node: Node, conn: Connection, command: AddChat, started: float) -> None:
+    conn.pipeline(asyncio.create_task(_run_waiting(node, conn, command, started)))
+
+
+async def _run_waiting(node: Node, conn: Connection, command: Command, started: float) -> None:
+    """Run a command that waits for the store or the identity provider; answer errors."""
+    label = canonical_event(core.event_name(command))
     try:
-        await node.hub.handle(conn, command)
+        await node.hub.handle_waiting(conn, command)
     except ProtocolError as exc:
         label = _refused(node, conn, exc, label)
     except Exception:
@@ -220,7 +286,7 @@ def _failed(node: Node, conn: Connection, label: str) -> str:
     """Answer a frame whose handling failed unexpectedly (a bug): nothing was done."""
     log.exception("handler_failed", frame_event=label)
     node.metrics.handler_errors.labels(event=label, code=ErrorCode.UNAVAILABLE.value).inc()
-    conn.send(_error(ErrorCode.UNAVAILABLE, "internal error: nothing was done", None))
+    conn.send(_error(ErrorCode.UNAVAILABLE, INTERNAL_ERROR, None))
     return label
 
 

@@ -1,0 +1,107 @@
+"""Reading a member's frames in the socket's callback when its reader has nothing to do.
+
+aiohttp hands each parsed frame to a queue, and the connection's task takes it out with
+``await ws.receive()``: per frame a future, a task wake-up and a coroutine round trip,
+about a sixth of the main thread when relaying candidates (docs/performance.md,
+finding 12). Most frames need none of that: a candidate, an answer or a raised hand is
+decoded, checked and relayed without waiting for anything.
+
+``InlineQueue`` is aiohttp's queue with a fast lane. While the connection's task is
+parked on an empty queue, each new frame is first offered to a handler, which runs in
+aiohttp's ``data_received`` callback. The handler either finishes the frame there and
+returns True, or returns False, and the frame is queued for the task as before: a
+frame that must wait (a token refresh, a history read or deletion, anything but another
+chat message behind a chat message the store has not committed yet), a control frame,
+or any frame while the task is busy or frames are queued. So
+frames of one member are still handled in the order they were sent (SPEC §3.2): the
+fast lane is open only when nothing of that member is pending, and it closes as soon
+as one frame is queued, until the task has taken every queued frame.
+
+This reaches into aiohttp's WebSocket internals (``WebSocketResponse._post_start``,
+the ``WebSocketDataQueue`` type): pyproject pins aiohttp to the 3.14 series, and
+tests/integration/test_reading.py fails if the fast lane stops being used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import Context
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMessage, web
+from aiohttp._websocket.models import WSMessageTextBytes
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from aiohttp.http_websocket import WebSocketWriter
+    from aiohttp.web_request import BaseRequest
+
+# Offered a frame: True if it was handled, False to queue it for the connection's task.
+FrameHandler = Callable[[WSMessage | WSMessageTextBytes], bool]
+
+
+class InlineQueue(WebSocketDataQueue):
+    """aiohttp's frame queue, with frames offered to ``handler`` while the reader is parked."""
+
+    def __init__(self, protocol: Any, limit: int, *, loop: Any) -> None:
+        super().__init__(protocol, limit, loop=loop)
+        self.handler: FrameHandler | None = None
+        self.context: Context | None = None
+        # True only while the connection's task waits on an empty queue (``read``).
+        self.parked = False
+
+    def feed_data(self, data: WSMessage | WSMessageTextBytes, size: int) -> None:
+        if self.parked and self.handler is not None and not self._buffer:
+            assert self.context is not None
+            # Run in the connection task's context: its log bindings (conn_id, room).
+            if self.context.run(self.handler, data):
+                return
+        # Queued: the lane closes until the task has taken this frame (module docstring).
+        self.parked = False
+        super().feed_data(data, size)
+
+    async def read(self) -> Any:
+        self.parked = not self._buffer
+        try:
+            return await super().read()
+        finally:
+            self.parked = False
+
+
+class InlineWebSocketResponse(web.WebSocketResponse):
+    """A ``WebSocketResponse`` whose frames may be handled as they are parsed."""
+
+    def offer_frames(self, handler: FrameHandler, context: Context) -> None:
+        """From now on, offer each frame to ``handler`` (in ``context``) before queueing it."""
+        queue = self._reader
+        assert isinstance(queue, InlineQueue), "call after prepare()"
+        queue.context = context
+        queue.handler = handler
+
+    def stop_offering(self) -> None:
+        queue = self._reader
+        if isinstance(queue, InlineQueue):
+            queue.handler = None
+            queue.context = None
+
+    def _post_start(
+        self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter
+    ) -> None:
+        # aiohttp 3.14's ``_post_start`` with ``InlineQueue`` in place of its queue. The
+        # heartbeat is off (the node's Heartbeat pings), so there is no data callback.
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        loop = self._loop
+        assert loop is not None
+        self._reader = InlineQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
+        self._parser = WebSocketReader(
+            self._reader,
+            self._max_msg_size,
+            compress=bool(self._compress),
+            decode_text=self._decode_text,
+        )
+        callback = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=callback)
+        request.protocol.keep_alive(False)

@@ -1,0 +1,134 @@
+"""Frames of an idle member are handled as they are read, and nothing changes order.
+
+The fast lane (``server/reading.py``) finishes a frame inside aiohttp's data callback
+when the member's receive loop waits with nothing queued and the frame waits for
+nothing; every other frame goes to the receive loop, with what the fast lane already
+found (rate limit and decoding done once).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import structlog
+
+from callroom.room.commands import Command
+from callroom.server import ws as ws_module
+from callroom.server.connection import Connection
+from callroom.server.reading import InlineQueue
+from callroom_testing import TokenFactory, meeting, metric_value
+
+
+def candidate(target: str, text: str) -> dict[str, Any]:
+    return {"targetClientId": target, "candidate": text, "sdpMid": "0", "sdpMLineIndex": 0}
+
+
+@pytest.fixture
+def loop_frames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text frames that reached the receive loop (``ws.on_text``), in order."""
+    seen: list[str] = []
+    on_text = ws_module.on_text
+
+    async def counting(node: Any, conn: Connection, data: str) -> None:
+        seen.append(json.loads(data)["event"])
+        await on_text(node, conn, data)
+
+    monkeypatch.setattr(ws_module, "on_text", counting)
+    return seen
+
+
+async def test_frames_that_wait_for_nothing_skip_the_receive_loop(
+    start_node: Any, make_token: TokenFactory, loop_frames: list[str]
+) -> None:
+    node = await start_node()
+    alice, bob = await meeting(node, make_token, "bob")
+    loop_frames.clear()  # the meeting's admissions came in before its members settled
+
+    for n in range(3):
+        await bob.send("candidate", candidate("alice", f"candidate:{n}"))
+        relayed = await alice.expect("candidate")
+        assert relayed["candidate"] == f"candidate:{n}"
+    await bob.send("raise_hand")
+    assert (await alice.expect("raise_hand"))["clientId"] == "bob"
+    await bob.drain()  # a ping, answered by the fast lane too
+    assert loop_frames == []
+
+    # A history read waits for the store: the receive loop answers it.
+    await bob.send("get_recent_chats")
+    await bob.expect("get_recent_chats")
+    assert loop_frames == ["get_recent_chats"]
+    queues = [conn.ws._reader for conn in node.hub.connections]
+    assert len(queues) == 2
+    assert all(isinstance(queue, InlineQueue) for queue in queues)
+
+
+async def test_a_frame_handed_to_the_loop_is_rate_limited_and_decoded_once(
+    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await start_node(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=3)
+    (alice,) = await meeting(node, make_token)  # settling it sent a ping: 2 tokens left
+    decoded: list[str] = []
+    decode = ws_module.decode
+
+    def counting(data: str, limits: Any) -> Command:
+        decoded.append(data)
+        return decode(data, limits)
+
+    monkeypatch.setattr(ws_module, "decode", counting)
+    # Two history reads use the last two tokens, each taken once although the fast lane
+    # took the frame in before the receive loop ran it.
+    for _ in range(2):
+        await alice.send("get_recent_chats")
+        assert (await alice.expect("get_recent_chats"))["total"] == 0
+    await alice.send("get_recent_chats")
+    refused = await alice.expect("error")
+    assert refused["code"] == "rate_limited"
+    assert len(decoded) == 2
+
+
+async def test_a_frame_finished_in_the_callback_runs_in_the_members_log_context(
+    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await start_node()
+    alice, bob = await meeting(node, make_token, "bob")
+    contexts: list[dict[str, Any]] = []
+    handle_now = node.hub.handle_now
+
+    def recording(conn: Connection, command: Command) -> None:
+        contexts.append(structlog.contextvars.get_contextvars())
+        handle_now(conn, command)
+
+    monkeypatch.setattr(node.hub, "handle_now", recording)
+    await bob.send("raise_hand")
+    await alice.expect("raise_hand")
+
+    bob_conn = node.hub.sessions["zoom:room-1"]["bob"]
+    assert contexts == [
+        {"conn_id": bob_conn.conn_id, "room": "room-1", "kind": "zoom", "client_id": "bob"}
+    ]
+
+
+async def test_a_bug_in_decoding_is_answered_and_the_socket_stays(
+    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await start_node()
+    alice, bob = await meeting(node, make_token, "bob")
+
+    def broken(data: str, limits: Any) -> Command:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ws_module, "decode", broken)
+    await bob.send("raise_hand")
+    refused = await bob.expect("error")
+    assert refused == {
+        "code": "unavailable",
+        "message": "internal error: nothing was done",
+        "event": None,
+    }
+    monkeypatch.undo()
+    await bob.send("raise_hand")
+    assert (await alice.expect("raise_hand"))["clientId"] == "bob"
+    unknown = '{event="unknown",code="unavailable"}'
+    assert await metric_value(node, "callroom_handler_errors_total", unknown) == 1
