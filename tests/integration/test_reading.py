@@ -132,3 +132,34 @@ async def test_a_bug_in_decoding_is_answered_and_the_socket_stays(
     assert (await alice.expect("raise_hand"))["clientId"] == "bob"
     unknown = '{event="unknown",code="unavailable"}'
     assert await metric_value(node, "callroom_handler_errors_total", unknown) == 1
+
+
+async def test_a_burst_behind_a_waiting_frame_keeps_its_order_past_the_queue_limit(
+    start_node: Any, make_token: TokenFactory, loop_frames: list[str]
+) -> None:
+    """Frames queued behind a history read fill aiohttp's queue past its limit (the
+    parser stalls and resumes as the loop drains it); all of them still go through the
+    loop, in order, and the lane opens again once the queue is empty."""
+    node = await start_node(RATE_LIMIT_PER_SECOND=1000, RATE_LIMIT_BURST=1000)
+    alice, bob = await meeting(node, make_token, "bob")
+    loop_frames.clear()
+    sdp = "v=0\r\n" + "a=x-filler:" + "y" * 30_000 + "\r\n"  # ~30 KB: 20 > aiohttp's 512 KB
+    offers = [
+        json.dumps(
+            {
+                "event": "offer",
+                "payload": {"targetClientId": "alice", "sdp": f"{n}{sdp}", "type": "offer"},
+            }
+        )
+        for n in range(20)
+    ]
+
+    bob.send_burst('{"event": "get_recent_chats"}', *offers)
+
+    assert (await bob.expect("get_recent_chats"))["total"] == 0
+    relayed = [(await alice.expect("offer"))["sdp"].split("v=0")[0] for _ in offers]
+    assert relayed == [str(n) for n in range(20)]
+    assert loop_frames == ["get_recent_chats"] + ["offer"] * 20
+    await bob.send("raise_hand")  # the queue is empty again: the lane is open
+    await alice.expect("raise_hand")
+    assert len(loop_frames) == 21
