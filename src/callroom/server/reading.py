@@ -44,6 +44,8 @@ FrameHandler = Callable[[WSMessage | WSMessageTextBytes], bool]
 class InlineQueue(WebSocketDataQueue):
     """aiohttp's frame queue, with frames offered to ``handler`` while the reader is parked."""
 
+    __slots__ = ("context", "handler", "parked")  # no __dict__: one per idle connection too
+
     def __init__(self, protocol: Any, limit: int, *, loop: Any) -> None:
         super().__init__(protocol, limit, loop=loop)
         self.handler: FrameHandler | None = None
