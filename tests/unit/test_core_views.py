@@ -33,7 +33,7 @@ from callroom.room.core import (
     room_summary,
     room_to_dict,
 )
-from callroom.room.model import Member, Role, Room
+from callroom.room.model import Member, Role, Room, RoomRules, SendView
 from core_helpers import RULES, info, who
 
 
@@ -226,3 +226,19 @@ def test_room_from_dict_refuses_another_format_version() -> None:
     data["v"] = 99
     with pytest.raises(ValueError, match="version"):
         room_from_dict(data)
+
+
+def test_a_join_builds_the_lists_once_for_the_joiner_and_the_members_it_changes() -> None:
+    """The joiner's room_state and those of the members of its view class whose view
+    changed share one lists object, which the node encodes once per join (``SendView``)."""
+    rules = RoomRules(lobby_enabled=False)
+    room = new_room("zoom", "r1", 0)
+    join(room, who("h"), rules)
+    join(room, who("a"), rules)
+
+    effects = join(room, who("b"), rules)
+
+    views = {a.recipient: a for a in effects.actions if isinstance(a, SendView)}
+    assert list(views) == ["b", "h", "a"]  # the joiner's first (SPEC §1)
+    assert views["a"].shared is views["b"].shared
+    assert views["h"].shared is not views["b"].shared  # a host's view class is another

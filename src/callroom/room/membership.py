@@ -8,7 +8,7 @@ from __future__ import annotations
 from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused
 from callroom.room.access import admitted_ids, client_info, host_ids
 from callroom.room.model import Effects, Identity, Member, Role, Room, RoomRules
-from callroom.room.views import ViewSnapshot, send_room_states
+from callroom.room.views import ViewSnapshot, send_room_states, view_lists
 
 
 def new_room(kind: str, room_id: str, now_ms: int) -> Room:
@@ -112,8 +112,9 @@ def join(room: Room, identity: Identity, rules: RoomRules) -> Effects:
         member.is_admin = identity.is_admin
         member.is_token_host = identity.is_token_host
         member.connected = True
-        send_room_states(effects, room, [cid])
-        send_room_states(effects, room, [c for c in before.changed(room) if c != cid])
+        after = view_lists(room)
+        send_room_states(effects, room, [cid], after)
+        send_room_states(effects, room, [c for c in before.changed(room, after) if c != cid], after)
         return effects
 
     role = _newcomer_role(room, identity, rules)
@@ -127,7 +128,8 @@ def join(room: Room, identity: Identity, rules: RoomRules) -> Effects:
     room.members[cid] = member
     if role.admitted:
         admit(room, member, role)
-    send_room_states(effects, room, [cid])  # SPEC §1: the first message is room_state
+    after = view_lists(room)  # the room does not change below: one build for both sends
+    send_room_states(effects, room, [cid], after)  # SPEC §1: the first message is room_state
     info = client_info(member)
     if role.admitted:
         # SPEC §3.2 connect: to the other admitted members.
@@ -135,7 +137,7 @@ def join(room: Room, identity: Identity, rules: RoomRules) -> Effects:
     else:
         # SPEC §3.2 waiting_request: to hosts, whenever a member enters the waiting room.
         effects.send(host_ids(room), "waiting_request", info)
-    send_room_states(effects, room, [c for c in before.changed(room) if c != cid])
+    send_room_states(effects, room, [c for c in before.changed(room, after) if c != cid], after)
     return effects
 
 
@@ -157,7 +159,9 @@ def remove(room: Room, client_id: str, effects: Effects, *, forget: bool) -> Mem
         effects.send(admitted_ids(room), "disconnect", client_info(member))
     # SPEC §2: after a handoff everybody gets the new room_state; else those whose view
     # changed (hosts only, when a waiting member goes).
-    send_room_states(effects, room, list(room.members) if handed else before.changed(room))
+    after = view_lists(room)
+    changed = list(room.members) if handed else before.changed(room, after)
+    send_room_states(effects, room, changed, after)
     if not room.members:
         close_room(room, effects)
     return member

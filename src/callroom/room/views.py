@@ -57,8 +57,16 @@ def _host_lists(room: Room) -> dict[str, Any]:
     }
 
 
-def _lists_by_class(room: Room) -> dict[str, dict[str, Any]]:
-    """The shared part of each view class. A waiting member's own entry is added per member."""
+ViewLists = dict[str, dict[str, Any]]
+"""The shared part of ``room_state`` per view class (``view_lists``)."""
+
+
+def view_lists(room: Room) -> ViewLists:
+    """The shared part of each view class. A waiting member's own entry is added per member.
+
+    A transition that sends ``room_state`` more than once (the joiner's, then those of
+    the members whose view changed) builds these once and passes them to each call.
+    """
     host = _host_lists(room)
     return {
         _HOST: host,
@@ -78,9 +86,7 @@ def _lists_by_class(room: Room) -> dict[str, dict[str, Any]]:
     }
 
 
-def _state(
-    room: Room, member: Member, lists: dict[str, dict[str, Any]]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _state(room: Room, member: Member, lists: ViewLists) -> tuple[dict[str, Any], dict[str, Any]]:
     """``member``'s room_state as (its own part, the lists it shares with its class)."""
     cls = _view_class(member)
     shared = lists[cls]
@@ -97,7 +103,7 @@ def _state(
 
 def room_state_for(room: Room, client_id: str) -> dict[str, Any]:
     """The ``room_state`` payload for member ``client_id`` (SPEC §3.2); KeyError if absent."""
-    own, shared = _state(room, room.members[client_id], _lists_by_class(room))
+    own, shared = _state(room, room.members[client_id], view_lists(room))
     return {**own, **shared}
 
 
@@ -131,16 +137,18 @@ def room_summary(room: Room) -> dict[str, Any]:
     }
 
 
-def send_room_states(effects: Effects, room: Room, recipients: Iterable[str]) -> None:
+def send_room_states(
+    effects: Effects, room: Room, recipients: Iterable[str], lists: ViewLists | None = None
+) -> None:
     """Append one ``room_state`` per recipient, each with its own view.
 
-    The lists are built once, and every recipient of a view class gets the same
-    ``shared`` object: the node encodes it once (``SendView``).
+    The lists are built once (or given: ``view_lists`` of the room as it is now), and
+    every recipient of a view class gets the same ``shared`` object: the node encodes it
+    once (``SendView``).
     """
-    lists: dict[str, dict[str, Any]] | None = None
     for cid in recipients:
         if lists is None:
-            lists = _lists_by_class(room)
+            lists = view_lists(room)
         effects.send_view(cid, *_state(room, room.members[cid], lists))
 
 
@@ -148,17 +156,21 @@ def send_room_states(effects: Effects, room: Room, recipients: Iterable[str]) ->
 class ViewSnapshot:
     """What every member saw before a transition, to find whose view changed after it."""
 
-    lists: dict[str, dict[str, Any]]
+    lists: ViewLists
     own: dict[str, tuple[Role, str]]
 
     @classmethod
     def take(cls, room: Room) -> ViewSnapshot:
         own = {cid: (m.role, m.display_name) for cid, m in room.members.items()}
-        return cls(_lists_by_class(room), own)
+        return cls(view_lists(room), own)
 
-    def changed(self, room: Room) -> list[str]:
-        """Members (join order) whose ``room_state`` differs from the snapshot's."""
-        after = _lists_by_class(room)
+    def changed(self, room: Room, after: ViewLists | None = None) -> list[str]:
+        """Members (join order) whose ``room_state`` differs from the snapshot's.
+
+        ``after``: ``view_lists`` of the room as it is now, if the caller has them.
+        """
+        if after is None:
+            after = view_lists(room)
         moved = {cls for cls in after if after[cls] != self.lists[cls]}
         return [
             cid
