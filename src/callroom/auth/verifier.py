@@ -35,6 +35,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, Literal, get_args
 
+import orjson
+
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom.auth.jwks import JwksCache
 from callroom.config import Settings
@@ -115,9 +117,15 @@ def _b64decode(segment: str) -> bytes:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except ValueError:  # includes bad UTF-8
-        raise AuthError("malformed") from None
+        # orjson first (2 µs for a header and a payload, against 12 µs); what it refuses
+        # but the stdlib reads (NaN, Infinity, huge numbers, lone surrogates) still goes
+        # to the claim checks, which name the reason.
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(data)
+        except ValueError:  # includes bad UTF-8
+            raise AuthError("malformed") from None
     if not isinstance(value, dict):
         raise AuthError("malformed")
     return value
