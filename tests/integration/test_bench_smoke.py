@@ -250,7 +250,11 @@ def test_compare_rounds_interleave_the_servers_and_keep_each_ones_median(
     assert "round 3/3: socketio" in result.output
     comparison = json.loads((tmp_path / "c.json").read_text())
     rounds = comparison["rounds"]
-    assert len(rounds) == len(comparison["round_ratios"]) == 3
+    assert len(rounds) == len(comparison["round_ratios"]) == len(comparison["round_runs"]) == 3
+    for values, reports in zip(rounds, comparison["round_runs"], strict=True):
+        assert {name: report["headline"]["value"] for name, report in reports.items()} == values
+        for report in reports.values():
+            _assert_worked("chat", report)
     for name, report in comparison["runs"].items():
         _assert_worked("chat", report)
         values = sorted(values[name] for values in rounds)

@@ -114,4 +114,6 @@ async def compare(
             {name: run["headline"]["value"] for name, run in runs.items()} for runs in rounds_run
         ],
         "round_ratios": [compare_ratios(runs) for runs in rounds_run],
+        # Every round's whole reports (steps, CPU, latencies), not only the median's.
+        "round_runs": rounds_run,
     }
