@@ -82,6 +82,9 @@ class InlineWebSocketResponse(web.WebSocketResponse):
         queue.handler = handler
 
     def stop_offering(self) -> None:
+        """Offer no more frames (the receive loop ended). This also breaks the cycle
+        connection → response → queue → handler → connection, so reference counting
+        frees a closed connection without waiting for a full collection."""
         queue = self._reader
         if isinstance(queue, InlineQueue):
             queue.handler = None
