@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -49,12 +50,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PONG_BYTES = text_frame(PONG_FRAME_BYTES)
-
-# Commands whose handling waits for the chat store or the identity provider; every
-# other command is handled without an await (``Hub.handle_now``).
-WAITING_COMMANDS: frozenset[type[Command]] = frozenset(
-    {AddChat, DeleteChat, GetRecentChats, RefreshToken}
-)
 
 
 def event_frame(event: str, payload: dict[str, Any]) -> bytes:
@@ -262,15 +257,7 @@ class Hub:
 
     async def handle_waiting(self, conn: Connection, command: Command) -> None:
         """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""
-        if isinstance(command, AddChat):
-            await self._add_chat(conn, command)
-        elif isinstance(command, DeleteChat):
-            await self._delete_chat(conn, command)
-        elif isinstance(command, GetRecentChats):
-            await self._recent_chats(conn, command)
-        else:
-            assert isinstance(command, RefreshToken), command
-            await self._refresh_token(conn, command)
+        await self._WAITING[type(command)](self, conn, command)
 
     async def _add_chat(self, conn: Connection, command: AddChat) -> None:
         member = core.require_admitted(self._room(conn), conn.client_id, "add_chat")
@@ -354,6 +341,18 @@ class Hub:
             )
         conn.identity = identity
         self.schedule_expiry(conn, identity.expires_at)
+
+    # The commands whose handling waits for the chat store or the identity provider, and
+    # the method running each; every other command runs without an await (``handle_now``).
+    _WAITING: ClassVar[dict[type[Command], Callable[[Hub, Connection, Any], Awaitable[None]]]] = {
+        AddChat: _add_chat,
+        DeleteChat: _delete_chat,
+        GetRecentChats: _recent_chats,
+        RefreshToken: _refresh_token,
+    }
+
+
+WAITING_COMMANDS: frozenset[type[Command]] = frozenset(Hub._WAITING)
 
 
 def _deliver(sessions: dict[str, Connection], recipients: tuple[str, ...], frame: bytes) -> int:

@@ -25,7 +25,6 @@ tests/integration/test_reading.py fails if the fast lane stops being used.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMessage, web
@@ -44,21 +43,19 @@ FrameHandler = Callable[[WSMessage | WSMessageTextBytes], bool]
 class InlineQueue(WebSocketDataQueue):
     """aiohttp's frame queue, with frames offered to ``handler`` while the reader is parked."""
 
-    __slots__ = ("context", "handler", "parked")  # no __dict__: one per idle connection too
+    __slots__ = ("handler", "parked")  # no __dict__: one per idle connection too
 
     def __init__(self, protocol: Any, limit: int, *, loop: Any) -> None:
         super().__init__(protocol, limit, loop=loop)
         self.handler: FrameHandler | None = None
-        self.context: Context | None = None
-        # True only while the connection's task waits on an empty queue (``read``).
+        # True only while the connection's task waits on an empty queue (``read``). The
+        # queue is then empty by construction: every frame comes through ``feed_data``,
+        # which clears the flag before queueing.
         self.parked = False
 
     def feed_data(self, data: WSMessage | WSMessageTextBytes, size: int) -> None:
-        if self.parked and self.handler is not None and not self._buffer:
-            assert self.context is not None
-            # Run in the connection task's context: its log bindings (conn_id, room).
-            if self.context.run(self.handler, data):
-                return
+        if self.parked and self.handler is not None and self.handler(data):
+            return
         # Queued: the lane closes until the task has taken this frame (module docstring).
         self.parked = False
         super().feed_data(data, size)
@@ -74,11 +71,10 @@ class InlineQueue(WebSocketDataQueue):
 class InlineWebSocketResponse(web.WebSocketResponse):
     """A ``WebSocketResponse`` whose frames may be handled as they are parsed."""
 
-    def offer_frames(self, handler: FrameHandler, context: Context) -> None:
-        """From now on, offer each frame to ``handler`` (in ``context``) before queueing it."""
+    def offer_frames(self, handler: FrameHandler) -> None:
+        """From now on, offer each frame to ``handler`` before queueing it."""
         queue = self._reader
         assert isinstance(queue, InlineQueue), "call after prepare()"
-        queue.context = context
         queue.handler = handler
 
     def stop_offering(self) -> None:
@@ -88,7 +84,6 @@ class InlineWebSocketResponse(web.WebSocketResponse):
         queue = self._reader
         if isinstance(queue, InlineQueue):
             queue.handler = None
-            queue.context = None
 
     def _post_start(
         self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter

@@ -104,7 +104,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             conn.attach(transport)
         await conn.finish_pending_close()
         log.info("ws_connected")
-        ws.offer_frames(functools.partial(offer, node, conn), contextvars.copy_context())
+        # The lane runs in a copy of this task's context: its log bindings (conn_id, room).
+        # (mypy does not follow ``Context.run``'s *args through ``partial``.)
+        run_in_context = contextvars.copy_context().run
+        ws.offer_frames(functools.partial(run_in_context, offer, node, conn))  # type: ignore[call-arg]
         client_code = await _receive_loop(node, conn)
     finally:
         ws.stop_offering()
@@ -262,8 +265,9 @@ def _pipeline_add(node: Node, conn: Connection, command: AddChat, started: float
 
 async def _run_waiting(node: Node, conn: Connection, command: Command, started: float) -> None:
     """Run a command that waits for the store or the identity provider; answer errors."""
-    label = canonical_event(core.event_name(command))
+    label = "unknown"
     try:
+        label = canonical_event(core.event_name(command))
         await node.hub.handle_waiting(conn, command)
     except ProtocolError as exc:
         label = _refused(node, conn, exc, label)
