@@ -7,11 +7,13 @@ come after the messages sent before them (docs/architecture.md "Chat pipelining"
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
+from callroom.chat.base import ChatMessage
 from callroom.server.ws import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
 
@@ -99,20 +101,33 @@ async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(node.hub.history, "add", broken)
+    submitted: list[str] = []
+
+    def broken_submit(_room: str, message: ChatMessage, **_kwargs: Any) -> Any:
+        """The first add raises at once; the second one's future fails."""
+        submitted.append(message.chat_content)
+        if len(submitted) == 1:
+            raise RuntimeError("a bug")
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError("a bug"))
+        return failed
+
+    monkeypatch.setattr(node.hub.history, "submit", broken_submit)
     monkeypatch.setattr(node.hub.verifier, "verify_for_refresh", broken)
     bob.send_burst(
         add_chat("lost"),
+        add_chat("lost too"),
         json.dumps({"event": "refresh_token", "payload": {"token": "x.y.z"}}),
         '{"event": "ping"}',
     )
 
-    frames = [await bob.next() for _ in range(3)]
-    assert [f["event"] for f in frames] == ["error", "error", "pong"]
-    for frame in frames[:2]:
+    frames = [await bob.next() for _ in range(4)]
+    assert [f["event"] for f in frames] == ["error", "error", "error", "pong"]
+    for frame in frames[:3]:
         assert frame["payload"]["code"] == "unavailable"
         assert frame["payload"]["message"] == "internal error: nothing was done"
+    assert submitted == ["lost", "lost too"]
     failures = '{event="add_chat",code="unavailable"}'
-    assert await metric_value(node, "callroom_handler_errors_total", failures) == 1
+    assert await metric_value(node, "callroom_handler_errors_total", failures) == 2
     refreshes = '{event="refresh_token",code="unavailable"}'
     assert await metric_value(node, "callroom_handler_errors_total", refreshes) == 1

@@ -877,12 +877,32 @@ class SlowToAnswer(SqlChatHistory):
 
     held: dict[str, asyncio.Event]  # set on the instance
 
-    async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
-        result = await super().add(room, message)  # committed here ...
+    answering: set[asyncio.Future[None]]  # set on the instance
+
+    def submit(
+        self,
+        room: str,
+        message: ChatMessage,
+        *,
+        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
+    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
         gate = self.held.get(message.chat_id)
-        if gate is not None:
-            await gate.wait()  # ... but the caller hears of it only later
-        return result
+        if gate is None:
+            return super().submit(room, message, into=into)
+        future = into if into is not None else asyncio.get_running_loop().create_future()
+        committed = super().submit(room, message)  # committed here ...
+        self.answering.add(asyncio.ensure_future(self._answer(gate, committed, future)))
+        return future
+
+    @staticmethod
+    async def _answer(
+        gate: asyncio.Event,
+        committed: asyncio.Future[tuple[ChatMessage, bool]],
+        future: asyncio.Future[tuple[ChatMessage, bool]],
+    ) -> None:
+        result = await committed
+        await gate.wait()  # ... but the caller hears of it only later
+        future.set_result(result)
 
 
 async def test_cached_window_turns_cold_when_adds_return_out_of_order(
@@ -890,6 +910,7 @@ async def test_cached_window_turns_cold_when_adds_return_out_of_order(
 ) -> None:
     store = SlowToAnswer(database_url, retry_interval=0)
     store.held = {"m1": asyncio.Event()}
+    store.answering = set()
     try:
         cached = CachedChatHistory(store, window=5)
         await cached.page(room, 5)  # warm and empty

@@ -174,6 +174,16 @@ def test_memory_limit_must_be_positive() -> None:
 # --- the cached window -----------------------------------------------------------------
 
 
+Added = asyncio.Future[tuple[ChatMessage, bool]]
+
+
+async def answer_after(gate: asyncio.Event, committed: Added, future: Added) -> None:
+    """... but the caller hears of it only once ``gate`` is set."""
+    await gate.wait()
+    if not future.done():  # the caller may have given up
+        future.set_result(committed.result())
+
+
 class SpyStore(MemoryChatHistory):
     """A memory store that counts reads, can fail, and can hold a read after taking it."""
 
@@ -184,7 +194,9 @@ class SpyStore(MemoryChatHistory):
         self.failing = False
         self.page_gate: asyncio.Event | None = None
         self.page_taken = asyncio.Event()
+        self.delete_gate: asyncio.Event | None = None
         self.add_gates: dict[str, asyncio.Event] = {}
+        self.answering: set[asyncio.Future[None]] = set()
         self.calls: list[str] = []
 
     async def start(self) -> None:
@@ -197,18 +209,23 @@ class SpyStore(MemoryChatHistory):
         if self.failing:
             raise StoreUnavailable("store")
 
-    async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
+    def submit(self, room: str, message: ChatMessage, *, into: Added | None = None) -> Added:
+        future = into if into is not None else asyncio.get_running_loop().create_future()
         if self.failing:
-            raise StoreUnavailable("store")
-        result = await super().add(room, message)  # committed here ...
+            future.set_exception(StoreUnavailable("store"))
+            return future
         gate = self.add_gates.get(message.chat_id)
-        if gate is not None:
-            await gate.wait()  # ... but the caller hears of it only later
-        return result
+        if gate is None:
+            return super().submit(room, message, into=future)
+        committed = super().submit(room, message)  # committed here ...
+        self.answering.add(asyncio.ensure_future(answer_after(gate, committed, future)))
+        return future
 
     async def delete(self, room: str, chat_id: str) -> bool:
         if self.failing:
             raise StoreUnavailable("store")
+        if self.delete_gate is not None:
+            await self.delete_gate.wait()
         return await super().delete(room, chat_id)
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None:
@@ -329,6 +346,80 @@ async def test_cached_add_during_a_window_load_is_not_lost() -> None:
     assert await cached.page(ROOM, 5) == ChatPage([msg(1), msg(2)], 2, False)
 
 
+async def test_cached_add_given_up_in_flight_turns_the_window_cold() -> None:
+    store = SpyStore()
+    cached = CachedChatHistory(store, window=5)
+    await cached.page(ROOM, 5)  # warm and empty
+    store.add_gates = {"m1": asyncio.Event()}
+    add = asyncio.create_task(cached.add(ROOM, msg(1)))
+    await settle()
+    add.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await add
+    store.add_gates["m1"].set()
+    # The commit may have happened (here it did): the window is reloaded, not trusted.
+    store.pages.clear()
+    assert ids(await cached.page(ROOM, 5)) == ["m1"]
+    assert store.pages == [(ROOM, 5, None)]
+
+
+async def test_cached_operations_behind_a_delete_run_after_it_in_call_order() -> None:
+    store = SpyStore()
+    cached = CachedChatHistory(store, window=5)
+    await add_all(cached, 1, 2)
+    await cached.page(ROOM, 5)  # warm
+    store.delete_gate = asyncio.Event()
+    first = asyncio.create_task(cached.delete(ROOM, "m1"))  # has the room, held at the gate
+    await settle()
+    held = asyncio.create_task(cached.add(ROOM, msg(3)))
+    given_up_delete = asyncio.create_task(cached.delete(ROOM, "m2"))
+    given_up_add = asyncio.create_task(cached.add(ROOM, msg(4)))
+    after = asyncio.create_task(cached.add(ROOM, msg(5)))
+    await settle()
+    assert await store.page(ROOM, 5) == ChatPage([msg(1), msg(2)], 2, False)  # all wait
+    given_up_delete.cancel()
+    given_up_add.cancel()
+    await settle()
+    store.delete_gate.set()
+    assert await first is True
+    assert await held == (msg(3), True)
+    assert await after == (msg(5), True)
+    for task in (given_up_delete, given_up_add):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    expected = ChatPage([msg(2), msg(3), msg(5)], 3, False)
+    assert await store.page(ROOM, 5) == expected  # m2 stays, m4 was never stored
+    store.pages.clear()
+    assert await cached.page(ROOM, 5) == expected
+    assert store.pages == []  # the window stayed exact: served from memory
+
+
+async def test_cached_delete_given_the_room_but_cancelled_passes_it_on() -> None:
+    store = SpyStore()
+    cached = CachedChatHistory(store, window=5)
+    await add_all(cached, 1, 2)
+    await cached.page(ROOM, 5)  # warm
+    store.delete_gate = asyncio.Event()
+    second = asyncio.create_task(cached.delete(ROOM, "m2"))  # in line behind this task's
+    behind = asyncio.create_task(cached.add(ROOM, msg(3)))  # held behind ``second``
+
+    async def open_gate() -> None:
+        await settle()
+        assert store.delete_gate is not None
+        store.delete_gate.set()
+
+    opener = asyncio.create_task(open_gate())
+    assert await cached.delete(ROOM, "m1") is True  # releases the room to ``second`` ...
+    second.cancel()  # ... which gives up before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert await behind == (msg(3), True)  # the room was passed on
+    await opener
+    store.pages.clear()
+    assert await cached.page(ROOM, 5) == ChatPage([msg(2), msg(3)], 2, False)
+    assert store.pages == []
+
+
 async def test_cached_concurrent_first_reads_load_the_window_once() -> None:
     store = SpyStore()
     cached = CachedChatHistory(store, window=5)
@@ -344,20 +435,28 @@ async def test_cached_concurrent_first_reads_load_the_window_once() -> None:
     assert store.pages == [(ROOM, 5, None)]
 
 
-async def test_cached_window_keeps_the_store_order_of_concurrent_adds() -> None:
+async def test_cached_window_turns_cold_when_adds_are_answered_out_of_order() -> None:
     store = SpyStore()
     cached = CachedChatHistory(store, window=5)
     await cached.page(ROOM, 5)  # warm and empty
-    store.add_gates = {"m1": asyncio.Event(), "m2": asyncio.Event()}
-    store.add_gates["m2"].set()
+    store.add_gates = {"m1": asyncio.Event()}
     first = asyncio.create_task(cached.add(ROOM, msg(1)))
     second = asyncio.create_task(cached.add(ROOM, msg(2)))
-    await settle()
-    store.add_gates["m1"].set()  # m1 was committed first but is acknowledged last
-    await asyncio.gather(first, second)
+    assert await second == (msg(2), True)  # m1 was committed first but is answered last
+    store.add_gates["m1"].set()
+    assert await first == (msg(1), True)
+    # The window could not tell where m2 lies: the next page reloads it, in store order.
     store.pages.clear()
-    assert await cached.page(ROOM, 5) == await MemoryChatHistory.page(store, ROOM, 5)
-    assert store.pages == []  # served from the window
+    assert ids(await cached.page(ROOM, 5)) == ["m1", "m2"]
+    assert store.pages == [(ROOM, 5, None)]
+
+
+def test_cached_needs_a_store_that_commits_adds_in_call_order() -> None:
+    class Unordered(MemoryChatHistory):
+        adds_commit_in_call_order = False
+
+    with pytest.raises(ValueError, match="call order"):
+        CachedChatHistory(Unordered(), window=5)
 
 
 async def test_cached_invalidate_during_a_load_discards_what_it_read() -> None:

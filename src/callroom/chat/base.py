@@ -8,6 +8,10 @@ PostgreSQL in production). ``CachedChatHistory`` puts the memory window of the l
 Contract every backend keeps:
 
 - ``add`` stores durably before it returns (the node broadcasts only after it returns).
+  ``submit`` is the same add without a coroutine: it queues the add before it returns and
+  gives back a future of ``add``'s result (the node's chat path, which runs in the
+  socket's callback: no task per message); with ``into`` it answers that future, made
+  by the caller beforehand, instead of a new one. ``add`` is ``await submit(...)``.
   A ``chat_id`` is unique in a room. Adding a ``chat_id`` that the same sender already
   stored in that room stores nothing and returns ``(stored message, False)`` (safe retry);
   a ``chat_id`` used by another sender in that room raises ``ChatIdTaken``.
@@ -25,6 +29,7 @@ Contract every backend keeps:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +74,16 @@ class ChatHistory(Protocol):
         """Raise ``StoreUnavailable`` unless the store answers (``/readyz``)."""
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]: ...
+
+    def submit(
+        self,
+        room: str,
+        message: ChatMessage,
+        *,
+        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
+    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        """``add``, queued now; its outcome (result or exception) comes on the future
+        (``into``, when given; a future already done, i.e. given up, is left alone)."""
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None: ...
 

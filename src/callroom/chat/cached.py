@@ -16,21 +16,28 @@ and every read goes to the store.
 - ``purge_older_than`` purges the store and turns every window cold.
 
 Order and consistency on one node: the window must stay the suffix of what the store holds,
-in the store's order (insertion order). A lock per room orders the room's deletes and
-window loads; each runs alone, after the room's adds in flight and before the adds that
-come after it. Reads of a warm window take no lock. The adds of one room:
+in the store's order (insertion order). The store must commit concurrent adds in the order
+they were called (it says so with ``adds_commit_in_call_order = True``, as
+``SqlChatHistory`` does: one writer, one queue, group commit; ``MemoryChatHistory``'s adds
+are done when called).
 
-- With a store whose concurrent adds commit in the order they were called (it says so
-  with ``adds_commit_in_call_order = True``, as ``SqlChatHistory`` does: one writer, one
-  queue, group commit), the adds of a room run concurrently, so that they share the
-  store's transactions (one room's burst is not one commit per message). Each add is
-  appended to the window when it returns, if every add of the room called before it has
-  returned: the store's order is then the call order, which is the order of the appends.
-  An add that returns before an earlier one (the window cannot tell the store's order) or
-  that fails or is cancelled (a failed commit may still have happened) turns the window
-  cold instead; the next page reloads it, once no add is in flight.
-- With any other store, the adds of a room run one at a time under the room's lock, as
-  the deletes and loads do: the store's order is then the order of the returns.
+- The adds of a room run concurrently, so that they share the store's transactions (one
+  room's burst is not one commit per message). ``submit`` hands an add to the store at
+  once and keeps the window from a callback on the store's future: no coroutine per
+  message (the node's chat path). Each add is appended to the window when it is
+  answered, if every add of the room called before it was answered: the store's order is
+  then the call order, which is the order of the appends. An add answered before an
+  earlier one (the window cannot tell the store's order), or that fails or is given up (a
+  failed commit may still have happened), turns the window cold instead; the next page
+  reloads it, once no add is in flight.
+- A delete or a window load takes the room to itself (its *turn*): it waits for the
+  room's adds in flight, and whatever is called while it waits or runs (adds, other
+  deletes and loads) waits in the room's *line*, in call order. When it ends, the adds at
+  the head of the line go to the store, answering the futures their callers already hold
+  (``submit(..., into=...)``: no extra hop, so their broadcasts keep their order), up to
+  the next delete or load, which gets the turn. A place in line is taken when the call is
+  made, so a room's operations run in the order they were called. Reads of a warm window
+  wait for nothing.
 
 Different rooms never wait for each other.
 
@@ -47,6 +54,8 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import ClassVar
 
 from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage, ChatPage
 from callroom.errors import StoreUnavailable
@@ -58,27 +67,47 @@ def _set_event() -> asyncio.Event:
     return event
 
 
+_Added = asyncio.Future[tuple[ChatMessage, bool]]
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    """An add called while a delete or load of its room ran or waited: it goes after."""
+
+    room: str
+    message: ChatMessage
+    future: _Added  # the caller's; the store answers it once the add is released
+
+
 @dataclass(eq=False, slots=True)
 class _Room:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0  # coroutines using the entry (its lock, its adds): it stays while > 0
+    users: int = 0  # operations using the entry (its turn, its adds): it stays while > 0
     messages: list[ChatMessage] | None = None  # the window, oldest first; None = cold
     total: int = 0  # the store's total for the room (meaningful while warm)
     generation: int = 0  # bumped by ``invalidate``: an older load does not install
-    adding: deque[object] = field(default_factory=deque)  # adds in flight, in call order
+    adding: deque[_Added] = field(default_factory=deque)  # adds in the store, in call order
     idle: asyncio.Event = field(default_factory=_set_event)  # set while ``adding`` is empty
+    taken: bool = False  # a delete or load has the room to itself (its turn)
+    # What was called after the delete or load that has the room, in call order: held
+    # adds, and the turns (futures) of deletes and loads.
+    line: deque[_Held | asyncio.Future[None]] = field(default_factory=deque)
 
 
 class CachedChatHistory:
     """``ChatHistory`` with a per-room memory window in front of ``store`` (module docstring)."""
 
+    adds_commit_in_call_order: ClassVar[bool] = True  # the store's order, kept
+
     def __init__(self, store: ChatHistory, window: int, *, max_rooms: int = 1000) -> None:
-        """``max_rooms``: windows kept at most; the least recently used idle ones go first."""
+        """``store`` must commit concurrent adds in call order (``adds_commit_in_call_order``).
+
+        ``max_rooms``: windows kept at most; the least recently used idle ones go first.
+        """
         if window < 1 or max_rooms < 1:
             raise ValueError("window and max_rooms must be at least 1")
+        if getattr(store, "adds_commit_in_call_order", False) is not True:
+            raise ValueError("the store must commit concurrent adds in call order")
         self._store = store
-        # The store commits concurrent adds in call order: a room's adds may run together.
-        self._concurrent_adds = getattr(store, "adds_commit_in_call_order", False) is True
         self._window = window
         self._max_rooms = max_rooms
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
@@ -94,33 +123,51 @@ class CachedChatHistory:
         await self._store.check()
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
-        async with self._entered(room) as entry:
-            if self._concurrent_adds:
-                async with entry.lock:
-                    pass  # after the deletes and loads of the room that came first
-                # No suspension from here until the store has the message (call order).
-                return await self._store_add(room, entry, message)
-            async with entry.lock:
-                return await self._store_add(room, entry, message)
+        return await self.submit(room, message)
 
-    async def _store_add(
-        self, room: str, entry: _Room, message: ChatMessage
-    ) -> tuple[ChatMessage, bool]:
-        token = object()
-        entry.adding.append(token)
+    def submit(self, room: str, message: ChatMessage, *, into: _Added | None = None) -> _Added:
+        """Hand the add to the store now, or hold it behind the room's delete or load.
+
+        The window is kept by a callback on the add's future (``_stored``): no coroutine
+        per message.
+        """
+        entry = self._enter(room)
+        if entry.taken or entry.line:
+            future = into if into is not None else asyncio.get_running_loop().create_future()
+            entry.line.append(_Held(room, message, future))
+        else:
+            future = self._track(entry, self._store.submit(room, message, into=into))
+        if future.done():  # answered at once (see ``_track``)
+            self._leave(entry)
+        else:
+            future.add_done_callback(partial(self._leave, entry))
+        return future
+
+    def _track(self, entry: _Room, future: _Added) -> _Added:
+        """Count ``future``, an add in the store, in flight; keep the window when done."""
+        entry.adding.append(future)
         entry.idle.clear()
-        try:
-            stored, created = await self._store.add(room, message)
-            in_order = entry.adding[0] is token  # every add called before it returned
-        except ChatIdTaken:
-            raise
-        except BaseException:
-            _cool(entry)  # a failed (or abandoned) commit may still have happened
-            raise
-        finally:
-            entry.adding.remove(token)
-            if not entry.adding:
-                entry.idle.set()
+        if future.done():  # a store that answers at once: the caller may not suspend
+            self._stored(entry, future)
+        else:
+            future.add_done_callback(partial(self._stored, entry))
+        return future
+
+    def _stored(self, entry: _Room, future: _Added) -> None:
+        """Keep the window after the store answered an add (module docstring)."""
+        in_order = entry.adding[0] is future  # every add called before it returned
+        entry.adding.remove(future)
+        if not entry.adding:
+            entry.idle.set()
+        if future.cancelled():
+            _cool(entry)  # an abandoned commit may still have happened
+            return
+        error = future.exception()
+        if error is not None:
+            if not isinstance(error, ChatIdTaken):
+                _cool(entry)  # a failed commit may still have happened
+            return
+        stored, created = future.result()
         if created and entry.messages is not None:
             if in_order:
                 entry.messages.append(stored)
@@ -128,7 +175,6 @@ class CachedChatHistory:
                 del entry.messages[: -self._window]  # keep the newest ``window``
             else:
                 _cool(entry)  # where it lies among the adds still in flight is unknown
-        return stored, created
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None:
         entry = self._rooms.get(room)
@@ -152,12 +198,12 @@ class CachedChatHistory:
 
     async def page(self, room: str, limit: int, before: str | None = None) -> ChatPage:
         entry = self._rooms.get(room)
-        if entry is None or entry.messages is None:
-            entry = await self._load(room)
-        if entry.messages is not None:
+        if entry is not None and entry.messages is not None:
             hit = _from_window(entry.messages, entry.total, limit, before)
-            if hit is not None:
-                return hit
+        else:
+            hit = await self._load(room, limit, before)
+        if hit is not None:
+            return hit
         return await self._store.page(room, limit, before)
 
     async def purge_older_than(self, cutoff_ms: int) -> int:
@@ -177,43 +223,81 @@ class CachedChatHistory:
         if entry.users == 0:
             del self._rooms[room]
 
-    async def _load(self, room: str) -> _Room:
+    async def _load(self, room: str, limit: int, before: str | None) -> ChatPage | None:
+        """Load the room's window; the page from it, taken in the room's turn (before the
+        adds called after this), or ``None`` when the page lies (partly) outside it."""
         async with self._exclusive(room) as entry:
-            if entry.messages is not None:
-                return entry  # loaded by the call this one waited behind
-            generation = entry.generation
-            page = await self._store.page(room, self._window)
-            if entry.generation == generation:
-                entry.messages = list(page.messages)
-                entry.total = page.total
-            return entry
+            if entry.messages is None:  # else loaded by the call this one waited behind
+                generation = entry.generation
+                page = await self._store.page(room, self._window)
+                if entry.generation == generation:
+                    entry.messages = list(page.messages)
+                    entry.total = page.total
+            if entry.messages is None:
+                return None
+            return _from_window(entry.messages, entry.total, limit, before)
 
-    @asynccontextmanager
-    async def _entered(self, room: str) -> AsyncIterator[_Room]:
-        """The room's entry, kept (not evicted) until the block ends."""
+    def _enter(self, room: str) -> _Room:
+        """The room's entry, kept (not evicted) until a matching ``_leave``."""
         entry = self._rooms.get(room)
         if entry is None:
             entry = self._rooms[room] = _Room()
         self._rooms.move_to_end(room)
         entry.users += 1
-        try:
-            yield entry
-        finally:
-            entry.users -= 1
-            self._evict()
+        return entry
+
+    def _leave(self, entry: _Room, _done: object = None) -> None:
+        entry.users -= 1
+        self._evict()
 
     @asynccontextmanager
     async def _exclusive(self, room: str) -> AsyncIterator[_Room]:
-        """The room alone: after its adds in flight, before the operations that follow."""
-        async with self._entered(room) as entry, entry.lock:
-            await entry.idle.wait()  # no add can start while the lock is held
-            yield entry
+        """The room alone: after its adds in flight, before the operations called later.
+
+        The place in line is taken when called (no suspension before it), so the
+        operations of a room run in the order they were called.
+        """
+        entry = self._enter(room)
+        try:
+            if entry.taken or entry.line:
+                turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                entry.line.append(turn)
+                try:
+                    await turn
+                except asyncio.CancelledError:
+                    if turn.done() and not turn.cancelled():
+                        self._release(entry)  # it was given the room: pass it on
+                    raise
+            else:
+                entry.taken = True
+            try:
+                await entry.idle.wait()  # the adds called before it are answered
+                yield entry
+            finally:
+                self._release(entry)
+        finally:
+            self._leave(entry)
+
+    def _release(self, entry: _Room) -> None:
+        """The room's delete or load is done: release what waits behind it, in order."""
+        entry.taken = False
+        line = entry.line
+        while line:
+            waiting = line.popleft()
+            if isinstance(waiting, _Held):
+                if not waiting.future.done():  # its caller may have given up
+                    add = self._store.submit(waiting.room, waiting.message, into=waiting.future)
+                    self._track(entry, add)
+            elif not waiting.done():  # a turn whose caller gave up is skipped
+                entry.taken = True
+                waiting.set_result(None)
+                return
 
     def _evict(self) -> None:
         excess = len(self._rooms) - self._max_rooms
         if excess <= 0:
             return
-        # Least recently used first; a room in use keeps its entry (and its lock).
+        # Least recently used first; a room in use keeps its entry (and its line).
         idle = [room for room, entry in self._rooms.items() if entry.users == 0]
         for room in idle[:excess]:
             del self._rooms[room]

@@ -10,11 +10,16 @@ Every method completes without awaiting anything, so each one is atomic on the e
 
 from __future__ import annotations
 
+import asyncio
+from typing import ClassVar
+
 from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
 
 
 class MemoryChatHistory:
     """``ChatHistory`` in a dict per room (insertion order is the history order)."""
+
+    adds_commit_in_call_order: ClassVar[bool] = True  # each add is done when called
 
     def __init__(self, limit_per_room: int | None = None) -> None:
         if limit_per_room is not None and limit_per_room < 1:
@@ -32,6 +37,26 @@ class MemoryChatHistory:
         return None  # memory is always there
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
+        return await self.submit(room, message)
+
+    def submit(
+        self,
+        room: str,
+        message: ChatMessage,
+        *,
+        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
+    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        """``add`` done at once; the future is already done when it is returned."""
+        future = into if into is not None else asyncio.get_running_loop().create_future()
+        if future.done():
+            return future  # its caller gave up
+        try:
+            future.set_result(self._add(room, message))
+        except ChatIdTaken as exc:
+            future.set_exception(exc)
+        return future
+
+    def _add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
         messages = self._rooms.setdefault(room, {})
         stored = messages.get(message.chat_id)
         if stored is not None:

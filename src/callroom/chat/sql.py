@@ -346,16 +346,25 @@ class SqlChatHistory:
             await conn.execute(text("SELECT 1"))
 
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
-        """Queue the message for the writer; return once the batch holding it committed.
+        """Queue the message for the writer; return once the batch holding it committed."""
+        return await self.submit(room, message)
 
-        Nothing is awaited before the message is queued: that is what makes the adds of
-        this object commit in the order they were called (``adds_commit_in_call_order``).
+    def submit(
+        self,
+        room: str,
+        message: ChatMessage,
+        *,
+        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
+    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        """Queue the message for the writer; the future is answered after its commit.
+
+        The message is queued before this returns: that is what makes the adds of this
+        object commit in the order they were called (``adds_commit_in_call_order``).
         """
+        future = into if into is not None else asyncio.get_running_loop().create_future()
         if self._closing:
-            raise StoreUnavailable(PART, "chat store closed")
-        future: asyncio.Future[tuple[ChatMessage, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
+            _settle(future, StoreUnavailable(PART, "chat store closed"))
+            return future
         self._queue.append(_QueuedAdd(room, message, future))
         if self._pause is not None and len(self._queue) >= self._max_batch:
             _wake(self._pause)  # a full batch waits for nothing
@@ -363,9 +372,9 @@ class SqlChatHistory:
             writer = asyncio.create_task(self._write_queued(), name="chat-store-writer")
             writer.add_done_callback(self._writer_done)
             self._writer = writer
-        # A caller that gives up cancels its future: the writer skips it unless its
+        # A caller that gives up cancels the future: the writer skips it unless its
         # batch has already been taken.
-        return await future
+        return future
 
     async def get(self, room: str, chat_id: str) -> ChatMessage | None:
         async with self._transaction() as conn:

@@ -129,7 +129,7 @@ class Connection:
         self.expiry_handle: asyncio.TimerHandle | None = None
         # This connection's add_chat commands still waiting for the store, oldest first
         # (``pipeline``). A list, not a deque: most connections never have one in flight.
-        self.adds: list[asyncio.Task[None]] = []
+        self.adds: list[asyncio.Future[Any]] = []
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
         # What ``ws.offer`` found in a frame it queued for the receive loop instead of
@@ -141,23 +141,27 @@ class Connection:
     # An ``add_chat`` is answered only once the store committed it (SPEC §3.1), which
     # takes a thread hop and an fsync. Waiting for that before reading the member's next
     # frame would cap one sender at one message per commit; instead consecutive
-    # ``add_chat`` frames run as tasks while the loop reads on, so the store can commit
-    # them together. Order still holds: the store commits adds in the order they were
-    # called and answers them in that order, and every other frame first waits, with
-    # ``settle``, for the adds before it.
+    # ``add_chat`` frames are handed to the store while frames are read on, so the store
+    # can commit them together. Each is tracked here by the store's future until the
+    # callback on that future has broadcast it. Order still holds: the store commits
+    # adds in the order they were called and answers them in that order, and every other
+    # frame first waits, with ``settle``, for the adds before it.
 
-    def pipeline(self, add: asyncio.Task[None]) -> None:
-        """Track an ``add_chat`` task started for this connection, until it is done."""
+    def pipeline(self, add: asyncio.Future[Any]) -> None:
+        """Track an ``add_chat`` handed to the store, until ``settled(add)``."""
         self.adds.append(add)
-        add.add_done_callback(self.adds.remove)
+
+    def settled(self, add: asyncio.Future[Any]) -> None:
+        """The ``add_chat`` is answered: the frames after it need not wait for it."""
+        self.adds.remove(add)
 
     async def settle(self) -> None:
-        """Return once every ``add_chat`` started before this call is done."""
+        """Return once every ``add_chat`` started before this call is answered."""
         if self.adds:
             await asyncio.wait(list(self.adds))
 
     async def settle_oldest(self) -> None:
-        """Return once the oldest ``add_chat`` in flight is done (backpressure)."""
+        """Return once the oldest ``add_chat`` in flight is answered (backpressure)."""
         if self.adds:
             await asyncio.wait(self.adds[:1])
 

@@ -7,8 +7,9 @@ Chat goes through the ``ChatHistory`` port: stored durably before the broadcast
 (SPEC §3.1, §8 "nothing acknowledged is lost").
 
 Room state lives in this process (``REDIS_URL`` unset: one node, SPEC §6). Everything
-room-related passes through ``join``/``ended``/``handle_now``/``handle_waiting``, the seam
-where a shared store and a bus plug in for many nodes (SPEC §7).
+room-related passes through ``join``/``ended``/``handle_now``/``handle_waiting`` (and
+``submit_chat``/``chat_stored`` for chat messages), the seam where a shared store and a
+bus plug in for many nodes (SPEC §7).
 """
 
 from __future__ import annotations
@@ -259,7 +260,11 @@ class Hub:
         """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""
         await self._WAITING[type(command)](self, conn, command)
 
-    async def _add_chat(self, conn: Connection, command: AddChat) -> None:
+    def submit_chat(
+        self, conn: Connection, command: AddChat
+    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        """Start an ``add_chat`` (SPEC §3.1): the room's rules now (a violation raises
+        ProtocolError), then the store's future; ``chat_stored`` answers it once done."""
         member = core.require_admitted(self._room(conn), conn.client_id, "add_chat")
         message = ChatMessage(
             chat_id=command.chat_id or self._new_chat_id(),
@@ -268,8 +273,13 @@ class Hub:
             timestamp=now_ms(),
             chat_content=command.chat_content,
         )
+        return self.history.submit(conn.room_key, message)
+
+    def chat_stored(self, conn: Connection, done: asyncio.Future[tuple[ChatMessage, bool]]) -> None:
+        """Broadcast a stored ``add_chat`` (SPEC §8: only once durable); a failure raises
+        ProtocolError."""
         try:
-            stored, created = await self.history.add(conn.room_key, message)
+            stored, created = done.result()
         except ChatIdTaken:
             raise ProtocolError(
                 ErrorCode.INVALID_PAYLOAD,
@@ -342,10 +352,11 @@ class Hub:
         conn.identity = identity
         self.schedule_expiry(conn, identity.expires_at)
 
-    # The commands whose handling waits for the chat store or the identity provider, and
-    # the method running each; every other command runs without an await (``handle_now``).
+    # The commands whose handling awaits the chat store or the identity provider, and the
+    # method running each. ``add_chat`` is not one: it is started by ``submit_chat`` and
+    # finished by ``chat_stored`` (no coroutine per message); every other command runs
+    # without an await (``handle_now``).
     _WAITING: ClassVar[dict[type[Command], Callable[[Hub, Connection, Any], Awaitable[None]]]] = {
-        AddChat: _add_chat,
         DeleteChat: _delete_chat,
         GetRecentChats: _recent_chats,
         RefreshToken: _refresh_token,

@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import functools
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from aiohttp import WSMessage, WSMsgType, web
@@ -255,12 +255,44 @@ def _finish(node: Node, conn: Connection, taken: Intake, started: float) -> None
             label = _refused(node, conn, exc, label)
         except Exception:  # never raised into aiohttp's reader (``offer``) or the loop
             label = _failed(node, conn, label)
-    metrics.received_by_event[label].inc()
-    metrics.message_seconds.observe(time.perf_counter() - started)
+    _counted(node, label, started)
 
 
 def _pipeline_add(node: Node, conn: Connection, command: AddChat, started: float) -> None:
-    conn.pipeline(asyncio.create_task(_run_waiting(node, conn, command, started)))
+    """Start storing a chat message; ``_chat_stored`` answers it once the store is done.
+
+    No task per message: the store's future is tracked by the connection (``pipeline``)
+    until its callback has broadcast it (docs/architecture.md "Chat pipelining").
+    """
+    try:
+        stored = node.hub.submit_chat(conn, command)
+    except ProtocolError as exc:
+        _counted(node, _refused(node, conn, exc, "add_chat"), started)
+        return
+    except Exception:
+        _counted(node, _failed(node, conn, "add_chat"), started)
+        return
+    conn.pipeline(stored)
+    stored.add_done_callback(functools.partial(_chat_stored, node, conn, started))
+
+
+def _chat_stored(node: Node, conn: Connection, started: float, stored: asyncio.Future[Any]) -> None:
+    """The store answered a chat message: broadcast it, or answer why not."""
+    label = "add_chat"
+    try:
+        node.hub.chat_stored(conn, stored)
+    except ProtocolError as exc:
+        label = _refused(node, conn, exc, label)
+    except Exception:  # never raised into the event loop's callback runner
+        label = _failed(node, conn, label)
+    finally:
+        conn.settled(stored)
+    _counted(node, label, started)
+
+
+def _counted(node: Node, label: str, started: float) -> None:
+    node.metrics.received_by_event[label].inc()
+    node.metrics.message_seconds.observe(time.perf_counter() - started)
 
 
 async def _run_waiting(node: Node, conn: Connection, command: Command, started: float) -> None:
@@ -273,8 +305,7 @@ async def _run_waiting(node: Node, conn: Connection, command: Command, started: 
         label = _refused(node, conn, exc, label)
     except Exception:
         label = _failed(node, conn, label)
-    node.metrics.received_by_event[label].inc()
-    node.metrics.message_seconds.observe(time.perf_counter() - started)
+    _counted(node, label, started)
 
 
 def _refused(node: Node, conn: Connection, exc: ProtocolError, label: str) -> str:
