@@ -104,12 +104,16 @@ async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(
     submitted: list[str] = []
 
     def broken_submit(_room: str, message: ChatMessage, **_kwargs: Any) -> Any:
-        """The first add raises at once; the second one's future fails."""
+        """The first add raises at once; the second one's future fails; the third one's
+        is cancelled."""
         submitted.append(message.chat_content)
         if len(submitted) == 1:
             raise RuntimeError("a bug")
         failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        failed.set_exception(RuntimeError("a bug"))
+        if len(submitted) == 2:
+            failed.set_exception(RuntimeError("a bug"))
+        else:
+            failed.cancel()
         return failed
 
     monkeypatch.setattr(node.hub.history, "submit", broken_submit)
@@ -117,17 +121,20 @@ async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(
     bob.send_burst(
         add_chat("lost"),
         add_chat("lost too"),
+        add_chat("given up"),
         json.dumps({"event": "refresh_token", "payload": {"token": "x.y.z"}}),
         '{"event": "ping"}',
     )
 
-    frames = [await bob.next() for _ in range(4)]
-    assert [f["event"] for f in frames] == ["error", "error", "error", "pong"]
-    for frame in frames[:3]:
-        assert frame["payload"]["code"] == "unavailable"
+    frames = [await bob.next() for _ in range(5)]
+    assert [f["event"] for f in frames] == ["error"] * 4 + ["pong"]
+    assert all(frame["payload"]["code"] == "unavailable" for frame in frames[:4])
+    for frame in (*frames[:2], frames[3]):
         assert frame["payload"]["message"] == "internal error: nothing was done"
-    assert submitted == ["lost", "lost too"]
+    assert frames[2]["payload"]["event"] == "add_chat"  # the given-up add: the store's answer
+    assert "chat store is unavailable" in frames[2]["payload"]["message"]
+    assert submitted == ["lost", "lost too", "given up"]
     failures = '{event="add_chat",code="unavailable"}'
-    assert await metric_value(node, "callroom_handler_errors_total", failures) == 2
+    assert await metric_value(node, "callroom_handler_errors_total", failures) == 3
     refreshes = '{event="refresh_token",code="unavailable"}'
     assert await metric_value(node, "callroom_handler_errors_total", refreshes) == 1

@@ -278,6 +278,8 @@ class Hub:
     def chat_stored(self, conn: Connection, done: asyncio.Future[tuple[ChatMessage, bool]]) -> None:
         """Broadcast a stored ``add_chat`` (SPEC §8: only once durable); a failure raises
         ProtocolError."""
+        if done.cancelled():  # given up (the node itself never does): nothing to broadcast
+            raise _store_down("add_chat")
         try:
             stored, created = done.result()
         except ChatIdTaken:
