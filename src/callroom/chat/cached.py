@@ -131,20 +131,19 @@ class CachedChatHistory:
         The window is kept by a callback on the add's future (``_stored``): no coroutine
         per message.
         """
-        entry = self._enter(room)
+        entry = self._enter(room)  # left by ``_stored`` (or ``_release``, if given up)
         if entry.taken or entry.line:
             future = into if into is not None else asyncio.get_running_loop().create_future()
             entry.line.append(_Held(room, message, future))
-        else:
-            future = self._track(entry, self._store.submit(room, message, into=into))
-        if future.done():  # answered at once (see ``_track``)
-            self._leave(entry)
-        else:
-            future.add_done_callback(partial(self._leave, entry))
-        return future
+            return future
+        return self._track(entry, self._store.submit(room, message, into=into))
 
     def _track(self, entry: _Room, future: _Added) -> _Added:
-        """Count ``future``, an add in the store, in flight; keep the window when done."""
+        """Count ``future``, an add in the store, in flight; keep the window when done.
+
+        The entry stays (``users``) until then: evicting it with an add in flight would
+        let a new entry load a window without that add.
+        """
         entry.adding.append(future)
         entry.idle.clear()
         if future.done():  # a store that answers at once: the caller may not suspend
@@ -154,11 +153,18 @@ class CachedChatHistory:
         return future
 
     def _stored(self, entry: _Room, future: _Added) -> None:
-        """Keep the window after the store answered an add (module docstring)."""
+        """The store answered an add: count it out, keep the window, leave the entry."""
         in_order = entry.adding[0] is future  # every add called before it returned
         entry.adding.remove(future)
         if not entry.adding:
             entry.idle.set()
+        try:
+            self._keep(entry, future, in_order)
+        finally:
+            self._leave(entry)
+
+    def _keep(self, entry: _Room, future: _Added, in_order: bool) -> None:
+        """The window after an add was answered (module docstring)."""
         if future.cancelled():
             _cool(entry)  # an abandoned commit may still have happened
             return
@@ -246,7 +252,7 @@ class CachedChatHistory:
         entry.users += 1
         return entry
 
-    def _leave(self, entry: _Room, _done: object = None) -> None:
+    def _leave(self, entry: _Room) -> None:
         entry.users -= 1
         self._evict()
 
@@ -285,7 +291,9 @@ class CachedChatHistory:
         while line:
             waiting = line.popleft()
             if isinstance(waiting, _Held):
-                if not waiting.future.done():  # its caller may have given up
+                if waiting.future.done():  # its caller gave up: it is not stored
+                    self._leave(entry)
+                else:
                     add = self._store.submit(waiting.room, waiting.message, into=waiting.future)
                     self._track(entry, add)
             elif not waiting.done():  # a turn whose caller gave up is skipped
