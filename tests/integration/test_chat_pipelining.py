@@ -18,6 +18,11 @@ from callroom.server.ws import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
 
 BURSTS = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}
+# The node's default test store (SQLite: adds answered after a commit) and memory://
+# (adds answered at once, before the callback that broadcasts them has run).
+STORES = pytest.mark.parametrize(
+    "store", [{}, {"DATABASE_URL": "memory://"}], ids=["sqlite", "memory"]
+)
 
 
 def add_chat(chat_id: str) -> str:
@@ -46,10 +51,11 @@ async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
     assert await metric_value(node, "callroom_chat_store_commit_seconds_count") == commits
 
 
+@STORES
 async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
-    start_node: Any, make_token: TokenFactory
+    start_node: Any, make_token: TokenFactory, store: dict[str, str]
 ) -> None:
-    node = await start_node(**BURSTS)
+    node = await start_node(**BURSTS, **store)
     _alice, bob = await meeting(node, make_token, "bob")
 
     bob.send_burst(
@@ -75,10 +81,11 @@ async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
     assert frames[3]["payload"]["event"] == "add_chat"
 
 
+@STORES
 async def test_a_members_last_chats_reach_the_room_before_its_leave(
-    start_node: Any, make_token: TokenFactory
+    start_node: Any, make_token: TokenFactory, store: dict[str, str]
 ) -> None:
-    node = await start_node(**BURSTS)
+    node = await start_node(**BURSTS, **store)
     alice, bob = await meeting(node, make_token, "bob")
     sent = [f"bye{i}" for i in range(5)]
 
