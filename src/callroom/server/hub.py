@@ -248,8 +248,8 @@ class Hub:
         return room
 
     def handle_now(self, conn: Connection, command: Command) -> None:
-        """Run a decoded command that waits for nothing (not in ``WAITING_COMMANDS``);
-        rule violations raise ProtocolError."""
+        """Run a decoded command that waits for nothing (neither ``add_chat`` nor one of
+        ``WAITING_COMMANDS``); rule violations raise ProtocolError."""
         if type(command) is Ping:
             conn.send(PONG_BYTES)
         else:
