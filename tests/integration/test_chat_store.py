@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from callroom.chat import admin, sqlite_writer
-from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.cached import CachedChatHistory
 from callroom.chat.pg_writer import PgBatchWriter
 from callroom.chat.sql import (
@@ -880,12 +880,8 @@ class SlowToAnswer(SqlChatHistory):
     answering: set[asyncio.Future[None]]  # set on the instance
 
     def submit(
-        self,
-        room: str,
-        message: ChatMessage,
-        *,
-        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
-    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         gate = self.held.get(message.chat_id)
         if gate is None:
             return super().submit(room, message, into=into)
@@ -897,8 +893,8 @@ class SlowToAnswer(SqlChatHistory):
     @staticmethod
     async def _answer(
         gate: asyncio.Event,
-        committed: asyncio.Future[tuple[ChatMessage, bool]],
-        future: asyncio.Future[tuple[ChatMessage, bool]],
+        committed: AddFuture,
+        future: AddFuture,
     ) -> None:
         result = await committed
         await gate.wait()  # ... but the caller hears of it only later

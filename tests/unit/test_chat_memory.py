@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.base import AddFuture, ChatHistory, ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.cached import CachedChatHistory
 from callroom.chat.memory import MemoryChatHistory
 from callroom.errors import StoreUnavailable
@@ -174,10 +174,7 @@ def test_memory_limit_must_be_positive() -> None:
 # --- the cached window -----------------------------------------------------------------
 
 
-Added = asyncio.Future[tuple[ChatMessage, bool]]
-
-
-async def answer_after(gate: asyncio.Event, committed: Added, future: Added) -> None:
+async def answer_after(gate: asyncio.Event, committed: AddFuture, future: AddFuture) -> None:
     """... but the caller hears of it only once ``gate`` is set."""
     await gate.wait()
     if not future.done():  # the caller may have given up
@@ -209,7 +206,9 @@ class SpyStore(MemoryChatHistory):
         if self.failing:
             raise StoreUnavailable("store")
 
-    def submit(self, room: str, message: ChatMessage, *, into: Added | None = None) -> Added:
+    def submit(
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         future = into if into is not None else asyncio.get_running_loop().create_future()
         if self.failing:
             future.set_exception(StoreUnavailable("store"))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,10 @@ class ChatMessage:
             "timestamp": self.timestamp,
             "chatContent": self.chat_content,
         }
+
+
+AddFuture: TypeAlias = asyncio.Future[tuple[ChatMessage, bool]]
+"""What ``add`` returns, as a future (``submit``): the stored message and whether it is new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +80,8 @@ class ChatHistory(Protocol):
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]: ...
 
     def submit(
-        self,
-        room: str,
-        message: ChatMessage,
-        *,
-        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
-    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         """``add``, queued now; its outcome (result or exception) comes on the future
         (``into``, when given; a future already done, i.e. given up, is left alone)."""
 

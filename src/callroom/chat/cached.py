@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
-from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.base import AddFuture, ChatHistory, ChatIdTaken, ChatMessage, ChatPage
 from callroom.errors import StoreUnavailable
 
 
@@ -67,16 +67,13 @@ def _set_event() -> asyncio.Event:
     return event
 
 
-_Added = asyncio.Future[tuple[ChatMessage, bool]]
-
-
 @dataclass(eq=False, slots=True)
 class _Held:
     """An add called while a delete or load of its room ran or waited: it goes after."""
 
     room: str
     message: ChatMessage
-    future: _Added  # the caller's; the store answers it once the add is released
+    future: AddFuture  # the caller's; the store answers it once the add is released
 
 
 @dataclass(eq=False, slots=True)
@@ -85,7 +82,7 @@ class _Room:
     messages: list[ChatMessage] | None = None  # the window, oldest first; None = cold
     total: int = 0  # the store's total for the room (meaningful while warm)
     generation: int = 0  # bumped by ``invalidate``: an older load does not install
-    adding: deque[_Added] = field(default_factory=deque)  # adds in the store, in call order
+    adding: deque[AddFuture] = field(default_factory=deque)  # adds in the store, in call order
     idle: asyncio.Event = field(default_factory=_set_event)  # set while ``adding`` is empty
     taken: bool = False  # a delete or load has the room to itself (its turn)
     # What was called after the delete or load that has the room, in call order: held
@@ -125,7 +122,9 @@ class CachedChatHistory:
     async def add(self, room: str, message: ChatMessage) -> tuple[ChatMessage, bool]:
         return await self.submit(room, message)
 
-    def submit(self, room: str, message: ChatMessage, *, into: _Added | None = None) -> _Added:
+    def submit(
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         """Hand the add to the store now, or hold it behind the room's delete or load.
 
         The window is kept by a callback on the add's future (``_stored``): no coroutine
@@ -138,7 +137,7 @@ class CachedChatHistory:
             return future
         return self._track(entry, self._store.submit(room, message, into=into))
 
-    def _track(self, entry: _Room, future: _Added) -> _Added:
+    def _track(self, entry: _Room, future: AddFuture) -> AddFuture:
         """Count ``future``, an add in the store, in flight; keep the window when done.
 
         The entry stays (``users``) until then: evicting it with an add in flight would
@@ -152,7 +151,7 @@ class CachedChatHistory:
             future.add_done_callback(partial(self._stored, entry))
         return future
 
-    def _stored(self, entry: _Room, future: _Added) -> None:
+    def _stored(self, entry: _Room, future: AddFuture) -> None:
         """The store answered an add: count it out, keep the window, leave the entry."""
         in_order = entry.adding[0] is future  # every add called before it returned
         entry.adding.remove(future)
@@ -163,7 +162,7 @@ class CachedChatHistory:
         finally:
             self._leave(entry)
 
-    def _keep(self, entry: _Room, future: _Added, in_order: bool) -> None:
+    def _keep(self, entry: _Room, future: AddFuture, in_order: bool) -> None:
         """The window after an add was answered (module docstring)."""
         if future.cancelled():
             _cool(entry)  # an abandoned commit may still have happened

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
-from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage, ChatPage
 
 
 class MemoryChatHistory:
@@ -40,12 +40,8 @@ class MemoryChatHistory:
         return await self.submit(room, message)
 
     def submit(
-        self,
-        room: str,
-        message: ChatMessage,
-        *,
-        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
-    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         """``add`` done at once; the future is already done when it is returned."""
         future = into if into is not None else asyncio.get_running_loop().create_future()
         if future.done():

@@ -84,7 +84,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.models import chat_messages
 from callroom.chat.pg_writer import PgBatchWriter
 from callroom.chat.sqlite_writer import Key, NewRow, SqliteBatchWriter
@@ -239,7 +239,7 @@ class _QueuedAdd:
 
     room: str
     message: ChatMessage
-    future: asyncio.Future[tuple[ChatMessage, bool]]
+    future: AddFuture
 
     @property
     def key(self) -> tuple[str, str]:
@@ -350,12 +350,8 @@ class SqlChatHistory:
         return await self.submit(room, message)
 
     def submit(
-        self,
-        room: str,
-        message: ChatMessage,
-        *,
-        into: asyncio.Future[tuple[ChatMessage, bool]] | None = None,
-    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
+    ) -> AddFuture:
         """Queue the message for the writer; the future is answered after its commit.
 
         The message is queued before this returns: that is what makes the adds of this
@@ -585,7 +581,7 @@ def _unavailable(cause: BaseException) -> StoreUnavailable:
     return error
 
 
-def _settle(future: asyncio.Future[tuple[ChatMessage, bool]], outcome: _Outcome) -> None:
+def _settle(future: AddFuture, outcome: _Outcome) -> None:
     if future.done():
         return  # the caller gave up (cancelled)
     if isinstance(outcome, Exception):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage
+from callroom.chat.base import AddFuture, ChatHistory, ChatIdTaken, ChatMessage
 from callroom.errors import CloseCode, ErrorCode, ProtocolError, StoreUnavailable
 from callroom.room import core
 from callroom.room.commands import (
@@ -260,9 +260,7 @@ class Hub:
         """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""
         await self._WAITING[type(command)](self, conn, command)
 
-    def submit_chat(
-        self, conn: Connection, command: AddChat
-    ) -> asyncio.Future[tuple[ChatMessage, bool]]:
+    def submit_chat(self, conn: Connection, command: AddChat) -> AddFuture:
         """Start an ``add_chat`` (SPEC §3.1): the room's rules now (a violation raises
         ProtocolError), then the store's future; ``chat_stored`` answers it once done."""
         member = core.require_admitted(self._room(conn), conn.client_id, "add_chat")
@@ -275,7 +273,7 @@ class Hub:
         )
         return self.history.submit(conn.room_key, message)
 
-    def chat_stored(self, conn: Connection, done: asyncio.Future[tuple[ChatMessage, bool]]) -> None:
+    def chat_stored(self, conn: Connection, done: AddFuture) -> None:
         """Broadcast a stored ``add_chat`` (SPEC §8: only once durable); a failure raises
         ProtocolError."""
         if done.cancelled():  # given up (the node itself never does): nothing to broadcast
