@@ -37,7 +37,7 @@ from typer.testing import CliRunner
 from callroom.auth.dev import DevKeys
 from callroom.bench.cli import bench_app
 from callroom.bench.client import Recorder, close_all, connect_all, stamp
-from callroom.bench.report import median_runs
+from callroom.bench.report import median_round_ratios, median_runs
 from callroom.bench.servers import BENCH_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,6 +264,9 @@ def test_compare_rounds_interleave_the_servers_and_keep_each_ones_median(
         / comparison["runs"]["socketio"]["headline"]["value"],
         3,
     )
+    paired = sorted(ratios["socketio"] for ratios in comparison["round_ratios"])
+    assert comparison["median_round_ratios"] == {"socketio": paired[1]}
+    assert "per round" in result.output  # the column of the paired ratios
 
 
 @pytest.mark.parametrize(
@@ -286,6 +289,23 @@ def test_median_runs_picks_a_real_round(
     picked = median_runs(rounds)["a"]
     assert picked["headline"]["value"] == chosen
     assert picked is rounds[picked["round"]]["a"]
+
+
+@pytest.mark.parametrize(
+    ("ratios", "higher", "median"),
+    [
+        ([0.66, 0.50, 0.99], True, 0.66),
+        ([0.60, 0.80], True, 0.60),  # even: the one less favourable to the first server
+        ([1.2, 0.9], False, 1.2),  # lower is better (idle): the larger ratio is the worse
+        ([None, 0.7, 0.8], True, 0.7),  # a round without a ratio is left out
+        ([None, None], True, None),
+    ],
+)
+def test_median_round_ratios_pair_the_servers_within_each_round(
+    ratios: list[float | None], higher: bool, median: float | None
+) -> None:
+    rounds = [{"other": ratio} for ratio in ratios]
+    assert median_round_ratios(rounds, higher) == {"other": median}
 
 
 def test_compare_skips_a_server_that_cannot_start(

@@ -85,6 +85,29 @@ def compare_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
+def median_round_ratios(
+    round_ratios: list[dict[str, float | None]], higher_is_better: bool
+) -> dict[str, float | None]:
+    """Each server's median of its per-round ratios: the paired comparison.
+
+    Each round runs the servers back to back, minutes apart, so its ratio holds even when
+    the machine's speed drifts between rounds, which a ratio of medians taken from
+    different rounds does not. Of an even count, the middle one less favourable to the
+    first server; a round without a ratio is left out (``None`` when none has one).
+    """
+    names = dict.fromkeys(name for ratios in round_ratios for name in ratios)
+    medians: dict[str, float | None] = {}
+    for name in names:
+        values = sorted(v for ratios in round_ratios if (v := ratios.get(name)) is not None)
+        if not values:
+            medians[name] = None
+            continue
+        # Sorted ascending: for a higher-is-better metric the smaller ratio is the worse.
+        middle = (len(values) - 1) // 2 if higher_is_better else len(values) // 2
+        medians[name] = values[middle]
+    return medians
+
+
 def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Each server's report of its median round by headline: of an even count the worse of
     the two middle ones; a round without a headline value counts as the worst."""
@@ -183,22 +206,37 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
     better = "higher" if comparison["higher_is_better"] else "lower"
     title = f"compare {scenario}: {comparison['metric']} ({better} is better)"
     rounds: list[dict[str, float | None]] = comparison.get("rounds", [])
+    round_ratios: list[dict[str, float | None]] = comparison.get("round_ratios", [])
+    paired: dict[str, float | None] = comparison.get("median_round_ratios", {})
     several = len(rounds) > 1
     table = Table(title=title, box=box.SIMPLE_HEAD)
     headers = ["server", "median" if several else "value", f"{base} / server", "errors"]
     if several:
-        headers.insert(2, "rounds")
+        headers[2:3] = ["rounds", f"{base} / server (medians)", "per round (median)"]
     for header in headers:
         table.add_column(header, justify="right")
     for name, run in runs.items():
-        ratio = "-" if name == base or ratios.get(name) is None else f"{ratios[name]:.2f}x"
-        row = [name, _value(run["headline"]["value"]), ratio, _errors(run["errors"])]
+        is_base = name == base
+        row = [name, _value(run["headline"]["value"])]
         if several:
-            row.insert(2, " / ".join(_value(values.get(name)) for values in rounds))
+            row.append(" / ".join(_value(values.get(name)) for values in rounds))
+        row.append(_ratio(ratios.get(name), is_base))
+        if several:
+            per_round = " / ".join(_plain(r.get(name)) for r in round_ratios)
+            row.append("-" if is_base else f"{_ratio(paired.get(name), False)} ({per_round})")
+        row.append(_errors(run["errors"]))
         table.add_row(*row)
     for name, reason in comparison["skipped"].items():
-        table.add_row(name, "skipped", *(["-"] if several else []), "-", reason)
+        table.add_row(name, "skipped", *(["-", "-"] if several else []), "-", reason)
     return table
+
+
+def _ratio(value: float | None, is_base: bool) -> str:
+    return "-" if is_base or value is None else f"{value:.2f}x"
+
+
+def _plain(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
 
 
 def _value(value: float | None) -> str:

@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom.bench.client import Protocol
-from callroom.bench.report import build_report, compare_ratios, median_runs
+from callroom.bench.report import build_report, compare_ratios, median_round_ratios, median_runs
 from callroom.bench.scenarios import RUNNERS, Params, Result
 from callroom.bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
 from callroom.bench.target import DEV_KEY_FILE, BenchError, Minter, Target
@@ -101,6 +101,8 @@ async def compare(
         rounds_run.append(runs)
     chosen = median_runs(rounds_run)
     headline = next(iter(chosen.values()))["headline"] if chosen else {}
+    round_ratios = [compare_ratios(runs) for runs in rounds_run]
+    higher_is_better = headline.get("higher_is_better", True)
     return {
         "tool": "callroom bench compare",
         "scenario": params.scenario.value,
@@ -113,7 +115,9 @@ async def compare(
         "rounds": [
             {name: run["headline"]["value"] for name, run in runs.items()} for runs in rounds_run
         ],
-        "round_ratios": [compare_ratios(runs) for runs in rounds_run],
+        "round_ratios": round_ratios,
+        # The paired comparison: each server's median of its ratios within one round.
+        "median_round_ratios": median_round_ratios(round_ratios, higher_is_better),
         # Every round's whole reports (steps, CPU, latencies), not only the median's.
         "round_runs": rounds_run,
     }
