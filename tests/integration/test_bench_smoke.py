@@ -245,7 +245,9 @@ def test_compare_rounds_interleave_the_servers_and_keep_each_ones_median(
 ) -> None:
     args = ["compare", "chat", "--server", "picows", "--server", "socketio", "--rounds", "3"]
     sizes = ["--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.2"]
-    result = CliRunner().invoke(bench_app, [*args, *sizes, "--json", str(tmp_path / "c.json")])
+    out = ["--json", str(tmp_path / "c.json")]
+    # Wide enough that no cell of the table wraps.
+    result = CliRunner().invoke(bench_app, [*args, *sizes, *out], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "round 3/3: socketio" in result.output
     comparison = json.loads((tmp_path / "c.json").read_text())
@@ -266,7 +268,10 @@ def test_compare_rounds_interleave_the_servers_and_keep_each_ones_median(
     )
     paired = sorted(ratios["socketio"] for ratios in comparison["round_ratios"])
     assert comparison["median_round_ratios"] == {"socketio": paired[1]}
-    assert "per round" in result.output  # the column of the paired ratios
+    # The column of the paired ratios: their median, then every round's.
+    assert "median (each round)" in result.output
+    each = " / ".join(f"{ratios['socketio']:.2f}" for ratios in comparison["round_ratios"])
+    assert f"{paired[1]:.2f}x ({each})" in result.output
 
 
 @pytest.mark.parametrize(

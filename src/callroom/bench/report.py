@@ -212,7 +212,7 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     headers = ["server", "median" if several else "value", f"{base} / server", "errors"]
     if several:
-        headers[2:3] = ["rounds", f"{base} / server (medians)", "per round (median)"]
+        headers[2:3] = ["rounds", f"{base} / server (medians)", "median (each round)"]
     for header in headers:
         table.add_column(header, justify="right")
     for name, run in runs.items():
