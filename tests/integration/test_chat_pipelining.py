@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from callroom.chat.base import ChatMessage
+from callroom.errors import ErrorCode, ProtocolError
 from callroom.server.ws import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
 
@@ -95,6 +96,33 @@ async def test_a_members_last_chats_reach_the_room_before_its_leave(
     assert [f["event"] for f in frames] == ["add_chat"] * len(sent) + ["disconnect"]
     assert [f["payload"]["chatId"] for f in frames[:-1]] == sent
     assert frames[-1]["payload"]["clientId"] == "bob"
+
+
+async def test_an_add_refused_before_the_store_is_answered_after_the_adds_before_it(
+    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first add waits for its commit; the second is refused at once by a room rule,
+    yet its error comes after the first add's broadcast."""
+    node = await start_node(**BURSTS)
+    _alice, bob = await meeting(node, make_token, "bob")
+    store_submit = node.hub.history.submit
+
+    def refuse_the_second(room: str, message: ChatMessage, **kwargs: Any) -> Any:
+        if message.chat_id == "refused":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not now", "add_chat")
+        return store_submit(room, message, **kwargs)
+
+    monkeypatch.setattr(node.hub.history, "submit", refuse_the_second)
+    bob.send_burst(add_chat("stored"), add_chat("refused"), '{"event": "ping"}')
+
+    frames = [await bob.next() for _ in range(3)]
+    assert [(f["event"], f["payload"].get("chatId")) for f in frames] == [
+        ("add_chat", "stored"),
+        ("error", None),
+        ("pong", None),
+    ]
+    assert frames[1]["payload"]["code"] == "forbidden"
+    assert frames[1]["payload"]["event"] == "add_chat"
 
 
 async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(

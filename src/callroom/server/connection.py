@@ -129,7 +129,8 @@ class Connection:
         self.expiry_handle: asyncio.TimerHandle | None = None
         # This connection's add_chat commands still waiting for the store, oldest first
         # (``pipeline``). A list, not a deque: most connections never have one in flight.
-        self.adds: list[asyncio.Future[Any]] = []
+        # Each with its frame's start time (for the handling-time metric).
+        self.adds: list[tuple[asyncio.Future[Any], float]] = []
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
         # What ``ws.offer`` found in a frame it queued for the receive loop instead of
@@ -142,28 +143,25 @@ class Connection:
     # takes a thread hop and an fsync. Waiting for that before reading the member's next
     # frame would cap one sender at one message per commit; instead consecutive
     # ``add_chat`` frames are handed to the store while frames are read on, so the store
-    # can commit them together. Each is tracked here by the store's future until the
-    # callback on that future has broadcast it. Order still holds: the store commits
-    # adds in the order they were called and answers them in that order, and every other
-    # frame first waits, with ``settle``, for the adds before it.
+    # can commit them together. Each is tracked here by the store's future until it is
+    # answered. Order still holds: the adds are answered oldest first (a callback on each
+    # future answers every done add at the head of this list), and every other frame
+    # first waits, with ``settle``, for the adds before it.
 
-    def pipeline(self, add: asyncio.Future[Any]) -> None:
-        """Track an ``add_chat`` handed to the store, until ``settled(add)``."""
-        self.adds.append(add)
-
-    def settled(self, add: asyncio.Future[Any]) -> None:
-        """The ``add_chat`` is answered: the frames after it need not wait for it."""
-        self.adds.remove(add)
+    def pipeline(self, add: asyncio.Future[Any], started: float) -> None:
+        """Track an ``add_chat`` handed to the store; ``ws._answer_adds`` takes it out
+        once it is answered, oldest first."""
+        self.adds.append((add, started))
 
     async def settle(self) -> None:
         """Return once every ``add_chat`` started before this call is answered."""
         if self.adds:
-            await asyncio.wait(list(self.adds))
+            await asyncio.wait([add for add, _ in self.adds])
 
     async def settle_oldest(self) -> None:
         """Return once the oldest ``add_chat`` in flight is answered (backpressure)."""
         if self.adds:
-            await asyncio.wait(self.adds[:1])
+            await asyncio.wait([self.adds[0][0]])
 
     def attach(self, transport: asyncio.Transport) -> None:
         """The upgrade is done: write what was queued (``room_state`` first, SPEC §1)."""

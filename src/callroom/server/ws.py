@@ -197,7 +197,7 @@ def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> 
 async def on_text(node: Node, conn: Connection, data: str) -> None:
     """Handle one text frame from the receive loop: rate limit, decode, run (SPEC §3).
 
-    A valid ``add_chat`` runs as a task of its own while the next frames are read
+    A valid ``add_chat`` is handed to the store while the next frames are read
     (``Connection.pipeline``); everything else first waits for those, so every answer
     and effect keeps the order of the member's frames.
     """
@@ -259,25 +259,38 @@ def _finish(node: Node, conn: Connection, taken: Intake, started: float) -> None
 
 
 def _pipeline_add(node: Node, conn: Connection, command: AddChat, started: float) -> None:
-    """Start storing a chat message; ``_chat_stored`` answers it once the store is done.
+    """Start storing a chat message; ``_answer_adds`` answers it once the store is done.
 
     No task per message: the store's future is tracked by the connection (``pipeline``)
-    until its callback has broadcast it (docs/architecture.md "Chat pipelining").
+    until it is answered (docs/architecture.md "Chat pipelining"). An add refused before
+    it reaches the store is answered at once, or, behind adds of the member still in
+    flight, in its turn after theirs.
     """
+    stored: asyncio.Future[Any]
     try:
         stored = node.hub.submit_chat(conn, command)
-    except ProtocolError as exc:
-        _counted(node, _refused(node, conn, exc, "add_chat"), started)
-        return
-    except Exception:
-        _counted(node, _failed(node, conn, "add_chat"), started)
-        return
-    conn.pipeline(stored)
-    stored.add_done_callback(functools.partial(_chat_stored, node, conn, started))
+    except Exception as exc:  # a room rule (ProtocolError), or a bug: answered either way
+        stored = asyncio.get_running_loop().create_future()
+        stored.set_exception(exc)
+        if not conn.adds:
+            _answer(node, conn, stored, started)
+            return
+    conn.pipeline(stored, started)
+    stored.add_done_callback(functools.partial(_answer_adds, node, conn))
 
 
-def _chat_stored(node: Node, conn: Connection, started: float, stored: asyncio.Future[Any]) -> None:
-    """The store answered a chat message: broadcast it, or answer why not."""
+def _answer_adds(node: Node, conn: Connection, _done: object) -> None:
+    """Answer the member's adds that are done, oldest first, up to the first still in
+    flight: however the store's answers arrive, the member's adds are answered in the
+    order of its frames (SPEC §3.2)."""
+    adds = conn.adds
+    while adds and adds[0][0].done():
+        stored, started = adds.pop(0)
+        _answer(node, conn, stored, started)
+
+
+def _answer(node: Node, conn: Connection, stored: asyncio.Future[Any], started: float) -> None:
+    """Broadcast a stored chat message, or answer why it was not stored."""
     label = "add_chat"
     try:
         node.hub.chat_stored(conn, stored)
@@ -285,8 +298,6 @@ def _chat_stored(node: Node, conn: Connection, started: float, stored: asyncio.F
         label = _refused(node, conn, exc, label)
     except Exception:  # never raised into the event loop's callback runner
         label = _failed(node, conn, label)
-    finally:
-        conn.settled(stored)
     _counted(node, label, started)
 
 
