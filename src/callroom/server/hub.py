@@ -274,8 +274,8 @@ class Hub:
         return self.history.submit(conn.room_key, message)
 
     def chat_stored(self, conn: Connection, done: AddFuture) -> None:
-        """Broadcast a stored ``add_chat`` (SPEC §8: only once durable); a failure raises
-        ProtocolError."""
+        """Broadcast a stored ``add_chat`` (SPEC §8: only once durable). A store failure
+        raises ProtocolError; any other exception the future holds is raised as it is."""
         if done.cancelled():  # given up (the node itself never does): nothing to broadcast
             raise _store_down("add_chat")
         try:
