@@ -62,3 +62,35 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
     for node in nodes:
         if not node.stopped.is_set():
             await node.stop()
+
+
+# Many nodes (SPEC §7): a Redis database of the tests' own, emptied before each test, so
+# that no room record, node or channel of another test is seen.
+REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_TEST_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+async def start_cluster(start_node: NodeFactory, redis_url: str, tmp_path: Path) -> NodeFactory:
+    """Start nodes sharing one Redis and one chat store (SQLite file unless given)."""
+
+    async def factory(count: int = 2, **overrides: Any) -> list[Any]:
+        values: dict[str, Any] = {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/cluster.db",
+        }
+        values.update(overrides)
+        return [await start_node(**values) for _ in range(count)]
+
+    return factory

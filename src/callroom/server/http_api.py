@@ -12,9 +12,10 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Awaitable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
@@ -29,6 +30,7 @@ from callroom.server.handshake import KINDS, ROOM_ID_RE, bearer_token
 from callroom.server.http_common import NODE_KEY, json_error
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 
 @routes.get("/ws/health")
@@ -71,6 +73,16 @@ def _is_admitted(room: Room | None, identity: Identity) -> bool:
     return member is not None and member.role.admitted
 
 
+async def _rooms_call(call: Awaitable[T]) -> T:
+    """A call into the rooms (in Redis on many nodes): 503 when they cannot be read."""
+    try:
+        return await call
+    except StoreUnavailable:
+        raise HandshakeRefused(
+            HandshakeCode.UNAVAILABLE, "the room state is unavailable, retry later"
+        ) from None
+
+
 def _forbidden() -> HandshakeRefused:
     return HandshakeRefused(HandshakeCode.FORBIDDEN, "you may not see or change this room")
 
@@ -80,15 +92,15 @@ async def list_rooms(request: web.Request) -> web.Response:
     identity = await _caller(request)
     if not identity.is_admin:
         raise _forbidden()
-    hub = request.app[NODE_KEY].hub
-    return web.json_response({"rooms": [core.room_summary(room) for room in hub.rooms.values()]})
+    rooms = await _rooms_call(request.app[NODE_KEY].hub.all_rooms())
+    return web.json_response({"rooms": [core.room_summary(room) for room in rooms]})
 
 
 @routes.get("/api/v1/rooms/{kind}/{room_id}")
 async def get_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
-    room = request.app[NODE_KEY].hub.rooms.get(f"{kind}:{room_id}")
+    room = await _rooms_call(request.app[NODE_KEY].hub.find_room(f"{kind}:{room_id}"))
     if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()
     if room is None:
@@ -103,11 +115,11 @@ async def delete_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
     hub = request.app[NODE_KEY].hub
-    room = hub.rooms.get(f"{kind}:{room_id}")
+    room = await _rooms_call(hub.find_room(f"{kind}:{room_id}"))
     member = room.members.get(identity.client_id) if room is not None else None
     if not identity.is_admin and (member is None or not core.acts_as_host(member)):
         raise _forbidden()
-    if not hub.end_room(f"{kind}:{room_id}"):
+    if not await _rooms_call(hub.end(f"{kind}:{room_id}")):
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
     return web.json_response({"status": "ended", "kind": kind, "roomId": room_id})
 
@@ -125,7 +137,8 @@ async def room_messages(request: web.Request) -> web.Response:
     kind, room_id = _room_key(request)
     node = request.app[NODE_KEY]
     key = f"{kind}:{room_id}"
-    if not identity.is_admin and not _is_admitted(node.hub.rooms.get(key), identity):
+    room = await _rooms_call(node.hub.find_room(key))
+    if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()
     limit = _query_limit(request)
     before = request.query.get("before") or None

@@ -7,9 +7,10 @@ Chat goes through the ``ChatHistory`` port: stored durably before the broadcast
 (SPEC §3.1, §8 "nothing acknowledged is lost").
 
 Room state lives in this process (``REDIS_URL`` unset: one node, SPEC §6). Everything
-room-related passes through ``join``/``ended``/``handle_now``/``handle_waiting`` (and
-``submit_chat``/``chat_stored`` for chat messages), the seam where a shared store and a
-bus plug in for many nodes (SPEC §7).
+room-related passes through ``precheck``/``enter``/``ended``/``handle_now``/
+``handle_waiting`` (and ``submit_chat``/``chat_stored`` for chat messages,
+``find_room``/``all_rooms``/``end`` for the admin API), the seam where
+``callroom.server.cluster_hub.ClusterHub`` runs the same rooms over Redis (SPEC §7).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
@@ -65,6 +66,11 @@ def now_ms() -> int:
 class Hub:
     """Rooms and sessions of this node."""
 
+    # The commands the WebSocket module runs with ``handle_waiting`` (in the member's
+    # receive loop, in order); every other command but ``add_chat`` runs at once with
+    # ``handle_now``.
+    waiting_commands: frozenset[type[Command]]
+
     def __init__(
         self,
         settings: Settings,
@@ -90,7 +96,25 @@ class Hub:
         self.idle = asyncio.Event()  # set while no socket is open (shutdown waits on it)
         self.idle.set()
 
+    async def start(self) -> None:
+        """Start what the hub runs in the background (nothing, on one node)."""
+
+    async def stop(self) -> None:
+        """Stop it, once every socket is closed."""
+
+    async def ready(self) -> bool:
+        """Whether the parts the rooms need answer (``/readyz`` "bus" otherwise)."""
+        return True
+
     # -- membership ---------------------------------------------------------------
+
+    async def precheck(self, kind: str, room_id: str, identity: Identity) -> None:
+        """Refuse before the upgrade (SPEC §1), as ``check_join``."""
+        self.check_join(kind, room_id, identity)
+
+    async def enter(self, conn: Connection) -> None:
+        """Join ``conn`` into its room, as ``join``; may refuse (HandshakeRefused)."""
+        self.join(conn)
 
     def check_join(self, kind: str, room_id: str, identity: Identity) -> None:
         """Refuse before the upgrade (SPEC §1: banned, room_locked, room_full)."""
@@ -216,7 +240,9 @@ class Hub:
         self.metrics.rooms_closed.inc()
         self.metrics.rooms_active.set(len(self.rooms))
 
-    def broadcast(self, key: str, recipients: tuple[str, ...], frame: bytes) -> None:
+    def broadcast(self, key: str, recipients: tuple[str, ...], text: bytes) -> None:
+        """Send the frame of JSON ``text`` (encoded once) to the room's ``recipients``."""
+        frame = text_frame(text)
         self.metrics.messages_sent.inc(_deliver(self.sessions.get(key, {}), recipients, frame))
 
     def end_room(self, key: str) -> bool:
@@ -226,6 +252,19 @@ class Hub:
             return False
         self.apply(key, core.end_room(room))
         return True
+
+    # -- the admin API (SPEC §4) ----------------------------------------------------
+
+    async def find_room(self, key: str) -> Room | None:
+        """The open room ``key`` (a copy is not made: read it, do not change it)."""
+        return self.rooms.get(key)
+
+    async def all_rooms(self) -> list[Room]:
+        return list(self.rooms.values())
+
+    async def end(self, key: str) -> bool:
+        """``end_room``; False when there is no such room."""
+        return self.end_room(key)
 
     # -- commands -----------------------------------------------------------------
 
@@ -288,13 +327,13 @@ class Hub:
             ) from None
         except StoreUnavailable:
             raise _store_down("add_chat") from None
-        frame = event_frame("add_chat", stored.to_wire())
+        text = encode_bytes("add_chat", stored.to_wire())
         room = self.rooms.get(conn.room_key)
         if created and room is not None:
-            self.broadcast(conn.room_key, core.admitted_ids(room), frame)
+            self.broadcast(conn.room_key, core.admitted_ids(room), text)
         else:
             # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
-            conn.send(frame)
+            conn.send(text_frame(text))
 
     async def _delete_chat(self, conn: Connection, command: DeleteChat) -> None:
         member = core.require_admitted(self._room(conn), conn.client_id, "delete_chat")
@@ -315,8 +354,8 @@ class Hub:
         }
         room = self.rooms.get(conn.room_key)
         if room is not None:
-            frame = event_frame("delete_chat", payload)
-            self.broadcast(conn.room_key, core.admitted_ids(room), frame)
+            text = encode_bytes("delete_chat", payload)
+            self.broadcast(conn.room_key, core.admitted_ids(room), text)
 
     async def _recent_chats(self, conn: Connection, command: GetRecentChats) -> None:
         core.require_admitted(self._room(conn), conn.client_id, command.reply_event)
@@ -364,9 +403,10 @@ class Hub:
 
 
 WAITING_COMMANDS: frozenset[type[Command]] = frozenset(Hub._WAITING)
+Hub.waiting_commands = WAITING_COMMANDS
 
 
-def _deliver(sessions: dict[str, Connection], recipients: tuple[str, ...], frame: bytes) -> int:
+def _deliver(sessions: dict[str, Connection], recipients: Sequence[str], frame: bytes) -> int:
     """Queue ``frame`` to each recipient with a socket on this node; how many got it."""
     sent = 0
     for client_id in recipients:

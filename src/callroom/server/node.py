@@ -65,13 +65,17 @@ def build_history(settings: Settings, metrics: Metrics | None = None) -> ChatHis
     ``metrics``: where the store's group commits are counted.
 
     ``DATABASE_URL=memory://``: the last ``CHAT_HISTORY_LIMIT`` messages per room in
-    memory only, nothing durable (tests, benchmarks).
+    memory only, nothing durable (tests, benchmarks); each node has its own.
+    With ``REDIS_URL`` (many nodes, SPEC §7) there is no memory window: another node's
+    messages would not be in it; every read goes to the shared store.
     """
     if settings.DATABASE_URL == MEMORY_DATABASE:
         log.warning("chat history in memory only: it is lost when the process stops")
         return MemoryChatHistory(limit_per_room=settings.CHAT_HISTORY_LIMIT)
     on_commit = None if metrics is None else metrics.observe_store_commit
     store = SqlChatHistory(settings.DATABASE_URL, on_commit=on_commit)
+    if settings.REDIS_URL:
+        return store
     return CachedChatHistory(store, settings.CHAT_HISTORY_LIMIT)
 
 
@@ -143,7 +147,12 @@ class Node:
         assert jwks_url is not None  # Settings refuses to build without one (SPEC §5)
         self._jwks = JwksCache(jwks_url, refresh_seconds=settings.JWKS_REFRESH_SECONDS)
         self._verifier = TokenVerifier(settings, self._jwks)
-        self._hub = Hub(settings, self.history, self._verifier, self.metrics)
+        if settings.REDIS_URL:
+            from callroom.server.cluster_hub import ClusterHub
+
+            self._hub = ClusterHub(settings, self.history, self._verifier, self.metrics)
+        else:
+            self._hub = Hub(settings, self.history, self._verifier, self.metrics)
         self._heartbeat = Heartbeat(
             self._hub.connections,
             settings.HEARTBEAT_INTERVAL_SECONDS,
@@ -157,7 +166,7 @@ class Node:
         site = web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG)
         await site.start()
         log.info("listening", url=self.url, dev=settings.DEV_MODE)
-        await asyncio.gather(self._jwks.start(), self.history.start())
+        await asyncio.gather(self._jwks.start(), self.history.start(), self._hub.start())
         if settings.CHAT_RETENTION_DAYS is not None:
             self._tasks.append(asyncio.create_task(self._retention_loop()))
         # DESIGN "Garbage collector": move start-up objects out of the collector's sight
@@ -181,6 +190,8 @@ class Node:
             failing.append("draining")
         if self._verifier is None or not self._verifier.ready:
             failing.append("token keys")
+        if self._hub is not None and not await self._hub.ready():
+            failing.append("bus")
         try:
             await asyncio.wait_for(self.history.check(), timeout=5)
         except (StoreUnavailable, TimeoutError):
@@ -230,6 +241,8 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if hub is not None:
+            await hub.stop()  # many nodes: leave Redis after the members' last frames
         await self.history.close()
         if self._jwks is not None:
             await self._jwks.close()

@@ -29,7 +29,6 @@ from callroom.server.connection import Connection
 from callroom.server.framing import pong_frame, text_frame
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_common import NODE_KEY, json_error
-from callroom.server.hub import WAITING_COMMANDS
 from callroom.server.reading import InlineWebSocketResponse
 
 if TYPE_CHECKING:
@@ -61,7 +60,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections from this address"
             )
         identity = await node.authenticate(ws_token(request))
-        node.hub.check_join(kind, room_id, identity)
+        await node.hub.precheck(kind, room_id, identity)
         # No aiohttp heartbeat and no autoping: the node's Heartbeat pings (SPEC §3.4)
         # and the receive loop answers pings (server/heartbeat.py says why).
         ws = InlineWebSocketResponse(
@@ -86,7 +85,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             outbox=node.outbox,
             slow_counter=node.metrics.slow_consumers,
         )
-        node.hub.join(conn)  # re-checks the room rules: the token check awaited
+        await node.hub.enter(conn)  # re-checks the room rules: the checks above awaited
     except HandshakeRefused as exc:
         node.metrics.handshake_refusals.labels(code=exc.code.value).inc()
         return json_error(exc.code, exc.message)
@@ -187,7 +186,7 @@ def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> 
         if len(conn.adds) < PIPELINED_ADDS - 1:  # no backpressure wait needed after it
             _pipeline_add(node, conn, taken, started)
             return True
-    elif not conn.adds and type(taken) not in WAITING_COMMANDS:
+    elif not conn.adds and type(taken) not in node.hub.waiting_commands:
         _finish(node, conn, taken, started)
         return True
     conn.handoff = (taken, started)
@@ -215,7 +214,7 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
         return
     if conn.adds:
         await conn.settle()  # the member's earlier messages come first
-    if type(taken) in WAITING_COMMANDS:
+    if type(taken) in node.hub.waiting_commands:
         await _run_waiting(node, conn, cast(Command, taken), started)
     else:
         _finish(node, conn, taken, started)

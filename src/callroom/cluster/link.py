@@ -1,0 +1,394 @@
+"""The node's Redis connections (SPEC §7): shared room records, room channels, liveness.
+
+**Keys.** Every key of one room carries the room's hash tag (``{kind:roomId}``), so the
+design holds on a Redis Cluster (SPEC §7): ``callroom:{k}:room`` is a hash with the
+record's version ``v`` and the record ``s`` (``callroom.cluster.wire``), and
+``callroom:{k}:bus`` is its channel. Across rooms: ``callroom:rooms`` (the set of open
+rooms, for the admin API), ``callroom:nodes`` (node ids), ``callroom:node:<id>`` (a node's
+liveness, with a time to live) and ``callroom:node:<id>:rooms`` (rooms where a node holds
+sessions or grace timers, for the sweep after it dies).
+
+**Order.** Room commands (loads, compare-and-sets, deliveries) go through one connection
+in the order they were called (``_Writer``): whatever is queued while the previous batch
+is in flight goes in one pipeline, one round trip. A member's chat message published
+before its next command is therefore seen by every node before that command's update:
+the room's channel carries everything in the order the nodes called Redis.
+
+**Compare-and-set.** ``cas`` is one Lua script: if the room's version is the one the
+transition read, write the new record and publish the update on the room's channel; so
+the channel carries the updates in version order, each exactly once.
+
+**The subscriber** is its own connection: SUBSCRIBE and UNSUBSCRIBE as the node gains and
+loses members in a room, and a reader task that hands every message to the hub. When the
+connection breaks it reconnects, subscribes again and asks the hub to reload every room
+it holds (messages sent meanwhile are lost, the records are not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis import exceptions as redis_errors
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+
+from callroom.errors import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "callroom"
+ROOMS_INDEX = f"{PREFIX}:rooms"
+NODES = f"{PREFIX}:nodes"
+# A closed room's record keeps its version for a day, so versions never repeat for a
+# key while a node may still hold an old replica; then it expires.
+CLOSED_RECORD_MS = 86_400_000
+WRITE_BATCH = 512
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # then 2 s between attempts (SPEC §6: 10 s)
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# KEYS[1] room hash; ARGV: expected version, new version, record ('' = closed), channel,
+# message. The version of a missing room is 0.
+CAS_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'v') or '0'
+if current ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+else
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+  redis.call('PERSIST', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+
+
+def room_hash(key: str) -> str:
+    return f"{PREFIX}:{{{key}}}:room"
+
+
+def room_channel(key: str) -> str:
+    return f"{PREFIX}:{{{key}}}:bus"
+
+
+def channel_key(channel: bytes) -> str | None:
+    """The room key of a room channel's name, or None."""
+    text = channel.decode()
+    head, tail = f"{PREFIX}:{{", "}:bus"
+    if text.startswith(head) and text.endswith(tail):
+        return text[len(head) : -len(tail)]
+    return None
+
+
+def node_key(node_id: str) -> str:
+    return f"{PREFIX}:node:{node_id}"
+
+
+def node_rooms_key(node_id: str) -> str:
+    return f"{PREFIX}:node:{node_id}:rooms"
+
+
+@dataclass(slots=True)
+class _Command:
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any] | None
+
+
+@dataclass(slots=True)
+class _Writer:
+    """Room commands, in call order, pipelined over one connection."""
+
+    redis: Redis
+    queue: deque[_Command] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def call(self, *args: Any, answer: bool = True) -> asyncio.Future[Any] | None:
+        if self.closed:  # the node stops: a publish is dropped, a question fails
+            if answer:
+                raise StoreUnavailable("redis")
+            return None
+        future = asyncio.get_running_loop().create_future() if answer else None
+        self.queue.append(_Command(args, future))
+        self.wake.set()
+        return future
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                count = min(len(self.queue), WRITE_BATCH)
+                batch = [self.queue.popleft() for _ in range(count)]
+                await self._send(batch)
+
+    async def _send(self, batch: list[_Command]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for command in batch:
+            pipe.execute_command(*command.args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS as exc:
+            log.warning("redis_write_failed", error=str(exc), commands=len(batch))
+            for command in batch:
+                if command.future is not None and not command.future.done():
+                    command.future.set_exception(StoreUnavailable("redis"))
+            return
+        for command, result in zip(batch, results, strict=True):
+            future = command.future
+            if isinstance(result, Exception):
+                log.warning("redis_command_failed", command=command.args[0], error=str(result))
+                if future is not None and not future.done():
+                    future.set_exception(StoreUnavailable("redis"))
+            elif future is not None and not future.done():
+                future.set_result(result)
+
+    def fail_all(self) -> None:
+        """The link closes: every command queued fails, every later one too."""
+        self.closed = True
+        while self.queue:
+            future = self.queue.popleft().future
+            if future is not None and not future.done():
+                future.set_exception(StoreUnavailable("redis"))
+
+
+class RedisLink:
+    """Everything the node says to Redis and hears from it."""
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        on_message: Callable[[str, bytes], None],
+        on_resync: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.node_id = node_id
+        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._sub_pool: ConnectionPool = ConnectionPool.from_url(url, socket_connect_timeout=2)
+        self._writer = _Writer(self._redis)
+        self._on_message = on_message
+        self._on_resync = on_resync
+        self._sub: AbstractConnection | None = None
+        self._sub_lock = asyncio.Lock()
+        self._channels: dict[str, asyncio.Future[None]] = {}  # key → subscribe confirmed
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs being sent
+        self.subscribed = False  # the subscriber connection is up
+
+    # -- life -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer and the subscriber; Redis being down does not stop this."""
+        self._tasks.append(asyncio.create_task(self._writer.run()))
+        self._tasks.append(asyncio.create_task(self._subscriber()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._writer.fail_all()
+        for future in self._channels.values():
+            if not future.done():
+                future.set_exception(StoreUnavailable("redis"))
+        if self._sub is not None:
+            await self._sub.disconnect()
+        await self._sub_pool.aclose()
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        """Whether Redis answers and the subscriber is connected (``/readyz``)."""
+        try:
+            await asyncio.wait_for(self._redis.ping(), timeout=2)
+        except (*REDIS_ERRORS, TimeoutError):
+            return False
+        return self.subscribed
+
+    # -- rooms ----------------------------------------------------------------------
+
+    async def load(self, key: str) -> tuple[int, bytes | None]:
+        """The room's version and record (None: no open room)."""
+        future = self._writer.call("HMGET", room_hash(key), "v", "s")
+        assert future is not None
+        version, record = await future
+        return int(version or 0), (record or None)
+
+    async def load_many(self, keys: list[str]) -> list[bytes | None]:
+        futures = [self._writer.call("HGET", room_hash(key), "s") for key in keys]
+        return [(await future) or None for future in futures if future is not None]
+
+    async def cas(self, key: str, expected: int, record: bytes | None, message: bytes) -> bool:
+        """Write the room's next version if it is still at ``expected``; publish ``message``
+        with it. ``record`` None closes the room."""
+        future = self._writer.call(
+            "EVAL",
+            CAS_SCRIPT,
+            1,
+            room_hash(key),
+            expected,
+            expected + 1,
+            b"" if record is None else record,
+            room_channel(key),
+            message,
+            CLOSED_RECORD_MS,
+        )
+        assert future is not None
+        return bool(await future)
+
+    def publish(self, key: str, message: bytes) -> None:
+        """Publish on the room's channel, after every room command called before."""
+        self._writer.call("PUBLISH", room_channel(key), message, answer=False)
+
+    def index_room(self, key: str, *, open_: bool) -> None:
+        self._writer.call("SADD" if open_ else "SREM", ROOMS_INDEX, key, answer=False)
+
+    async def _members(self, name: str) -> set[bytes]:
+        members: set[bytes] = await self._redis.execute_command("SMEMBERS", name)  # type: ignore[no-untyped-call]
+        return members
+
+    async def open_rooms(self) -> list[str]:
+        try:
+            members = await self._members(ROOMS_INDEX)
+        except REDIS_ERRORS:
+            raise StoreUnavailable("redis") from None
+        return sorted(m.decode() for m in members)
+
+    # -- the subscriber -------------------------------------------------------------
+
+    async def subscribe(self, key: str) -> None:
+        """Hear the room's channel; returns once Redis confirmed the subscription.
+
+        StoreUnavailable when the subscriber is not connected or Redis does not confirm
+        within ``SUBSCRIBE_TIMEOUT_SECONDS``."""
+        if not self.subscribed:
+            raise StoreUnavailable("redis")
+        confirmed = self._channels.get(key)
+        if confirmed is None:
+            confirmed = self._channels[key] = asyncio.get_running_loop().create_future()
+            await self._send_sub("SUBSCRIBE", key)
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise StoreUnavailable("redis") from None
+
+    def unsubscribe(self, key: str) -> None:
+        """Stop hearing the room's channel: at once for this node (its messages are no
+        longer handed over), and for Redis behind every SUBSCRIBE sent before, so a
+        subscribe called after this one is sent after it."""
+        future = self._channels.pop(key, None)
+        if future is None:
+            return
+        if not future.done():
+            future.set_exception(StoreUnavailable("redis"))
+            future.exception()  # retrieved: a waiter, if any, gets it through its shield
+        task = asyncio.create_task(self._send_sub("UNSUBSCRIBE", key))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send_sub(self, command: str, key: str) -> None:
+        async with self._sub_lock:
+            sub = self._sub
+            if sub is None:
+                return  # the subscriber subscribes every channel when it connects
+            with contextlib.suppress(*REDIS_ERRORS):
+                await sub.send_command(command, room_channel(key))
+
+    async def _subscriber(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect_subscriber()
+                attempt = 0
+                await self._on_resync()
+                await self._read()
+            except REDIS_ERRORS as exc:
+                log.warning("redis_subscriber_down", error=str(exc))
+            self.subscribed = False
+            if self._sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._sub.disconnect()
+                self._sub = None
+            await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+            attempt += 1
+
+    async def _connect_subscriber(self) -> None:
+        sub = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+        await sub.connect()
+        async with self._sub_lock:
+            self._sub = sub
+            for key in list(self._channels):
+                await sub.send_command("SUBSCRIBE", room_channel(key))
+            self.subscribed = True
+        log.info("redis_subscriber_connected")
+
+    async def _read(self) -> None:
+        sub = self._sub
+        assert sub is not None
+        while True:
+            response = await sub.read_response(disable_decoding=True)
+            kind, channel = response[0], response[1]
+            key = channel_key(channel)
+            if key is None:
+                continue
+            if kind == b"message":
+                if key in self._channels:
+                    try:
+                        self._on_message(key, response[2])
+                    except Exception:  # a bad message must not stop the node hearing
+                        log.exception("bus_message_failed", room=key)
+            elif kind == b"subscribe":
+                confirmed = self._channels.get(key)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+
+    # -- liveness -------------------------------------------------------------------
+
+    async def beat(self, ttl_seconds: float) -> None:
+        """Say this node lives for ``ttl_seconds`` more."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(node_key(self.node_id), "1", px=int(ttl_seconds * 1000))
+            pipe.sadd(NODES, self.node_id)
+            await pipe.execute()
+
+    async def goodbye(self) -> None:
+        """This node stops: its liveness key goes at once, so others take over at their
+        next sweep (its rooms stay listed for them)."""
+        await self._redis.delete(node_key(self.node_id))
+
+    async def dead_nodes(self) -> list[str]:
+        nodes = sorted(n.decode() for n in await self._members(NODES))
+        others = [n for n in nodes if n != self.node_id]
+        if not others:
+            return []
+        alive = await self._redis.mget([node_key(n) for n in others])
+        return [n for n, mark in zip(others, alive, strict=True) if mark is None]
+
+    async def claim(self, dead: str, ttl_seconds: float) -> bool:
+        """Take the sweep of a dead node; one node gets it."""
+        lock = f"{PREFIX}:sweep:{dead}"
+        return bool(await self._redis.set(lock, self.node_id, nx=True, px=int(ttl_seconds * 1000)))
+
+    async def rooms_of(self, node_id: str) -> list[str]:
+        return sorted(k.decode() for k in await self._members(node_rooms_key(node_id)))
+
+    async def forget(self, node_id: str) -> None:
+        """A swept node is gone for good."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(node_rooms_key(node_id))
+            pipe.srem(NODES, node_id)
+            await pipe.execute()
+
+    def hold_room(self, key: str, *, held: bool) -> None:
+        """Record (or forget) that this node holds sessions or timers in ``key``."""
+        command = "SADD" if held else "SREM"
+        self._writer.call(command, node_rooms_key(self.node_id), key, answer=False)
