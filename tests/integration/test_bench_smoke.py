@@ -508,3 +508,20 @@ def test_the_bench_runs_as_a_module() -> None:
     assert result.returncode == 0, result.stderr
     for scenario in ("join", "chat", "bigroom", "signal", "idle", "cluster", "compare"):
         assert scenario in result.stdout
+
+
+@pytest.mark.parametrize("name", ["cluster-chat", "cluster-signal"])
+def test_cluster_spawns_nodes_sharing_rooms_through_redis(
+    name: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Without --url, `bench cluster` spawns two callroom nodes on REDIS_URL and spreads
+    every room over both: each message reaches the members on the other node."""
+    out = tmp_path / "result.json"
+    result = CliRunner().invoke(
+        bench_app, [*TINY[name], "--json", str(out)], env={"REDIS_URL": redis_url}
+    )
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(out.read_text())
+    _assert_worked(name, report)
+    assert len(set(report["urls"])) == 2
+    assert len(set(report["server_pids"])) == 2

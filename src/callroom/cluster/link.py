@@ -168,11 +168,16 @@ class RedisLink:
         node_id: str,
         *,
         on_message: Callable[[str, bytes], None],
-        on_resync: Callable[[], Awaitable[None]],
+        on_resync: Callable[[bool], Awaitable[None]],
     ) -> None:
         self.node_id = node_id
-        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self._sub_pool: ConnectionPool = ConnectionPool.from_url(url, socket_connect_timeout=2)
+        # Named connections: `CLIENT LIST` tells an operator which node holds which.
+        self._redis: Redis = Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, client_name=f"callroom:{node_id}"
+        )
+        self._sub_pool: ConnectionPool = ConnectionPool.from_url(
+            url, socket_connect_timeout=2, client_name=f"callroom-sub:{node_id}"
+        )
         self._writer = _Writer(self._redis)
         self._on_message = on_message
         self._on_resync = on_resync
@@ -182,6 +187,7 @@ class RedisLink:
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs being sent
         self.subscribed = False  # the subscriber connection is up
+        self._run_id: str | None = None  # of the Redis process last connected to
 
     # -- life -----------------------------------------------------------------------
 
@@ -307,9 +313,9 @@ class RedisLink:
         attempt = 0
         while True:
             try:
-                await self._connect_subscriber()
+                restarted = await self._connect_subscriber()
                 attempt = 0
-                await self._on_resync()
+                await self._on_resync(restarted)
                 await self._read()
             except REDIS_ERRORS as exc:
                 log.warning("redis_subscriber_down", error=str(exc))
@@ -321,7 +327,13 @@ class RedisLink:
             await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
             attempt += 1
 
-    async def _connect_subscriber(self) -> None:
+    async def _connect_subscriber(self) -> bool:
+        """Connect and subscribe every channel; whether Redis restarted since the last
+        connection (another run id: whatever it held may be gone)."""
+        info = await self._redis.info("server")
+        run_id = str(info.get("run_id", ""))
+        restarted = self._run_id is not None and run_id != self._run_id
+        self._run_id = run_id
         sub = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
         await sub.connect()
         async with self._sub_lock:
@@ -329,7 +341,8 @@ class RedisLink:
             for key in list(self._channels):
                 await sub.send_command("SUBSCRIBE", room_channel(key))
             self.subscribed = True
-        log.info("redis_subscriber_connected")
+        log.info("redis_subscriber_connected", restarted=restarted)
+        return restarted
 
     async def _read(self) -> None:
         sub = self._sub

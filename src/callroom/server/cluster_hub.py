@@ -419,16 +419,18 @@ class ClusterHub(Hub):
         self.link.unsubscribe(key)
         self.link.hold_room(key, held=False)
 
-    async def resync(self) -> None:
+    async def resync(self, restarted: bool) -> None:
         """After the subscriber reconnected: read every room held again (updates may
-        have been missed) and act on what changed."""
+        have been missed) and act on what changed. ``restarted``: Redis is another
+        process now (its run id changed): what it holds is the truth even where its
+        versions are lower than the replicas' (it may have restarted empty)."""
         for key in list(self.shared):
             try:
                 version, record = await self.link.load(key)
             except StoreUnavailable:
                 return
-            if version <= self.versions.get(key, 0):
-                continue
+            if version <= self.versions.get(key, 0) and not restarted:
+                continue  # nothing missed, or newer updates already carried out
             self.versions[key] = version
             if record is None:
                 for conn in self.sessions.get(key, {}).values():

@@ -1,0 +1,78 @@
+"""Many nodes when Redis misbehaves (SPEC §6, §7): the subscriber's connection breaks,
+Redis comes back as another process that lost the rooms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from callroom_testing import TokenFactory, join_admitted, join_room, wait_until
+
+
+async def kill_subscriber(redis_url: str, node: Any) -> None:
+    """Close the node's subscriber connection from Redis' side (CLIENT KILL by name)."""
+    client = Redis.from_url(redis_url)
+    try:
+        name = f"callroom-sub:{node.hub.node_id}"
+        clients = await client.client_list()
+        ids = [c["id"] for c in clients if c.get("name") == name]
+        assert ids, f"no Redis connection named {name}"
+        for client_id in ids:
+            await client.execute_command("CLIENT", "KILL", "ID", client_id)
+    finally:
+        await client.aclose()
+
+
+async def test_a_broken_subscriber_reconnects_and_the_room_goes_on(
+    start_cluster: Any, make_token: TokenFactory, redis_url: str
+) -> None:
+    one, two = await start_cluster()
+    alice, _ = await join_room(one, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, two, make_token("bob", "Bob"))
+    await kill_subscriber(redis_url, two)
+    await wait_until(lambda: not two.hub.link.subscribed)
+    await wait_until(lambda: two.hub.link.subscribed)
+    # Subscribed again to the room: alice's chat (published by node one) reaches bob.
+    await alice.send("add_chat", {"chatContent": "still here?", "chatId": "m1"})
+    assert (await bob.expect("add_chat"))["chatId"] == "m1"
+    await bob.send("raise_hand")
+    assert (await alice.expect("raise_hand"))["clientId"] == "bob"
+
+
+async def test_an_update_missed_while_disconnected_is_read_back(
+    start_cluster: Any, make_token: TokenFactory
+) -> None:
+    """A change of the record that node two did not hear (its replica is behind) is
+    carried out by ``resync``: its member removed meanwhile is closed."""
+    one, two = await start_cluster()
+    alice, _ = await join_room(one, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, two, make_token("bob", "Bob"))
+    key = "zoom:room-1"
+    # Node two stops hearing the room; bob's place is then taken by a newer session.
+    two.hub.link._channels.pop(key)
+    carol_as_bob, state = await join_room(one, make_token("bob", "Bob"))
+    assert state["role"] == "participant"
+    assert bob.ws.close_code is None  # node two did not hear the takeover
+    await two.hub.resync(False)
+    assert await bob.closed_with() == 4009
+    await carol_as_bob.close()
+
+
+async def test_redis_that_lost_the_rooms_closes_their_members_with_1001(
+    start_cluster: Any, make_token: TokenFactory, redis_url: str
+) -> None:
+    """Redis restarted empty (another run id): a room whose record is gone is closed
+    here too, its members told to reconnect (1001), where they start a fresh room."""
+    (one,) = await start_cluster(1)
+    alice, _ = await join_room(one, make_token("alice", "Alice"))
+    client = Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    await one.hub.resync(True)
+    assert await alice.closed_with() == 1001
+    again, state = await join_room(one, make_token("alice", "Alice"))
+    assert state["role"] == "host"
+    await again.close()
