@@ -159,7 +159,7 @@ class Client:
         this client before the ping is received before the pong: no sleep needed.
         """
         await self.send("ping")
-        frames = []
+        frames: list[dict[str, Any]] = []
         while True:
             frame = await self.next()
             if frame["event"] == "pong":

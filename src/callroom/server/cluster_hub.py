@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import structlog
 
-from callroom.cluster.link import REDIS_ERRORS, RedisLink
+from callroom.cluster.link import REDIS_ERRORS, RedisLink, finish
 from callroom.cluster.wire import (
     Delivery,
     Shared,
@@ -78,7 +78,7 @@ from callroom.errors import (
     StoreUnavailable,
 )
 from callroom.room import core
-from callroom.room.commands import AddChat, Command, Ping, Signal
+from callroom.room.commands import AddChat, Command, DeleteChat, Ping, Signal
 from callroom.room.encode import encode_bytes, encode_split_bytes
 from callroom.room.model import Effects, Identity, Room, Send
 from callroom.server.connection import Connection, is_leave
@@ -87,7 +87,7 @@ from callroom.server.hub import PONG_BYTES, WAITING_COMMANDS, Hub, _deliver, now
 
 if TYPE_CHECKING:
     from callroom.auth.verifier import TokenVerifier
-    from callroom.chat.base import ChatHistory
+    from callroom.chat.base import AddFuture, ChatHistory
     from callroom.config import Settings
     from callroom.metrics import Metrics
 
@@ -194,9 +194,7 @@ class ClusterHub(Hub):
         """After the sockets closed: finish the transitions under way (bounded by the
         node's grace), say goodbye (the others sweep this node's places at once)."""
         if self._liveness is not None:
-            self._liveness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness
+            await finish(self._liveness)  # not a bare cancel(): see link.finish
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.settings.SHUTDOWN_GRACE_SECONDS / 4)
         for task in list(self._tasks):
@@ -566,6 +564,7 @@ class ClusterHub(Hub):
             conn.send(PONG_BYTES)
             return
         effects = core.handle(self._room(conn), conn.client_id, command, self.rules)
+        self._require_channel(core.event_name(command))
         for action in effects.actions:
             if isinstance(action, Send):
                 text = encode_bytes(action.event, action.payload)
@@ -573,6 +572,8 @@ class ClusterHub(Hub):
 
     async def handle_waiting(self, conn: Connection, command: Command) -> None:
         if type(command) in WAITING_COMMANDS:
+            if type(command) is DeleteChat:
+                self._require_channel("delete_chat")
             await super().handle_waiting(conn, command)
             return
         self._room(conn)  # this session is still in the room
@@ -597,6 +598,25 @@ class ClusterHub(Hub):
 
     def broadcast(self, key: str, recipients: tuple[str, ...], text: bytes) -> None:
         self.link.publish(key, delivery_message(recipients, text))
+
+    def submit_chat(self, conn: Connection, command: AddChat) -> AddFuture:
+        self._require_channel("add_chat")
+        return super().submit_chat(conn, command)
+
+    def _require_channel(self, event: str) -> None:
+        """Refuse a chat message, a deletion or a signal while the room's channel is down.
+
+        With the subscriber disconnected from Redis, a chat message would be stored (a
+        deletion done) but its broadcast, the sender's own answer included, never heard
+        back, and a signal dropped: the sender would get no answer at all. SPEC §3.3
+        ``unavailable`` instead: nothing is done, the sender retries later (a chat retry
+        with the same chatId is safe)."""
+        if not self.link.subscribed:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the room state is unavailable; nothing was done, retry later",
+                event,
+            )
 
     # -- the admin API --------------------------------------------------------------
 
