@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from callroom.cluster.link import channel_key, room_channel, room_hash
+from callroom.cluster.link import node_channel, pack, pack_publish, room_channel, room_hash
 from callroom.cluster.wire import (
     Delivery,
     Shared,
@@ -95,8 +95,19 @@ def test_an_unknown_message_kind_is_refused() -> None:
         decode_message(b"x{}")
 
 
-def test_room_keys_share_one_hash_tag_and_channels_map_back() -> None:
+def test_room_keys_share_one_hash_tag() -> None:
     key = "zoom:r-1_A"
     assert room_hash(key) == "callroom:{zoom:r-1_A}:room"
-    assert channel_key(room_channel(key).encode()) == key
-    assert channel_key(b"other:channel") is None
+    assert room_channel(key) == "callroom:{zoom:r-1_A}:bus"
+    assert node_channel("n1") == "callroom:node:n1:bus"
+
+
+def test_commands_are_packed_in_resp() -> None:
+    assert (
+        pack(("HMGET", "k", 7, b"\x00"))
+        == b"*4\r\n$5\r\nHMGET\r\n$1\r\nk\r\n$1\r\n7\r\n$1\r\n\x00\r\n"
+    )
+    message = delivery_message(("b",), b'{"event":"offer"}')
+    assert pack_publish(b"callroom:node:n1:bus", message) == pack(
+        ("PUBLISH", "callroom:node:n1:bus", message)
+    )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ NODES = f"{PREFIX}:nodes"
 # key while a node may still hold an old replica; then it expires.
 CLOSED_RECORD_MS = 86_400_000
 WRITE_BATCH = 512
+WRITE_TIMEOUT_SECONDS = 5.0  # a batch's write and replies; then Redis counts as down
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # then 2 s between attempts (SPEC §6: 10 s)
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -78,13 +79,9 @@ def room_channel(key: str) -> str:
     return f"{PREFIX}:{{{key}}}:bus"
 
 
-def channel_key(channel: bytes) -> str | None:
-    """The room key of a room channel's name, or None."""
-    text = channel.decode()
-    head, tail = f"{PREFIX}:{{", "}:bus"
-    if text.startswith(head) and text.endswith(tail):
-        return text[len(head) : -len(tail)]
-    return None
+def node_channel(node_id: str) -> str:
+    """The channel of deliveries addressed to one node (signaling: one recipient)."""
+    return f"{PREFIX}:node:{node_id}:bus"
 
 
 def node_key(node_id: str) -> str:
@@ -112,26 +109,67 @@ async def finish(task: asyncio.Task[Any]) -> None:
 
 @dataclass(slots=True)
 class _Command:
-    args: tuple[Any, ...]
+    name: str
+    packed: bytes  # the command in RESP
     future: asyncio.Future[Any] | None
+
+
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP, the Redis protocol: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = arg
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def pack_publish(channel: bytes, message: bytes) -> bytes:
+    """``pack(("PUBLISH", channel, message))`` in one step: the command of every chat
+    message and signal."""
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(channel),
+        channel,
+        len(message),
+        message,
+    )
 
 
 @dataclass(slots=True)
 class _Writer:
-    """Room commands, in call order, pipelined over one connection."""
+    """Room commands, in call order, pipelined over one connection.
 
-    redis: Redis
+    Whatever is queued while a batch is in flight goes out as the next batch: one write
+    of the commands packed here, then their replies read in order (hiredis parses them).
+    redis-py's ``Pipeline`` did the same at about 30 µs of CPU per command; this costs a
+    few (docs/performance.md, "Many nodes").
+    """
+
+    pool: ConnectionPool
     queue: deque[_Command] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    connection: AbstractConnection | None = None
+    in_flight: list[_Command] = field(default_factory=list)
 
     def call(self, *args: Any, answer: bool = True) -> asyncio.Future[Any] | None:
+        return self.call_packed(args[0], pack(args), answer=answer)
+
+    def call_packed(
+        self, name: str, packed: bytes, *, answer: bool = True
+    ) -> asyncio.Future[Any] | None:
         if self.closed:  # the node stops: a publish is dropped, a question fails
             if answer:
                 raise StoreUnavailable("redis")
             return None
         future = asyncio.get_running_loop().create_future() if answer else None
-        self.queue.append(_Command(args, future))
+        self.queue.append(_Command(name, packed, future))
         self.wake.set()
         return future
 
@@ -141,37 +179,59 @@ class _Writer:
             self.wake.clear()
             while self.queue:
                 count = min(len(self.queue), WRITE_BATCH)
-                batch = [self.queue.popleft() for _ in range(count)]
-                await self._send(batch)
+                self.in_flight = [self.queue.popleft() for _ in range(count)]
+                await self._send(self.in_flight)
+                self.in_flight = []
 
     async def _send(self, batch: list[_Command]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for command in batch:
-            pipe.execute_command(*command.args)
+        results: list[Any] = []
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except REDIS_ERRORS as exc:
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                connection = self.connection
+                if connection is None:
+                    connection = self.pool.make_connection()  # type: ignore[no-untyped-call]
+                    await connection.connect()
+                    self.connection = connection
+                packed = b"".join([command.packed for command in batch])
+                await connection.send_packed_command(packed, check_health=False)
+                for _ in batch:
+                    try:
+                        results.append(await connection.read_response(disable_decoding=True))
+                    except redis_errors.ResponseError as exc:  # this command's own error
+                        results.append(exc)
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             log.warning("redis_write_failed", error=str(exc), commands=len(batch))
-            for command in batch:
-                if command.future is not None and not command.future.done():
-                    command.future.set_exception(StoreUnavailable("redis"))
+            await self._drop_connection()
+            _fail(batch)
             return
         for command, result in zip(batch, results, strict=True):
             future = command.future
             if isinstance(result, Exception):
-                log.warning("redis_command_failed", command=command.args[0], error=str(result))
+                log.warning("redis_command_failed", command=command.name, error=str(result))
                 if future is not None and not future.done():
                     future.set_exception(StoreUnavailable("redis"))
             elif future is not None and not future.done():
                 future.set_result(result)
 
-    def fail_all(self) -> None:
-        """The link closes: every command queued fails, every later one too."""
+    async def _drop_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+
+    async def close(self) -> None:
+        """The link closes: every command queued or in flight fails, every later one too."""
         self.closed = True
-        while self.queue:
-            future = self.queue.popleft().future
-            if future is not None and not future.done():
-                future.set_exception(StoreUnavailable("redis"))
+        _fail(self.in_flight)
+        _fail(self.queue)
+        self.queue.clear()
+        await self._drop_connection()
+
+
+def _fail(commands: Iterable[_Command]) -> None:
+    for command in commands:
+        if command.future is not None and not command.future.done():
+            command.future.set_exception(StoreUnavailable("redis"))
 
 
 class RedisLink:
@@ -193,12 +253,18 @@ class RedisLink:
         self._sub_pool: ConnectionPool = ConnectionPool.from_url(
             url, socket_connect_timeout=2, client_name=f"callroom-sub:{node_id}"
         )
-        self._writer = _Writer(self._redis)
+        self._writer = _Writer(
+            ConnectionPool.from_url(
+                url, socket_connect_timeout=2, client_name=f"callroom-rooms:{node_id}"
+            )
+        )
         self._on_message = on_message
         self._on_resync = on_resync
         self._sub: AbstractConnection | None = None
         self._sub_lock = asyncio.Lock()
         self._channels: dict[str, asyncio.Future[None]] = {}  # key → subscribe confirmed
+        self._keys: dict[bytes, str] = {}  # room channel → room key, for every subscribed
+        self._own_channel = node_channel(node_id).encode()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs being sent
         self.subscribed = False  # the subscriber connection is up
@@ -215,7 +281,7 @@ class RedisLink:
         for task in self._tasks:
             await finish(task)
         self._tasks.clear()
-        self._writer.fail_all()
+        await self._writer.close()
         for future in self._channels.values():
             if not future.done():
                 future.set_exception(StoreUnavailable("redis"))
@@ -265,7 +331,16 @@ class RedisLink:
 
     def publish(self, key: str, message: bytes) -> None:
         """Publish on the room's channel, after every room command called before."""
-        self._writer.call("PUBLISH", room_channel(key), message, answer=False)
+        channel = room_channel(key).encode()
+        self._writer.call_packed("PUBLISH", pack_publish(channel, message), answer=False)
+
+    def publish_to_node(self, node_id: str, key: str, message: bytes) -> None:
+        """Publish a message of room ``key`` to one node only, after every room command
+        called before. It reaches that node in order with the room's channel: both are
+        heard on its one subscriber connection, in the order Redis ran the publishes."""
+        addressed = key.encode() + b"\x00" + message
+        packed = pack_publish(node_channel(node_id).encode(), addressed)
+        self._writer.call_packed("PUBLISH", packed, answer=False)
 
     def index_room(self, key: str, *, open_: bool) -> None:
         self._writer.call("SADD" if open_ else "SREM", ROOMS_INDEX, key, answer=False)
@@ -293,6 +368,7 @@ class RedisLink:
         confirmed = self._channels.get(key)
         if confirmed is None:
             confirmed = self._channels[key] = asyncio.get_running_loop().create_future()
+            self._keys[room_channel(key).encode()] = key
             await self._send_sub("SUBSCRIBE", key)
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
@@ -306,6 +382,7 @@ class RedisLink:
         future = self._channels.pop(key, None)
         if future is None:
             return
+        del self._keys[room_channel(key).encode()]
         if not future.done():
             future.set_exception(StoreUnavailable("redis"))
             future.exception()  # retrieved: a waiter, if any, gets it through its shield
@@ -350,6 +427,7 @@ class RedisLink:
         await sub.connect()
         async with self._sub_lock:
             self._sub = sub
+            await sub.send_command("SUBSCRIBE", self._own_channel)
             for key in list(self._channels):
                 await sub.send_command("SUBSCRIBE", room_channel(key))
             self.subscribed = True
@@ -359,20 +437,25 @@ class RedisLink:
     async def _read(self) -> None:
         sub = self._sub
         assert sub is not None
+        keys = self._keys
+        own = self._own_channel
         while True:
             response = await sub.read_response(disable_decoding=True)
             kind, channel = response[0], response[1]
-            key = channel_key(channel)
-            if key is None:
-                continue
             if kind == b"message":
-                if key in self._channels:
+                data = response[2]
+                if channel == own:  # b"<room key>\x00<message>"
+                    name, _, data = data.partition(b"\x00")
+                    key: str | None = name.decode()
+                else:
+                    key = keys.get(channel)
+                if key is not None and key in self._channels:  # a room this node holds
                     try:
-                        self._on_message(key, response[2])
+                        self._on_message(key, data)
                     except Exception:  # a bad message must not stop the node hearing
                         log.exception("bus_message_failed", room=key)
             elif kind == b"subscribe":
-                confirmed = self._channels.get(key)
+                confirmed = self._channels.get(keys.get(channel, ""))
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
 

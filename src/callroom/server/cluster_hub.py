@@ -559,16 +559,24 @@ class ClusterHub(Hub):
 
     def handle_now(self, conn: Connection, command: Command) -> None:
         """``ping``, or signaling checked against the replica (SPEC §3.1: to the target
-        only), published behind this member's earlier frames."""
+        only), published to the target's node behind this member's earlier frames."""
         if type(command) is Ping:
             conn.send(PONG_BYTES)
             return
+        key = conn.room_key
         effects = core.handle(self._room(conn), conn.client_id, command, self.rules)
         self._require_channel(core.event_name(command))
+        sessions = self.shared[key].sessions
         for action in effects.actions:
             if isinstance(action, Send):
-                text = encode_bytes(action.event, action.payload)
-                self.link.publish(conn.room_key, delivery_message(action.recipients, text))
+                # To the nodes holding the recipients only (a signal has one): the
+                # others would read and drop it.
+                message = delivery_message(
+                    action.recipients, encode_bytes(action.event, action.payload)
+                )
+                nodes = {session_node(sessions[r]) for r in action.recipients if r in sessions}
+                for node_id in nodes:
+                    self.link.publish_to_node(node_id, key, message)
 
     async def handle_waiting(self, conn: Connection, command: Command) -> None:
         if type(command) in WAITING_COMMANDS:
