@@ -326,3 +326,27 @@ async def fresh_pg_database() -> AsyncIterator[str]:
         yield f"{PG_SERVER}/{name}"
     finally:
         await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def http_call(
+    node: Any,
+    method: str,
+    path: str,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    """One HTTP request; (status, JSON body or text, headers)."""
+    import aiohttp
+
+    all_headers = dict(headers or {})
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{node.url}{path}", headers=all_headers) as resp,
+    ):
+        if resp.content_type == "application/json":
+            body: Any = await resp.json()
+        else:
+            body = await resp.text()
+        return resp.status, body, dict(resp.headers)

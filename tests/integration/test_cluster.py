@@ -25,12 +25,11 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
-
 from callroom_testing import (
     Client,
     TokenFactory,
     events,
+    http_call,
     ids,
     join_admitted,
     join_room,
@@ -112,16 +111,8 @@ async def two_node_meeting(
 
 async def call(node: Any, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
     """One HTTP request to ``node``; (status, JSON body or text)."""
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, f"{node.url}{path}", headers=headers) as resp,
-    ):
-        if resp.content_type == "application/json":
-            body: Any = await resp.json()
-        else:
-            body = await resp.text()
-        return resp.status, body
+    status, body, _ = await http_call(node, method, path, token)
+    return status, body
 
 
 async def vanish(node: Any) -> None:

@@ -10,8 +10,6 @@ import re
 import time
 from typing import Any
 
-import aiohttp
-
 from callroom_testing import (
     Client,
     TokenFactory,
@@ -22,6 +20,9 @@ from callroom_testing import (
     metrics_text,
     settle,
     wait_until,
+)
+from callroom_testing import (
+    http_call as call,
 )
 
 # SPEC §3.1 client events (aliases folded) and "unknown": the only event label values.
@@ -54,28 +55,6 @@ SPEC_EVENT_LABELS = {
     "renegotiate",
     "unknown",
 }
-
-
-async def call(
-    node: Any,
-    method: str,
-    path: str,
-    token: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any, dict[str, str]]:
-    """One HTTP request; (status, JSON body or text, headers)."""
-    all_headers = dict(headers or {})
-    if token is not None:
-        all_headers["Authorization"] = f"Bearer {token}"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, f"{node.url}{path}", headers=all_headers) as resp,
-    ):
-        if resp.content_type == "application/json":
-            body: Any = await resp.json()
-        else:
-            body = await resp.text()
-        return resp.status, body, dict(resp.headers)
 
 
 async def populated(node: Any, make_token: TokenFactory) -> dict[str, Client]:
