@@ -1188,8 +1188,13 @@ async def test_readyz_names_the_bus_while_redis_is_unreachable(
     assert (status, body["error"]) == (503, "unavailable")
 
 
-async def test_readyz_is_ready_with_redis(start_cluster: Any) -> None:
-    """The positive control of the test above: the same node, Redis up."""
+async def test_readyz_is_ready_with_redis(start_cluster: Any, redis_url: str) -> None:
+    """The positive control of the test above: the same node, Redis up, and really on
+    it (its liveness key is in Redis: a node ignoring REDIS_URL would be ready too)."""
+    from redis.asyncio import Redis
+
+    from callroom.cluster.link import node_key
+
     (node,) = await start_cluster(1)
 
     async def ready() -> bool:
@@ -1197,6 +1202,11 @@ async def test_readyz_is_ready_with_redis(start_cluster: Any) -> None:
 
     await wait_until(ready)
     assert (await call(node, "GET", "/readyz"))[1] == {"status": "ready"}
+    redis = Redis.from_url(redis_url)
+    try:
+        await wait_until(lambda: redis.exists(node_key(node.hub.node_id)))
+    finally:
+        await redis.aclose()
 
 
 # -- races, clean-up, the subscriber ----------------------------------------------------

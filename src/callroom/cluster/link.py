@@ -278,7 +278,7 @@ class RedisLink:
         self._tasks.append(asyncio.create_task(self._subscriber()))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sends]:
             await finish(task)
         self._tasks.clear()
         await self._writer.close()

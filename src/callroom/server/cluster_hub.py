@@ -62,6 +62,7 @@ from callroom.cluster.link import REDIS_ERRORS, RedisLink, finish
 from callroom.cluster.wire import (
     Delivery,
     Shared,
+    close_action,
     decode_message,
     delivery_message,
     dump_shared,
@@ -114,7 +115,6 @@ class Change:
     shared: Shared
     effects: Effects
     joined: tuple[str, str] | None = None
-    created: bool = False
     version: int = 0  # set once written
 
 
@@ -198,7 +198,7 @@ class ClusterHub(Hub):
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.settings.SHUTDOWN_GRACE_SECONDS / 4)
         for task in list(self._tasks):
-            task.cancel()
+            await finish(task)  # a retrying leave or grace may sit in a Redis command
         # The graces this node owns are taken over by the node that sweeps it.
         for timer in self._grace.values():
             timer.cancel()
@@ -245,7 +245,7 @@ class ClusterHub(Hub):
                 written = None if closed else dump_shared(shared)
                 if await self.link.cas(key, version, written, message):
                     change.version = version + 1
-                    if change.created and not closed:
+                    if record is None and not closed:  # the room is new
                         self.link.index_room(key, open_=True)
                         self.metrics.rooms_created.inc()
                     if closed:
@@ -302,11 +302,12 @@ class ClusterHub(Hub):
                     target.send(text_frame(encode_split_bytes("room_state", action[2], tail)))
                     sent += 1
             else:
-                target = sessions.pop(action[1], None)
+                close = close_action(action)
+                target = sessions.pop(close.client_id, None)
                 if target is not None:
                     target.detached = True
-                    target.close(CloseCode(action[2]), action[3])
-                    self.metrics.closes.labels(code=str(action[2])).inc()
+                    target.close(close.code, close.reason)
+                    self.metrics.closes.labels(code=str(int(close.code))).inc()
         if sent:
             self.metrics.messages_sent.inc(sent)
         if fresh and shared is None:
@@ -462,13 +463,12 @@ class ClusterHub(Hub):
         self._pending[session] = pending
 
         def decide(shared: Shared | None) -> Change:
-            created = shared is None
             if shared is None:
                 shared = Shared(core.new_room(conn.kind, conn.room_id, now_ms()), {}, {})
             effects = core.join(shared.room, identity, self.rules)  # may refuse
             shared.sessions[cid] = session
             shared.graces.pop(cid, None)
-            return Change(shared, effects, joined=(cid, session), created=created)
+            return Change(shared, effects, joined=(cid, session))
 
         committed = False
         try:
@@ -487,9 +487,6 @@ class ClusterHub(Hub):
                 self._spawn(self._depart(key, cid, session, leave=True))
             self._release(key)
             raise _unavailable() from None
-
-    def join(self, conn: Connection) -> None:  # pragma: no cover - enter replaces it
-        raise NotImplementedError("a cluster node joins with enter()")
 
     def ended(self, conn: Connection, client_close_code: int | None) -> None:
         self.connections.discard(conn)
@@ -644,9 +641,6 @@ class ClusterHub(Hub):
             return Change(shared, core.end_room(shared.room))
 
         return await self.transition(key, decide) is not None
-
-    def end_room(self, key: str) -> bool:  # pragma: no cover - end replaces it
-        raise NotImplementedError("a cluster node ends rooms with end()")
 
     # -- liveness -------------------------------------------------------------------
 

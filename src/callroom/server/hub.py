@@ -66,11 +66,6 @@ def now_ms() -> int:
 class Hub:
     """Rooms and sessions of this node."""
 
-    # The commands the WebSocket module runs with ``handle_waiting`` (in the member's
-    # receive loop, in order); every other command but ``add_chat`` runs at once with
-    # ``handle_now``.
-    waiting_commands: frozenset[type[Command]]
-
     def __init__(
         self,
         settings: Settings,
@@ -109,19 +104,13 @@ class Hub:
     # -- membership ---------------------------------------------------------------
 
     async def precheck(self, kind: str, room_id: str, identity: Identity) -> None:
-        """Refuse before the upgrade (SPEC §1), as ``check_join``."""
-        self.check_join(kind, room_id, identity)
-
-    async def enter(self, conn: Connection) -> None:
-        """Join ``conn`` into its room, as ``join``; may refuse (HandshakeRefused)."""
-        self.join(conn)
-
-    def check_join(self, kind: str, room_id: str, identity: Identity) -> None:
         """Refuse before the upgrade (SPEC §1: banned, room_locked, room_full)."""
         core.check_join(self.rooms.get(f"{kind}:{room_id}"), identity, self.rules)
 
-    def join(self, conn: Connection) -> None:
-        """Add ``conn`` as the member's session; its ``room_state`` is queued first."""
+    async def enter(self, conn: Connection) -> None:
+        """Add ``conn`` as the member's session; its ``room_state`` is queued first.
+
+        Re-checks the room's rules (HandshakeRefused): the checks before awaited."""
         key = conn.room_key
         room = self.rooms.get(key)
         created = room is None
@@ -245,14 +234,6 @@ class Hub:
         frame = text_frame(text)
         self.metrics.messages_sent.inc(_deliver(self.sessions.get(key, {}), recipients, frame))
 
-    def end_room(self, key: str) -> bool:
-        """End a room from the admin API (SPEC §4 DELETE): every member closed 4005."""
-        room = self.rooms.get(key)
-        if room is None:
-            return False
-        self.apply(key, core.end_room(room))
-        return True
-
     # -- the admin API (SPEC §4) ----------------------------------------------------
 
     async def find_room(self, key: str) -> Room | None:
@@ -263,8 +244,13 @@ class Hub:
         return list(self.rooms.values())
 
     async def end(self, key: str) -> bool:
-        """``end_room``; False when there is no such room."""
-        return self.end_room(key)
+        """End a room (SPEC §4 DELETE): every member closed 4005; False when there is
+        no such room."""
+        room = self.rooms.get(key)
+        if room is None:
+            return False
+        self.apply(key, core.end_room(room))
+        return True
 
     # -- commands -----------------------------------------------------------------
 
@@ -401,9 +387,13 @@ class Hub:
         RefreshToken: _refresh_token,
     }
 
+    # The commands the WebSocket module runs with ``handle_waiting`` (in the member's
+    # receive loop, in order); every other command but ``add_chat`` runs at once with
+    # ``handle_now``.
+    waiting_commands: ClassVar[frozenset[type[Command]]] = frozenset(_WAITING)
 
-WAITING_COMMANDS: frozenset[type[Command]] = frozenset(Hub._WAITING)
-Hub.waiting_commands = WAITING_COMMANDS
+
+WAITING_COMMANDS = Hub.waiting_commands
 
 
 def _deliver(sessions: dict[str, Connection], recipients: Sequence[str], frame: bytes) -> int:
