@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
 
 
 # Many nodes (SPEC §7): a Redis database of the tests' own, emptied before each test, so
-# that no room record, node or channel of another test is seen.
-REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
+# that no room record, node or channel of another test is seen. CALLROOM_TEST_REDIS_URL
+# points a run at a Redis of its own (two runs on one machine must not share one: pub/sub
+# channels ignore database numbers).
+REDIS_TEST_URL = os.environ.get("CALLROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 @pytest.fixture

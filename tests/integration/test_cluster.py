@@ -24,6 +24,7 @@ import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from callroom_testing import (
     Client,
@@ -158,10 +159,12 @@ class RedisProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.upstream = 6379
 
     def url(self, redis_url: str) -> str:
         """``redis_url`` (the tests' database) through this relay."""
-        return redis_url.replace(":6379/", f":{self.port}/")
+        self.upstream = urlsplit(redis_url).port or 6379
+        return redis_url.replace(f":{self.upstream}/", f":{self.port}/")
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
@@ -181,7 +184,7 @@ class RedisProxy:
         assert task is not None
         self._tasks.add(task)
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:
             writer.transport.abort()
             return
