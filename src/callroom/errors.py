@@ -48,12 +48,16 @@ class CloseCode(IntEnum):
     """A clean leave (sent by clients); the member is removed at once."""
     GOING_AWAY = 1001
     """Server shutting down: reconnect, possibly to another node."""
+    PROTOCOL_ERROR = 1002
+    """The client broke RFC 6455 (e.g. an unmasked frame, SPEC §9): fix the client."""
     UNSUPPORTED_DATA = 1003
     """A binary frame was received: fix the client, do not reconnect blindly."""
     POLICY_VIOLATION = 1008
     """Abuse: the sender kept flooding after ``rate_limited`` errors."""
     MESSAGE_TOO_BIG = 1009
     """A frame larger than ``MAX_MESSAGE_BYTES``."""
+    TRY_AGAIN_LATER = 1013
+    """A slow consumer: its outgoing buffer overflowed; it may reconnect."""
     TOKEN_EXPIRED = 4001
     """The token expired during the session: get a new token, then reconnect."""
     DENIED = 4003
@@ -80,6 +84,7 @@ class HandshakeCode(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     INVALID_PAYLOAD = "invalid_payload"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 HANDSHAKE_STATUS: dict[HandshakeCode, int] = {
@@ -90,6 +95,7 @@ HANDSHAKE_STATUS: dict[HandshakeCode, int] = {
     HandshakeCode.BANNED: 403,
     HandshakeCode.FORBIDDEN: 403,
     HandshakeCode.NOT_FOUND: 404,
+    HandshakeCode.REQUEST_TIMEOUT: 408,
     HandshakeCode.ROOM_FULL: 409,
     HandshakeCode.INVALID_PAYLOAD: 422,
     HandshakeCode.TOO_MANY_CONNECTIONS: 429,

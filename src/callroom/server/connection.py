@@ -13,14 +13,13 @@ without bound (DESIGN "Backpressure").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from callroom.errors import CloseCode
-from callroom.server.limits import TokenBucket
+from callroom.server.inbound import FrameBudget
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -31,7 +30,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 FLUSH_EARLY_FRAMES = 16  # frames queued in one loop turn before they are written at once
-SLOW_CONSUMER_CODE = 1013  # RFC 6455 "Try Again Later": the client may reconnect
+# How long a close may take once its close frame is queued: the peer must take what is
+# buffered and answer the close frame by then, or the socket is aborted (SPEC §9: a close
+# never waits on a peer that does not read). Within SPEC's "at once" (one second).
+CLOSE_TIMEOUT_SECONDS = 1.0
 _ids = itertools.count(1)
 
 
@@ -66,7 +68,9 @@ class Connection:
         "_transport",
         "adds",
         "alive",
+        "budget",
         "client_id",
+        "close_aborts",
         "closing",
         "conn_id",
         "detached",
@@ -78,11 +82,9 @@ class Connection:
         "max_buffer",
         "on_close_code",
         "outbox",
-        "rate",
         "room_id",
         "room_key",
         "slow_counter",
-        "violations",
         "ws",
     )
 
@@ -99,6 +101,7 @@ class Connection:
         max_buffer: int,
         outbox: OutBox,
         slow_counter: Counter | None = None,
+        close_aborts: Counter | None = None,
     ) -> None:
         self.ws = ws
         self.identity = identity
@@ -111,11 +114,10 @@ class Connection:
         self.max_buffer = max_buffer
         self.slow_counter = slow_counter
         self.outbox = outbox
-        # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection. A second
-        # bucket of the same size counts dropped frames: a sender that keeps flooding
-        # after its rate_limited errors drains it and is closed with 1008 (SPEC §3.4).
-        self.rate = TokenBucket(rate_per_second, burst)
-        self.violations = TokenBucket(rate_per_second, burst)
+        # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection, charged by
+        # cost as frames arrive; flooding on after rate_limited errors closes with 1008.
+        self.budget = FrameBudget(rate_per_second, burst)
+        self.close_aborts = close_aborts
         self._transport: asyncio.Transport | None = None
         # Frames not yet written: queued before the upgrade, or during this loop turn.
         self._out: list[bytes] = []
@@ -190,10 +192,18 @@ class Connection:
             return
         transport.write(out[0] if len(out) == 1 else b"".join(out))
         if transport.get_write_buffer_size() > self.max_buffer and not self.closing:
-            log.warning("slow_consumer_closed", conn_id=self.conn_id)
+            # Named explicitly: this runs in the context of whoever sent the frame.
+            log.warning(
+                "slow_consumer_closed",
+                conn_id=self.conn_id,
+                client_id=self.client_id,
+                room=self.room_id,
+                kind=self.kind,
+                buffered=transport.get_write_buffer_size(),
+            )
             if self.slow_counter is not None:
                 self.slow_counter.inc()
-            self.close(SLOW_CONSUMER_CODE, "slow consumer")
+            self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` (SPEC §3.4) in the background; idempotent."""
@@ -229,8 +239,32 @@ class Connection:
             self.expiry_handle = None
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode())
+        """The close handshake, bounded by ``CLOSE_TIMEOUT_SECONDS``; then the abort.
+
+        aiohttp's ``close`` waits for the write buffer to drain with no bound, then for
+        the peer's close frame: a peer that does not read would hold the socket, its seat
+        in the room and its buffered bytes for ever.
+        """
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await self.ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            # aiohttp has closed the transport by now, but a closed transport still
+            # waits to flush its buffer: only an abort lets the socket go.
+            transport = self._transport
+            if transport is not None:
+                log.info(
+                    "close_aborted",
+                    conn_id=self.conn_id,
+                    client_id=self.client_id,
+                    code=code,
+                    buffered=transport.get_write_buffer_size(),
+                )
+                transport.abort()
+                if self.close_aborts is not None:
+                    self.close_aborts.inc()
+        except Exception:  # noqa: S110 - the socket is gone either way
+            pass
 
     async def finish_pending_close(self) -> None:
         """After the upgrade: carry out a close that was asked for before it."""

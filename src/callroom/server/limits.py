@@ -16,8 +16,8 @@ class TokenBucket:
         self.tokens = float(burst)
         self._last = time.monotonic() if now is None else now
 
-    def take(self, now: float | None = None) -> bool:
-        """Take one token; False when the bucket is empty."""
+    def take(self, now: float | None = None, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens; False (nothing taken) when the bucket holds fewer."""
         if now is None:
             now = time.monotonic()
         elapsed = now - self._last
@@ -25,8 +25,8 @@ class TokenBucket:
         tokens = self.tokens + elapsed * self.rate
         if tokens > self.burst:
             tokens = self.burst
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
+        if tokens >= cost:
+            self.tokens = tokens - cost
             return True
         self.tokens = tokens
         return False

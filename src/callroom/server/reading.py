@@ -27,10 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMessage, web
+from aiohttp import WSMessage, WSMsgType, web
 from aiohttp._websocket.models import WSMessageTextBytes
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+
+from callroom.errors import CloseCode
+from callroom.server.inbound import FrameBudget, FrameGate, UnmaskedFrame
 
 if TYPE_CHECKING:
     from aiohttp.http_websocket import WebSocketWriter
@@ -38,22 +41,33 @@ if TYPE_CHECKING:
 
 # Offered a frame: True if it was handled, False to queue it for the connection's task.
 FrameHandler = Callable[[WSMessage | WSMessageTextBytes], bool]
+# Asked to close the connection with a SPEC §3.4 code and a reason (``Connection.close``).
+Closer = Callable[[int, str], None]
+
+# What a text message over the member's rate becomes as it arrives (``FrameBudget``): its
+# payload is let go at once, and its place in the member's order is kept, so its
+# ``rate_limited`` answer comes after the answers of the frames sent before it.
+DROPPED = WSMessage(WSMsgType.TEXT, "", None)
 
 
 class InlineQueue(WebSocketDataQueue):
     """aiohttp's frame queue, with frames offered to ``handler`` while the reader is parked."""
 
-    __slots__ = ("handler", "parked")  # no __dict__: one per idle connection too
+    __slots__ = ("budget", "handler", "parked")  # no __dict__: one per idle connection too
 
-    def __init__(self, protocol: Any, limit: int, *, loop: Any) -> None:
+    def __init__(self, protocol: Any, limit: int, *, loop: Any, budget: FrameBudget) -> None:
         super().__init__(protocol, limit, loop=loop)
         self.handler: FrameHandler | None = None
+        self.budget = budget
         # True only while the connection's task waits on an empty queue (``read``). The
         # queue is then empty by construction: every frame comes through ``feed_data``,
         # which clears the flag before queueing.
         self.parked = False
 
     def feed_data(self, data: WSMessage | WSMessageTextBytes, size: int) -> None:
+        # Charged as it arrives (server/inbound.py), before it waits for anything.
+        if data.type is WSMsgType.TEXT and not self.budget.message(size):
+            data, size = DROPPED, 0
         if self.parked and self.handler is not None and self.handler(data):
             return
         # Queued: the lane closes until the task has taken this frame (module docstring).
@@ -68,8 +82,60 @@ class InlineQueue(WebSocketDataQueue):
             self.parked = False
 
 
+def _closed(_code: int, _reason: str) -> None:
+    """What a response that stopped offering frames closes with: nothing left to close."""
+
+
+class GatedReader:
+    """aiohttp's frame parser behind a ``FrameGate``: every chunk of the member's bytes is
+    first read for frame headers (masks, control and continuation frames), then parsed.
+
+    After an unmasked frame nothing more is parsed: the connection is closed with 1002
+    (RFC 6455 §5.1, SPEC §9) and whatever the peer sends after it is ignored.
+    """
+
+    __slots__ = ("_close", "_gate", "_parser")
+
+    def __init__(self, parser: WebSocketReader, gate: FrameGate, close: Closer) -> None:
+        self._parser = parser
+        self._gate: FrameGate | None = gate
+        self._close = close
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        gate = self._gate
+        if gate is None:
+            return False, b""
+        try:
+            gate.feed(data)
+        except UnmaskedFrame:
+            self._gate = None
+            self._close(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+            return False, b""
+        result: tuple[bool, bytes] = self._parser.feed_data(data)
+        return result
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+
+
 class InlineWebSocketResponse(web.WebSocketResponse):
-    """A ``WebSocketResponse`` whose frames may be handled as they are parsed."""
+    """A ``WebSocketResponse`` whose frames may be handled as they are parsed, charged to
+    the member's ``FrameBudget`` as they arrive (server/inbound.py)."""
+
+    _budget: FrameBudget
+    _close_with: Closer
+
+    def charge_to(self, budget: FrameBudget, close: Closer) -> None:
+        """Charge the member's frames to ``budget``; ``close`` ends it (before prepare())."""
+        self._budget = budget
+        self._close_with = close
+
+    def _charge_frame(self) -> None:
+        """A control or continuation frame arrived: over the rate it counts as refused,
+        and a sender that keeps on is closed like a text flood (SPEC §9)."""
+        budget = self._budget
+        if not budget.frame() and not budget.tolerate():
+            self._close_with(CloseCode.POLICY_VIOLATION, "frame flood")
 
     def offer_frames(self, handler: FrameHandler) -> None:
         """From now on, offer each frame to ``handler`` before queueing it."""
@@ -78,12 +144,13 @@ class InlineWebSocketResponse(web.WebSocketResponse):
         queue.handler = handler
 
     def stop_offering(self) -> None:
-        """Offer no more frames (the receive loop ended). This also breaks the cycle
-        connection → response → queue → handler → connection, so reference counting
-        frees a closed connection without waiting for a full collection."""
+        """Offer no more frames (the receive loop ended). This also breaks the cycles
+        connection → response → queue → handler → connection (and → close → connection),
+        so reference counting frees a closed connection without a full collection."""
         queue = self._reader
         if isinstance(queue, InlineQueue):
             queue.handler = None
+        self._close_with = _closed  # and the cycle response → close → connection → response
 
     def _post_start(
         self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter
@@ -95,13 +162,16 @@ class InlineWebSocketResponse(web.WebSocketResponse):
         self._reset_heartbeat()
         loop = self._loop
         assert loop is not None
-        self._reader = InlineQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
+        self._reader = InlineQueue(
+            request._protocol, DEFAULT_CHUNK_SIZE, loop=loop, budget=self._budget
+        )
         self._parser = WebSocketReader(
             self._reader,
             self._max_msg_size,
             compress=bool(self._compress),
             decode_text=self._decode_text,
         )
+        gated = GatedReader(self._parser, FrameGate(self._charge_frame), self._close_with)
         callback = None if self._heartbeat is None else self._on_data_received
-        request.protocol.set_parser(self._parser, data_received_cb=callback)
+        request.protocol.set_parser(gated, data_received_cb=callback)  # type: ignore[arg-type]
         request.protocol.keep_alive(False)

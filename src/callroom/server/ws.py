@@ -25,11 +25,11 @@ from callroom.room import core
 from callroom.room.commands import AddChat, Command
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
-from callroom.server.connection import Connection
+from callroom.server.connection import CLOSE_TIMEOUT_SECONDS, Connection
 from callroom.server.framing import pong_frame, text_frame
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_common import NODE_KEY, json_error
-from callroom.server.reading import InlineWebSocketResponse
+from callroom.server.reading import DROPPED, InlineWebSocketResponse
 
 if TYPE_CHECKING:
     from callroom.server.node import Node
@@ -66,8 +66,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         ws = InlineWebSocketResponse(
             compress=False,
             autoping=False,
-            max_msg_size=settings.MAX_MESSAGE_BYTES,
-            timeout=5.0,
+            # aiohttp refuses a message of ``max_msg_size`` bytes or more; SPEC §3.4 and
+            # docs/protocol.md close only a message larger than MAX_MESSAGE_BYTES.
+            max_msg_size=settings.MAX_MESSAGE_BYTES + 1,
+            timeout=CLOSE_TIMEOUT_SECONDS,
         )
         # Checked last, so a plain GET of the same URL tells a browser client why its
         # upgrade would be refused (browsers hide the handshake status from scripts).
@@ -84,7 +86,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             max_buffer=node.max_buffer,
             outbox=node.outbox,
             slow_counter=node.metrics.slow_consumers,
+            close_aborts=node.metrics.close_aborts,
         )
+        ws.charge_to(conn.budget, conn.close)
         await node.hub.enter(conn)  # re-checks the room rules: the checks above awaited
     except HandshakeRefused as exc:
         node.metrics.handshake_refusals.labels(code=exc.code.value).inc()
@@ -146,7 +150,7 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
         conn.alive = True  # any frame answers the heartbeat
         kind = msg.type
         if kind is WSMsgType.TEXT:
-            await on_text(node, conn, msg.data)
+            await on_text(node, conn, None if msg is DROPPED else msg.data)
             continue
         if kind is WSMsgType.PONG:
             continue
@@ -164,7 +168,7 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
 
 
 # What the intake made of a text frame: its command, the error refusing it, or None
-# when it came over the member's rate limit (SPEC §6).
+# when it came over the member's rate limit (SPEC §6; charged on arrival, reading.py).
 Intake = Command | ProtocolError | None
 
 
@@ -181,7 +185,7 @@ def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> 
         return False
     conn.alive = True  # any frame answers the heartbeat
     started = time.perf_counter()
-    taken = _intake(node, conn, msg.data)
+    taken = None if msg is DROPPED else _intake(node, conn, msg.data)
     if type(taken) is AddChat:
         if len(conn.adds) < PIPELINED_ADDS - 1:  # no backpressure wait needed after it
             _pipeline_add(node, conn, taken, started)
@@ -193,8 +197,9 @@ def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> 
     return False
 
 
-async def on_text(node: Node, conn: Connection, data: str) -> None:
-    """Handle one text frame from the receive loop: rate limit, decode, run (SPEC §3).
+async def on_text(node: Node, conn: Connection, data: str | None) -> None:
+    """Handle one text frame from the receive loop: decode, run (SPEC §3); ``data`` is
+    None for a frame dropped on arrival for being over the member's rate.
 
     A valid ``add_chat`` is handed to the store while the next frames are read
     (``Connection.pipeline``); everything else first waits for those, so every answer
@@ -203,7 +208,7 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
     handoff = conn.handoff
     if handoff is None:
         started = time.perf_counter()
-        taken = _intake(node, conn, data)
+        taken = None if data is None else _intake(node, conn, data)
     else:  # ``offer`` took this frame in already
         conn.handoff = None
         taken, started = handoff
@@ -221,9 +226,7 @@ async def on_text(node: Node, conn: Connection, data: str) -> None:
 
 
 def _intake(node: Node, conn: Connection, data: str) -> Intake:
-    """Rate limit, then decode: the frame's command, or why it is refused."""
-    if not conn.rate.take():
-        return None
+    """Decode: the frame's command, or why it is refused."""
     try:
         return decode(data, node.protocol_limits)
     except ProtocolError as exc:
@@ -238,7 +241,7 @@ def _finish(node: Node, conn: Connection, taken: Intake, started: float) -> None
     metrics = node.metrics
     if taken is None:
         metrics.handler_errors.labels(event="unknown", code=ErrorCode.RATE_LIMITED.value).inc()
-        if not conn.violations.take():
+        if not conn.budget.tolerate():
             conn.close(CloseCode.POLICY_VIOLATION, "message flood")
             return
         conn.send(_error(ErrorCode.RATE_LIMITED, "too many messages: this one was dropped", None))
