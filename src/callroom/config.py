@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     RATE_LIMIT_BURST: int = Field(40, ge=1)
     RECONNECT_GRACE_SECONDS: float = Field(15, ge=0)
     HEARTBEAT_INTERVAL_SECONDS: float = Field(20, gt=0)
+    # SPEC §9: a connection's request must be complete within this (server/guard.py).
+    HANDSHAKE_TIMEOUT_SECONDS: float = Field(10, gt=0, le=3600)
     MAX_SCREENSHARES: int = Field(1, ge=1)
     LOBBY_ENABLED: bool = True
     SHUTDOWN_GRACE_SECONDS: float = Field(10, ge=0)

@@ -165,6 +165,17 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.close_aborts = Counter(
+            "callroom_ws_close_aborts",
+            "Closes whose peer did not take the close frame in time: socket aborted",
+            registry=r,
+        )
+        self.pre_upgrade_closes = Counter(
+            "callroom_pre_upgrade_closes",
+            "Connections closed before they made a complete request or became members, by reason",
+            ["reason"],
+            registry=r,
+        )
 
         # Counted for every frame (DESIGN "per-message hot path"): see the module docstring.
         self.received_by_event = {event: HotCounter() for event in EVENT_LABELS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -36,9 +37,13 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
         response: web.StreamResponse = web.Response(status=204)
     else:
         try:
+            if request.body_exists:
+                await _read_body(request, node.settings.HANDSHAKE_TIMEOUT_SECONDS)
             response = await handler(request)
         except HandshakeRefused as exc:
             response = json_error(exc.code, exc.message)
+            if exc.code is HandshakeCode.REQUEST_TIMEOUT:
+                response.force_close()  # the rest of the body is not waited for
         except web.HTTPNotFound:
             response = json_error(HandshakeCode.NOT_FOUND, "no such route")
         except web.HTTPMethodNotAllowed as exc:
@@ -52,6 +57,19 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["Vary"] = "Origin"
         response.headers.update(_CORS_HEADERS)
     return response
+
+
+async def _read_body(request: web.Request, seconds: float) -> None:
+    """Read the body before the handler, within ``seconds`` of its head (SPEC §9: a
+    request must be complete in time; server/guard.py bounds the head). The handler then
+    reads it from aiohttp's cache."""
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        raise HandshakeRefused(
+            HandshakeCode.REQUEST_TIMEOUT, "the request body did not arrive in time"
+        ) from None
 
 
 def build_app(node: Node) -> web.Application:

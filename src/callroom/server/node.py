@@ -39,6 +39,14 @@ from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
 from callroom.server.connection import OutBox
+from callroom.server.guard import (
+    LINGERING_SECONDS,
+    MAX_HEADERS,
+    MAX_LINE_BYTES,
+    GuardedRequestHandler,
+    GuardedSite,
+    HandshakeGuard,
+)
 from callroom.server.heartbeat import ABNORMAL_CLOSURE, Heartbeat
 from callroom.server.hub import Hub
 from callroom.server.limits import ConnectionLimiter
@@ -163,7 +171,27 @@ class Node:
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG)
+        server = self._runner.server
+        loop = asyncio.get_running_loop()
+        guard = HandshakeGuard(
+            timeout=settings.HANDSHAKE_TIMEOUT_SECONDS,
+            per_ip=settings.MAX_CONNECTIONS_PER_IP,
+            closes=self.metrics.pre_upgrade_closes,
+        )
+
+        def handler() -> GuardedRequestHandler:
+            return GuardedRequestHandler(
+                server,
+                guard,
+                loop=loop,
+                access_log=None,
+                max_line_size=MAX_LINE_BYTES,
+                max_field_size=MAX_LINE_BYTES,
+                max_headers=MAX_HEADERS,
+                lingering_time=LINGERING_SECONDS,
+            )
+
+        site = GuardedSite(self._runner, sock, handler, backlog=LISTEN_BACKLOG)
         await site.start()
         log.info("listening", url=self.url, dev=settings.DEV_MODE)
         await asyncio.gather(self._jwks.start(), self.history.start(), self._hub.start())

@@ -1,0 +1,245 @@
+"""Bounds on a connection until it is a member (SPEC §9 "Bounds before membership").
+
+aiohttp keeps a connection that has not finished its request for as long as its
+keep-alive deadline (3,630 s by default), does not bound the whole header block, and logs
+a client's malformed request at ERROR with a traceback. A client that never finishes its
+request could so hold a file descriptor and up to a megabyte of buffered headers each,
+and fill the error log. Here every connection, from its first byte to its upgrade:
+
+- must send a complete request head within ``HANDSHAKE_TIMEOUT_SECONDS`` of opening
+  (trickled bytes do not extend it), and any later request on a kept-alive connection
+  within as long after the previous response (aiohttp's keep-alive deadline, set to the
+  same bound); a request body must arrive within as long after its head (``app.py``);
+- counts against its address's unfinished connections: an address may hold at most
+  ``MAX_CONNECTIONS_PER_IP`` connections that are not (yet) members; one more is answered
+  429 ``too_many_connections`` and closed. Trusted proxies are exempt: they carry many
+  clients' connections, which the per-IP limits of the handshake count one by one;
+- may send at most ``MAX_REQUEST_HEAD_BYTES`` of request line and headers (431);
+- gets a JSON 400 for a malformed request, logged at INFO without a traceback, and at
+  most ``LOG_LINES_PER_SECOND`` such lines a second (the rest are counted in the next).
+
+A connection stops counting as unfinished once it is upgraded to a member's WebSocket
+(``became_member``); from then on the room's own limits apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+if TYPE_CHECKING:
+    from aiohttp.web_request import BaseRequest
+    from prometheus_client import Counter
+
+log = structlog.get_logger(__name__)
+
+# What browsers send fits: nginx's default buffers for a request head are 4 x 8 KiB.
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
+MAX_LINE_BYTES = 8190  # the request line (with a token in its query) and each header line
+MAX_HEADERS = 100
+# After an error answer, the unread rest of a body is read (so the answer is not lost to a
+# reset) for at most this long; aiohttp's default of 10 s would hold a hostile sender.
+LINGERING_SECONDS = 1.0
+LOG_LINES_PER_SECOND = 10.0
+
+
+class LogThrottle:
+    """At most ``per_second`` lines a second for client-caused events; the suppressed
+    ones are counted and reported on the next line that is let through."""
+
+    __slots__ = ("_allowance", "_last", "_per_second", "_suppressed")
+
+    def __init__(self, per_second: float = LOG_LINES_PER_SECOND) -> None:
+        self._per_second = per_second
+        self._allowance = per_second
+        self._last = time.monotonic()
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """None: suppress this line; else how many lines were suppressed before it."""
+        now = time.monotonic()
+        self._allowance = min(
+            self._per_second, self._allowance + (now - self._last) * self._per_second
+        )
+        self._last = now
+        if self._allowance < 1.0:
+            self._suppressed += 1
+            return None
+        self._allowance -= 1.0
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
+class HandshakeGuard:
+    """The node's count of unfinished connections per address, and the bounds' settings."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        per_ip: int,
+        closes: Counter,
+        exempt: Callable[[str], bool] = lambda _ip: False,
+    ) -> None:
+        self.timeout = timeout
+        self.per_ip = per_ip
+        self.closes = closes  # callroom_pre_upgrade_closes{reason}
+        self.exempt = exempt
+        self.throttle = LogThrottle()
+        self._unfinished: dict[str, int] = {}
+
+    def unfinished(self, ip: str) -> int:
+        return self._unfinished.get(ip, 0)
+
+    def enter(self, ip: str) -> bool:
+        """Count a new connection from ``ip``; False when the address holds too many."""
+        if self.exempt(ip):
+            return True
+        count = self._unfinished.get(ip, 0)
+        if count >= self.per_ip:
+            return False
+        self._unfinished[ip] = count + 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        if self.exempt(ip):
+            return
+        count = self._unfinished.get(ip, 0) - 1
+        if count > 0:
+            self._unfinished[ip] = count
+        else:
+            self._unfinished.pop(ip, None)
+
+    def closed(self, reason: str, ip: str, **details: Any) -> None:
+        """Count a connection closed by a bound, and log it within the throttle."""
+        self.closes.labels(reason=reason).inc()
+        suppressed = self.throttle.allow()
+        if suppressed is not None:
+            log.info(
+                "connection_refused", reason=reason, client=ip, suppressed=suppressed, **details
+            )
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's HTTP protocol with the bounds of the module docstring."""
+
+    __slots__ = ("_counted", "_deadline", "_guard", "_head_bytes", "_ip")
+
+    def __init__(self, manager: Any, guard: HandshakeGuard, **kwargs: Any) -> None:
+        super().__init__(manager, keepalive_timeout=guard.timeout, **kwargs)
+        self._guard = guard
+        self._ip = ""
+        self._counted = False  # holds one of its address's unfinished connections
+        self._head_bytes = 0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        guard = self._guard
+        # Armed before aiohttp's keep-alive deadline (the same bound), so it fires first.
+        self._deadline = self._loop.call_later(guard.timeout, self._head_deadline)
+        super().connection_made(transport)
+        if guard.enter(self._ip):
+            self._counted = True
+            return
+        guard.closed("too_many_unfinished", self._ip)
+        self._refuse(429, "Too Many Requests", "too_many_connections", "too many connections")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_counting()
+        super().connection_lost(exc)
+
+    def became_member(self) -> None:
+        """Upgraded to a member's WebSocket: no longer an unfinished connection."""
+        self._stop_counting()
+
+    def _stop_counting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._counted:
+            self._counted = False
+            self._guard.leave(self._ip)
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgraded:
+            super().data_received(data)
+            return
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:
+            self._head_bytes = 0  # a head completed: what follows is its body or the next
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES and not self._force_close:
+            self._guard.closed("head_too_large", self._ip, bytes=self._head_bytes)
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                "bad_request",
+                f"the request head is over {MAX_REQUEST_HEAD_BYTES} bytes",
+            )
+
+    def _head_deadline(self) -> None:
+        self._deadline = None
+        if self._request_count == 0 and not self._force_close:
+            self._guard.closed("handshake_timeout", self._ip, bytes=self._head_bytes)
+            self.force_close()
+
+    def _refuse(self, status: int, phrase: str, code: str, message: str) -> None:
+        """Answer with the JSON error body (SPEC §1) and close, outside any request."""
+        body = json.dumps({"error": code, "message": message}).encode()
+        transport = self.transport
+        if transport is not None:
+            transport.write(
+                b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (status, phrase.encode(), len(body), body)
+            )
+        self.force_close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A malformed request (the client's fault, status < 500) is answered with the
+        JSON error body, echoing nothing of the request, and logged at INFO without a
+        traceback; anything else is aiohttp's (a 500 is a bug, with its traceback)."""
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        self._guard.closed("malformed_request", self._ip, error=type(exc).__name__)
+        response = web.json_response(
+            {"error": "bad_request", "message": "malformed HTTP request"}, status=status
+        )
+        response.force_close()
+        return response
+
+
+class GuardedSite(web.SockSite):
+    """``SockSite`` serving ``GuardedRequestHandler`` instead of aiohttp's own."""
+
+    __slots__ = ("_factory",)
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: Any, factory: Callable[[], RequestHandler], **kw: Any
+    ) -> None:
+        super().__init__(runner, sock, **kw)
+        self._factory = factory
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory, sock=self._sock, backlog=self._backlog
+        )
