@@ -9,6 +9,7 @@ FAILS the test that needs it, naming how to install it; nothing is skipped.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,52 @@ def nginx_upstream_servers(text: str) -> list[str]:
         args.split()[0]
         for args in nginx_directives(nginx_block(text, "upstream callroom"), "server")
     ]
+
+
+# -- deploy/Dockerfile -------------------------------------------------------------------
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+
+
+def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage (from one FROM to the next)."""
+    result: list[list[tuple[str, str]]] = []
+    for instruction in instructions():
+        if instruction[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(instruction)
+    return result
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, args in stage:
+        if name == "ENV":
+            for word in shlex.split(args):
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
+
+
+def the(name: str, stage: list[tuple[str, str]]) -> str:
+    """The arguments of the one ``name`` instruction of a stage."""
+    found = [args for instruction, args in stage if instruction == name]
+    assert len(found) == 1, f"{name}: {found}"
+    return found[0]

@@ -18,9 +18,10 @@ from deploy_support import (
     load_yaml_all,
     run,
     settings_fields,
+    stages,
+    the,
     tool,
 )
-from test_dockerfile import stages, the
 
 KUSTOMIZATION = KUBERNETES / "kustomization.yaml"
 SECRET_EXAMPLE = KUBERNETES / "secret.example.yaml"
