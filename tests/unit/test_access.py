@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from callroom.room.commands import (
+    AcceptScreenshare,
+    AcceptWaiting,
+    Command,
+    DemoteHost,
+    DenyScreenshare,
+    DenyWaiting,
+    EndRoom,
+    KickParticipant,
+    LockRoom,
+    LowerHand,
+    Ping,
+    PromoteHost,
+    RaiseHand,
+    StopScreenshare,
+    UnbanParticipant,
+    UnlockRoom,
+)
 from callroom.server.access import RefusalLog, method_label
+from callroom.server.audit import audit_action
 
 
 async def test_refusal_lines_are_limited_per_reason_per_second() -> None:
@@ -47,3 +68,32 @@ async def test_close_reports_every_reason() -> None:
 def test_method_label_is_bounded() -> None:
     assert method_label("GET") == "GET"
     assert method_label("BREW") == "other"
+
+
+@pytest.mark.parametrize(
+    ("command", "action"),
+    [
+        (AcceptWaiting("bob"), "admit"),
+        (DenyWaiting("bob"), "deny"),
+        (KickParticipant("bob", ban=False), "kick"),
+        (KickParticipant("bob", ban=True), "ban"),
+        (UnbanParticipant("bob"), "unban"),
+        (PromoteHost("bob"), "promote"),
+        (DemoteHost("bob"), "demote"),
+        (LockRoom(), "lock"),
+        (EndRoom(), "end_room"),
+        (UnlockRoom(), "unlock"),
+        (AcceptScreenshare("bob"), "approve_screenshare"),
+        (DenyScreenshare("bob"), "deny_screenshare"),
+        (StopScreenshare("bob"), "stop_screenshare"),
+        (LowerHand("bob"), "lower_hand"),
+        # A member acting on itself, or no moderation at all: no audit line.
+        (StopScreenshare(None), None),
+        (StopScreenshare("alice"), None),
+        (LowerHand(None), None),
+        (RaiseHand(), None),
+        (Ping(), None),
+    ],
+)
+def test_audit_actions(command: Command, action: str | None) -> None:
+    assert audit_action("alice", command) == action

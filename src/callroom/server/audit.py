@@ -52,17 +52,24 @@ _ACTIONS: dict[type[Command], str] = {
 AUDITED: frozenset[type[Command]] = frozenset(_ACTIONS)
 
 
-def audit_command(actor: str, room: str, command: Command) -> None:
-    """Log ``command`` of ``actor`` if it is a moderation action (it took effect)."""
+def audit_action(actor: str, command: Command) -> str | None:
+    """The audit action of ``actor``'s ``command``; None when it is no moderation."""
     action = _ACTIONS.get(type(command))
     if action is None:
-        return
-    target: str | None = getattr(command, "client_id", None)
-    if isinstance(command, StopScreenshare | LowerHand) and target in (None, actor):
-        return  # a member stopping its own share or lowering its own hand
+        return None
+    if isinstance(command, StopScreenshare | LowerHand) and command.client_id in (None, actor):
+        return None  # a member stopping its own share or lowering its own hand
     if isinstance(command, KickParticipant) and command.ban:
-        action = "ban"
-    audit(action, actor=actor, target=target, room=room, via="ws")
+        return "ban"
+    return action
+
+
+def audit_command(actor: str, room: str, command: Command) -> None:
+    """Log ``command`` of ``actor`` if it is a moderation action (it took effect)."""
+    action = audit_action(actor, command)
+    if action is not None:
+        target: str | None = getattr(command, "client_id", None)
+        audit(action, actor=actor, target=target, room=room, via="ws")
 
 
 def audit(action: str, *, actor: str, target: str | None, room: str, via: str) -> None:
