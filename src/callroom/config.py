@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from callroom.errors import ConfigError
+from callroom.server.proxies import parse_networks
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -24,6 +25,8 @@ SUPPORTED_ALGORITHMS = frozenset(
 # measuring what the durable store costs (docs/performance.md). Never the default.
 MEMORY_DATABASE = "memory://"
 _ORIGIN_RE = re.compile(r"^(https?)://[^/\s:]+(:\d{1,5})?$")
+# No braces (they would change the keys' Redis Cluster hash tags), no spaces.
+_REDIS_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def _split(value: Any) -> Any:
@@ -61,10 +64,13 @@ class Settings(BaseSettings):
     PORT: int = Field(8080, ge=0, le=65535)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "json"
+    # SPEC §9: peers whose X-Forwarded-For / Forwarded headers are believed (CIDR list).
+    TRUSTED_PROXIES: CommaList = ()
 
     # Storage
     DATABASE_URL: str = "sqlite:///./callroom.db"
     REDIS_URL: str | None = None
+    REDIS_PREFIX: str = "callroom"  # SPEC §9: starts every key and channel
     CHAT_HISTORY_LIMIT: int = Field(100, ge=1, le=100_000)
     CHAT_RETENTION_DAYS: int | None = Field(None, ge=1)
 
@@ -95,7 +101,12 @@ class Settings(BaseSettings):
     DEV_MODE: bool = False
 
     _split_lists = field_validator(
-        "AUTH_ALGORITHMS", "ALLOWED_ORIGINS", "STUN_URLS", "TURN_URLS", mode="before"
+        "AUTH_ALGORITHMS",
+        "ALLOWED_ORIGINS",
+        "STUN_URLS",
+        "TURN_URLS",
+        "TRUSTED_PROXIES",
+        mode="before",
     )(_split)
 
     @field_validator("AUTH_ALGORITHMS")
@@ -118,6 +129,19 @@ class Settings(BaseSettings):
             if origin != "*" and not _ORIGIN_RE.match(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://host[:port]")
         return tuple(origin.lower() for origin in value)
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)  # ValueError names the bad entry
+        return value
+
+    @field_validator("REDIS_PREFIX")
+    @classmethod
+    def _check_redis_prefix(cls, value: str) -> str:
+        if not _REDIS_PREFIX_RE.match(value):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

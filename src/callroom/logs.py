@@ -4,19 +4,30 @@ With ``LOG_FORMAT=json`` every line the process writes is one JSON object (SPEC 
 stdlib loggers (aiohttp, asyncio, alembic) are routed through the same processors.
 Per-connection context (``conn_id``, ``room``, ``kind``, ``client_id``) is bound with
 structlog's contextvars in the connection task (DESIGN "Logs and metrics").
-A token never reaches a log line: access logs are off, and ``redact_tokens`` scrubs any
-``token=`` query value and bearer header that a third-party message might carry (SPEC §1).
+A token never reaches a log line: access lines carry the path without its query string,
+and ``redact_tokens`` scrubs any ``token=`` query value and bearer header that a
+third-party message might carry (SPEC §1).
+
+Every line carries ``node`` and ``version`` (SPEC §9): ``node`` is ``NODE_ID``, 12 random
+hex digits drawn at each process start (the ``listening`` line names the host and the
+process id it belongs to); it starts every connection id of the process, so connection
+ids are unique across nodes, and it is the node's id in Redis (``CLIENT LIST`` names).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import sys
 from typing import Any
 
 import structlog
 from structlog.typing import EventDict, Processor
+
+from callroom import __version__
+
+NODE_ID = secrets.token_hex(6)
 
 _TOKEN_RE = re.compile(
     r"(token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9\-_\.=]+|eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*"
@@ -35,6 +46,13 @@ def redact_tokens(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+def add_node(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    """Processor: the node id and the version on every line (SPEC §9)."""
+    event_dict.setdefault("node", NODE_ID)
+    event_dict.setdefault("version", __version__)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and the stdlib root logger to write to stderr."""
     shared: list[Processor] = [
@@ -42,6 +60,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_node,
         structlog.processors.format_exc_info,
         redact_tokens,
     ]
@@ -70,7 +89,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp's access log would carry the query string, and so the token (SPEC §1).
+    # aiohttp's access log would carry the query string, and so the token (SPEC §1): the
+    # node writes its own access lines (``callroom.server.access``), without it.
     logging.getLogger("aiohttp.access").disabled = True
     # Chatty libraries: one line per JWKS request, per alembic plugin.
     for name in ("httpx", "httpcore", "alembic.runtime.plugins"):

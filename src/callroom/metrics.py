@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from callroom import __version__
 from callroom.auth.verifier import AUTH_FAILURE_REASONS
 from callroom.room.protocol import EVENT_LABELS
 
@@ -107,10 +108,38 @@ class _HotCollector(Collector):
         )
 
 
+READY_PARTS = ("store", "keys", "bus")
+JWKS_OUTCOMES = ("ok", "error")
+
+
+class RedisMetrics:
+    """The Redis link (SPEC §9), exported only by a node with ``REDIS_URL``."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.up = Gauge(
+            "callroom_redis_up", "1 while the node's Redis subscriber is connected", registry=r
+        )
+        self.reconnects = Counter(
+            "callroom_redis_reconnects",
+            "Redis connections made again after one was lost",
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "callroom_redis_publish_failures",
+            "Publishes (chat, signaling, deliveries) lost because Redis failed",
+            registry=r,
+        )
+        self.cas_retries = Counter(
+            "callroom_redis_cas_retries",
+            "Room transitions run again after another node changed the room first",
+            registry=r,
+        )
+
+
 class Metrics:
     """One registry per server instance (tests run several servers in one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, redis: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # The process's memory, CPU and collector counts (process_*, python_gc_*): a
@@ -174,6 +203,57 @@ class Metrics:
             "callroom_pre_upgrade_closes",
             "Connections closed before they made a complete request or became members, by reason",
             ["reason"],
+            registry=r,
+        )
+
+        # SPEC §9 (operating in production): build, readiness, capacity, dependencies.
+        Gauge(
+            "callroom_build_info", "The running version (always 1)", ["version"], registry=r
+        ).labels(version=__version__).set(1)
+        self.ready = Gauge(
+            "callroom_ready",
+            "1 when the part is usable (refreshed by /readyz and by each scrape)",
+            ["part"],
+            registry=r,
+        )
+        for part in READY_PARTS:
+            self.ready.labels(part=part)
+        self.max_connections = Gauge(
+            "callroom_max_connections", "The MAX_CONNECTIONS setting", registry=r
+        )
+        self.redis = RedisMetrics(r) if redis else None
+        self.store_failures = Counter(
+            "callroom_chat_store_failures",
+            "Chat store errors met (a failed transaction, group commit or reconnect probe)",
+            registry=r,
+        )
+        self.jwks_fetches = Counter(
+            "callroom_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=r
+        )
+        for outcome in JWKS_OUTCOMES:
+            self.jwks_fetches.labels(outcome=outcome)
+        self.jwks_breaker_open = Gauge(
+            "callroom_jwks_breaker_open",
+            "1 while the JWKS circuit breaker refuses to fetch",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "callroom_http_requests",
+            "HTTP requests (WebSocket handshakes included) by route template, method, status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "callroom_http_request_seconds",
+            "Time to answer an HTTP request (a WebSocket handshake: until the upgrade)",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.join_seconds = Histogram(
+            "callroom_join_seconds",
+            "From the upgrade request to the room_state sent",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
 

@@ -228,6 +228,14 @@ async def test_unfinished_connections_of_one_address_are_capped_members_are_not(
         await member.close()
 
 
+async def test_a_trusted_proxy_is_not_capped_as_one_address(start_server: StartServer) -> None:
+    server = await start_server(MAX_CONNECTIONS_PER_IP="2", TRUSTED_PROXIES="127.0.0.1/32")
+    silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(4)]
+    assert await _answers_health(server)  # a fifth connection of the proxy is served
+    for _, writer in silent:
+        writer.close()
+
+
 async def _answers_health(server: Server) -> bool:
     with contextlib.suppress(Exception):
         status, _ = await http_get(server, "/healthz")
@@ -270,20 +278,29 @@ async def test_a_malformed_request_gets_json_400_echoing_nothing_logged_at_info(
     assert not [entry for entry in server.logs if entry.get("level") == "error"]
 
 
-async def test_malformed_request_lines_are_throttled(start_server: StartServer) -> None:
+async def test_malformed_request_lines_are_throttled_and_the_rest_counted(
+    start_server: StartServer,
+) -> None:
     server = await start_server()
-    for _ in range(30):
+
+    async def malformed() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
         await closed_by_server(reader, within=5)
         writer.close()
+
+    await asyncio.gather(*(malformed() for _ in range(30)))  # sent at once
     assert (
         await metric_value(
             server, "callroom_pre_upgrade_closes_total", '{reason="malformed_request"}'
         )
         == 30
     )
-    assert 1 <= len(server.events("connection_refused")) <= 20  # 10 a second at most
+    await wait_until(lambda: bool(server.events("refusals_suppressed")))
+    logged = len(server.events("connection_refused"))
+    suppressed = sum(line["suppressed"] for line in server.events("refusals_suppressed"))
+    assert logged <= 20  # 10 a second per reason
+    assert logged + suppressed == 30
 
 
 # -- A raw WebSocket member ---------------------------------------------------------------

@@ -7,7 +7,6 @@ import struct
 
 import pytest
 
-from callroom.server.guard import LogThrottle
 from callroom.server.inbound import COST_UNIT_BYTES, FrameBudget, FrameGate, UnmaskedFrame
 
 
@@ -77,10 +76,3 @@ def test_a_frame_never_costs_more_than_a_full_bucket() -> None:
 def test_the_violation_bucket_runs_out_after_a_burst_of_refusals() -> None:
     budget = FrameBudget(rate_per_second=0.000001, burst=2)
     assert [budget.tolerate() for _ in range(3)] == [True, True, False]
-
-
-def test_the_log_throttle_lets_a_burst_through_then_counts_what_it_held_back() -> None:
-    throttle = LogThrottle(per_second=3)
-    assert [throttle.allow() for _ in range(5)] == [0, 0, 0, None, None]
-    throttle._last -= 1.0  # a second later
-    assert throttle.allow() == 2

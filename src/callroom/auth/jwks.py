@@ -129,8 +129,11 @@ class JwksCache:
         breaker_cooldown: float = 30,
         breaker_max_cooldown: float = 300,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_fetch: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_fetch(ok)`` is told of every fetch's outcome (for metrics)."""
         self._url = url
+        self._on_fetch = on_fetch
         self._refresh_seconds = refresh_seconds
         self._unknown_kid_min_interval = unknown_kid_min_interval
         self._clock = clock
@@ -269,10 +272,14 @@ class JwksCache:
             keys = await self._download()
         except Exception as exc:  # any failure keeps the cached keys (SPEC §5)
             self._on_failure(f"{type(exc).__name__}: {exc}")
+            if self._on_fetch is not None:
+                self._on_fetch(False)
             return False
         finally:
             self._inflight = None
         self._on_success(keys)
+        if self._on_fetch is not None:
+            self._on_fetch(True)
         return True
 
     async def _download(self) -> KeySet:

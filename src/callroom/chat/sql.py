@@ -266,6 +266,7 @@ class SqlChatHistory:
         connect_timeout: float = CONNECT_TIMEOUT,
         statement_timeout: float = STATEMENT_TIMEOUT,
         on_commit: Callable[[int, float], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         """``retry_interval``: seconds after a failed probe during which calls fail at once.
 
@@ -278,6 +279,8 @@ class SqlChatHistory:
         wait for another writer's lock) bound how long a call waits for a store that hangs.
         ``on_commit(messages, seconds)`` is told of every group commit that succeeded (for
         metrics): how many adds it answered and how long storing them took.
+        ``on_failure()`` is told of every store error met (a failed transaction, group
+        commit or reconnect probe; not the calls refused while the store is known down).
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -301,6 +304,7 @@ class SqlChatHistory:
         self._next_batch_at = 0.0  # ``time.monotonic()`` before which no batch starts
         self._pause: asyncio.Future[None] | None = None  # the writer's wait for that time
         self._on_commit = on_commit
+        self._on_failure = on_failure
         self._queue: deque[_QueuedAdd] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -567,6 +571,8 @@ class SqlChatHistory:
             self.last_error = None
 
     def _failed(self, exc: BaseException) -> None:
+        if self._on_failure is not None:
+            self._on_failure()
         if self._ready or self.last_error is None:
             log.warning("chat store unavailable: %s", _describe(exc))
         self._ready = False

@@ -1,12 +1,15 @@
 """The node's Redis connections (SPEC §7): shared room records, room channels, liveness.
 
-**Keys.** Every key of one room carries the room's hash tag (``{kind:roomId}``), so the
-design holds on a Redis Cluster (SPEC §7): ``callroom:{k}:room`` is a hash with the
-record's version ``v`` and the record ``s`` (``callroom.cluster.wire``), and
-``callroom:{k}:bus`` is its channel. Across rooms: ``callroom:rooms`` (the set of open
-rooms, for the admin API), ``callroom:nodes`` (node ids), ``callroom:node:<id>`` (a node's
-liveness, with a time to live) and ``callroom:node:<id>:rooms`` (rooms where a node holds
-sessions or grace timers, for the sweep after it dies).
+**Keys.** Every key and channel starts with ``REDIS_PREFIX`` (default ``callroom``, shown
+as ``P`` here; SPEC §9: deployments sharing one Redis must not see each other, and
+pub/sub ignores database numbers). Every key of one room carries the room's hash tag
+(``{kind:roomId}``), so the design holds on a Redis Cluster (SPEC §7): ``P:{k}:room`` is
+a hash with the record's version ``v`` and the record ``s`` (``callroom.cluster.wire``),
+and ``P:{k}:bus`` is its channel. Across rooms: ``P:rooms`` (the set of open rooms, for
+the admin API), ``P:nodes`` (node ids), ``P:node:<id>`` (a node's liveness, with a time
+to live), ``P:node:<id>:rooms`` (rooms where a node holds sessions or grace timers, for
+the sweep after it dies), ``P:node:<id>:bus`` (deliveries to one node) and
+``P:sweep:<id>`` (the claim on a dead node's sweep).
 
 **Order.** Room commands (loads, compare-and-sets, deliveries) go through one connection
 in the order they were called (``_Writer``): whatever is queued while the previous batch
@@ -39,6 +42,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 
 from callroom.errors import StoreUnavailable
+from callroom.metrics import RedisMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -71,25 +75,25 @@ return 1
 """
 
 
-def room_hash(key: str) -> str:
-    return f"{PREFIX}:{{{key}}}:room"
+def room_hash(key: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:{{{key}}}:room"
 
 
-def room_channel(key: str) -> str:
-    return f"{PREFIX}:{{{key}}}:bus"
+def room_channel(key: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:{{{key}}}:bus"
 
 
-def node_channel(node_id: str) -> str:
+def node_channel(node_id: str, prefix: str = PREFIX) -> str:
     """The channel of deliveries addressed to one node (signaling: one recipient)."""
-    return f"{PREFIX}:node:{node_id}:bus"
+    return f"{prefix}:node:{node_id}:bus"
 
 
-def node_key(node_id: str) -> str:
-    return f"{PREFIX}:node:{node_id}"
+def node_key(node_id: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:node:{node_id}"
 
 
-def node_rooms_key(node_id: str) -> str:
-    return f"{PREFIX}:node:{node_id}:rooms"
+def node_rooms_key(node_id: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:node:{node_id}:rooms"
 
 
 async def finish(task: asyncio.Task[Any]) -> None:
@@ -152,11 +156,13 @@ class _Writer:
     """
 
     pool: ConnectionPool
+    metrics: RedisMetrics | None = None
     queue: deque[_Command] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     connection: AbstractConnection | None = None
     in_flight: list[_Command] = field(default_factory=list)
+    dropped: bool = False  # a connection was lost: the next one is a reconnect
 
     def call(self, *args: Any, answer: bool = True) -> asyncio.Future[Any] | None:
         return self.call_packed(args[0], pack(args), answer=answer)
@@ -192,6 +198,9 @@ class _Writer:
                     connection = self.pool.make_connection()  # type: ignore[no-untyped-call]
                     await connection.connect()
                     self.connection = connection
+                    if self.dropped and self.metrics is not None:
+                        self.metrics.reconnects.inc()
+                    self.dropped = False
                 packed = b"".join([command.packed for command in batch])
                 await connection.send_packed_command(packed, check_health=False)
                 for _ in batch:
@@ -202,16 +211,27 @@ class _Writer:
         except (*REDIS_ERRORS, TimeoutError) as exc:
             log.warning("redis_write_failed", error=str(exc), commands=len(batch))
             await self._drop_connection()
+            self.dropped = True
+            self._count_lost(batch)
             _fail(batch)
             return
         for command, result in zip(batch, results, strict=True):
             future = command.future
             if isinstance(result, Exception):
                 log.warning("redis_command_failed", command=command.name, error=str(result))
+                self._count_lost((command,))
                 if future is not None and not future.done():
                     future.set_exception(StoreUnavailable("redis"))
             elif future is not None and not future.done():
                 future.set_result(result)
+
+    def _count_lost(self, commands: Iterable[_Command]) -> None:
+        """``callroom_redis_publish_failures_total``: chat messages, signals, deliveries
+        that Redis did not take (their senders were answered already)."""
+        if self.metrics is not None:
+            lost = sum(1 for command in commands if command.name == "PUBLISH")
+            if lost:
+                self.metrics.publish_failures.inc(lost)
 
     async def _drop_connection(self) -> None:
         connection, self.connection = self.connection, None
@@ -244,8 +264,14 @@ class RedisLink:
         *,
         on_message: Callable[[str, bytes], None],
         on_resync: Callable[[bool], Awaitable[None]],
+        prefix: str = PREFIX,
+        metrics: RedisMetrics | None = None,
     ) -> None:
         self.node_id = node_id
+        self.prefix = prefix
+        self._metrics = metrics
+        self._rooms_index = f"{prefix}:rooms"
+        self._nodes = f"{prefix}:nodes"
         # Named connections: `CLIENT LIST` tells an operator which node holds which.
         self._redis: Redis = Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5, client_name=f"callroom:{node_id}"
@@ -256,7 +282,8 @@ class RedisLink:
         self._writer = _Writer(
             ConnectionPool.from_url(
                 url, socket_connect_timeout=2, client_name=f"callroom-rooms:{node_id}"
-            )
+            ),
+            metrics,
         )
         self._on_message = on_message
         self._on_resync = on_resync
@@ -264,11 +291,13 @@ class RedisLink:
         self._sub_lock = asyncio.Lock()
         self._channels: dict[str, asyncio.Future[None]] = {}  # key → subscribe confirmed
         self._keys: dict[bytes, str] = {}  # room channel → room key, for every subscribed
-        self._own_channel = node_channel(node_id).encode()
+        self._own_channel = node_channel(node_id, prefix).encode()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()  # UNSUBSCRIBEs being sent
         self.subscribed = False  # the subscriber connection is up
         self._run_id: str | None = None  # of the Redis process last connected to
+        if metrics is not None:
+            metrics.up.set_function(lambda: float(self.subscribed))
 
     # -- life -----------------------------------------------------------------------
 
@@ -302,13 +331,13 @@ class RedisLink:
 
     async def load(self, key: str) -> tuple[int, bytes | None]:
         """The room's version and record (None: no open room)."""
-        future = self._writer.call("HMGET", room_hash(key), "v", "s")
+        future = self._writer.call("HMGET", room_hash(key, self.prefix), "v", "s")
         assert future is not None
         version, record = await future
         return int(version or 0), (record or None)
 
     async def load_many(self, keys: list[str]) -> list[bytes | None]:
-        futures = [self._writer.call("HGET", room_hash(key), "s") for key in keys]
+        futures = [self._writer.call("HGET", room_hash(key, self.prefix), "s") for key in keys]
         return [(await future) or None for future in futures if future is not None]
 
     async def cas(self, key: str, expected: int, record: bytes | None, message: bytes) -> bool:
@@ -318,11 +347,11 @@ class RedisLink:
             "EVAL",
             CAS_SCRIPT,
             1,
-            room_hash(key),
+            room_hash(key, self.prefix),
             expected,
             expected + 1,
             b"" if record is None else record,
-            room_channel(key),
+            room_channel(key, self.prefix),
             message,
             CLOSED_RECORD_MS,
         )
@@ -331,7 +360,7 @@ class RedisLink:
 
     def publish(self, key: str, message: bytes) -> None:
         """Publish on the room's channel, after every room command called before."""
-        channel = room_channel(key).encode()
+        channel = room_channel(key, self.prefix).encode()
         self._writer.call_packed("PUBLISH", pack_publish(channel, message), answer=False)
 
     def publish_to_node(self, node_id: str, key: str, message: bytes) -> None:
@@ -339,11 +368,11 @@ class RedisLink:
         called before. It reaches that node in order with the room's channel: both are
         heard on its one subscriber connection, in the order Redis ran the publishes."""
         addressed = key.encode() + b"\x00" + message
-        packed = pack_publish(node_channel(node_id).encode(), addressed)
+        packed = pack_publish(node_channel(node_id, self.prefix).encode(), addressed)
         self._writer.call_packed("PUBLISH", packed, answer=False)
 
     def index_room(self, key: str, *, open_: bool) -> None:
-        self._writer.call("SADD" if open_ else "SREM", ROOMS_INDEX, key, answer=False)
+        self._writer.call("SADD" if open_ else "SREM", self._rooms_index, key, answer=False)
 
     async def _members(self, name: str) -> set[bytes]:
         members: set[bytes] = await self._redis.execute_command("SMEMBERS", name)  # type: ignore[no-untyped-call]
@@ -351,7 +380,7 @@ class RedisLink:
 
     async def open_rooms(self) -> list[str]:
         try:
-            members = await self._members(ROOMS_INDEX)
+            members = await self._members(self._rooms_index)
         except REDIS_ERRORS:
             raise StoreUnavailable("redis") from None
         return sorted(m.decode() for m in members)
@@ -368,7 +397,7 @@ class RedisLink:
         confirmed = self._channels.get(key)
         if confirmed is None:
             confirmed = self._channels[key] = asyncio.get_running_loop().create_future()
-            self._keys[room_channel(key).encode()] = key
+            self._keys[room_channel(key, self.prefix).encode()] = key
             await self._send_sub("SUBSCRIBE", key)
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
@@ -382,7 +411,7 @@ class RedisLink:
         future = self._channels.pop(key, None)
         if future is None:
             return
-        del self._keys[room_channel(key).encode()]
+        del self._keys[room_channel(key, self.prefix).encode()]
         if not future.done():
             future.set_exception(StoreUnavailable("redis"))
             future.exception()  # retrieved: a waiter, if any, gets it through its shield
@@ -396,14 +425,17 @@ class RedisLink:
             if sub is None:
                 return  # the subscriber subscribes every channel when it connects
             with contextlib.suppress(*REDIS_ERRORS):
-                await sub.send_command(command, room_channel(key))
+                await sub.send_command(command, room_channel(key, self.prefix))
 
     async def _subscriber(self) -> None:
         attempt = 0
         while True:
             try:
+                reconnect = self._run_id is not None
                 restarted = await self._connect_subscriber()
                 attempt = 0
+                if reconnect and self._metrics is not None:
+                    self._metrics.reconnects.inc()
                 await self._on_resync(restarted)
                 await self._read()
             except REDIS_ERRORS as exc:
@@ -429,7 +461,7 @@ class RedisLink:
             self._sub = sub
             await sub.send_command("SUBSCRIBE", self._own_channel)
             for key in list(self._channels):
-                await sub.send_command("SUBSCRIBE", room_channel(key))
+                await sub.send_command("SUBSCRIBE", room_channel(key, self.prefix))
             self.subscribed = True
         log.info("redis_subscriber_connected", restarted=restarted)
         return restarted
@@ -464,39 +496,39 @@ class RedisLink:
     async def beat(self, ttl_seconds: float) -> None:
         """Say this node lives for ``ttl_seconds`` more."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(node_key(self.node_id), "1", px=int(ttl_seconds * 1000))
-            pipe.sadd(NODES, self.node_id)
+            pipe.set(node_key(self.node_id, self.prefix), "1", px=int(ttl_seconds * 1000))
+            pipe.sadd(self._nodes, self.node_id)
             await pipe.execute()
 
     async def goodbye(self) -> None:
         """This node stops: its liveness key goes at once, so others take over at their
         next sweep (its rooms stay listed for them)."""
-        await self._redis.delete(node_key(self.node_id))
+        await self._redis.delete(node_key(self.node_id, self.prefix))
 
     async def dead_nodes(self) -> list[str]:
-        nodes = sorted(n.decode() for n in await self._members(NODES))
+        nodes = sorted(n.decode() for n in await self._members(self._nodes))
         others = [n for n in nodes if n != self.node_id]
         if not others:
             return []
-        alive = await self._redis.mget([node_key(n) for n in others])
+        alive = await self._redis.mget([node_key(n, self.prefix) for n in others])
         return [n for n, mark in zip(others, alive, strict=True) if mark is None]
 
     async def claim(self, dead: str, ttl_seconds: float) -> bool:
         """Take the sweep of a dead node; one node gets it."""
-        lock = f"{PREFIX}:sweep:{dead}"
+        lock = f"{self.prefix}:sweep:{dead}"
         return bool(await self._redis.set(lock, self.node_id, nx=True, px=int(ttl_seconds * 1000)))
 
     async def rooms_of(self, node_id: str) -> list[str]:
-        return sorted(k.decode() for k in await self._members(node_rooms_key(node_id)))
+        return sorted(k.decode() for k in await self._members(node_rooms_key(node_id, self.prefix)))
 
     async def forget(self, node_id: str) -> None:
         """A swept node is gone for good."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(node_rooms_key(node_id))
-            pipe.srem(NODES, node_id)
+            pipe.delete(node_rooms_key(node_id, self.prefix))
+            pipe.srem(self._nodes, node_id)
             await pipe.execute()
 
     def hold_room(self, key: str, *, held: bool) -> None:
         """Record (or forget) that this node holds sessions or timers in ``key``."""
         command = "SADD" if held else "SREM"
-        self._writer.call(command, node_rooms_key(self.node_id), key, answer=False)
+        self._writer.call(command, node_rooms_key(self.node_id, self.prefix), key, answer=False)

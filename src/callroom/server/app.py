@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from callroom.errors import HandshakeCode, HandshakeRefused
+from callroom.server.access import access
 from callroom.server.handshake import origin_allowed
 from callroom.server.http_api import dev_routes, routes
 from callroom.server.http_common import NODE_KEY, json_error
@@ -73,7 +74,7 @@ async def _read_body(request: web.Request, seconds: float) -> None:
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_and_cors], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[access, errors_and_cors], client_max_size=64 * 1024)
     app[NODE_KEY] = node
     app.router.add_routes(routes)
     if node.settings.DEV_MODE:

@@ -82,6 +82,7 @@ from callroom.room import core
 from callroom.room.commands import AddChat, Command, DeleteChat, Ping, Signal
 from callroom.room.encode import encode_bytes, encode_split_bytes
 from callroom.room.model import Effects, Identity, Room, Send
+from callroom.server.audit import audit_command
 from callroom.server.connection import Connection, is_leave
 from callroom.server.framing import text_frame
 from callroom.server.hub import PONG_BYTES, WAITING_COMMANDS, Hub, _deliver, now_ms
@@ -173,7 +174,12 @@ class ClusterHub(Hub):
         assert settings.REDIS_URL is not None
         self.node_id = node_id or new_node_id()
         self.link = RedisLink(
-            settings.REDIS_URL, self.node_id, on_message=self.on_message, on_resync=self.resync
+            settings.REDIS_URL,
+            self.node_id,
+            on_message=self.on_message,
+            on_resync=self.resync,
+            prefix=settings.REDIS_PREFIX,
+            metrics=metrics.redis,
         )
         self.shared: dict[str, Shared] = {}  # replicas of the rooms this node is in
         self.versions: dict[str, int] = {}
@@ -252,6 +258,8 @@ class ClusterHub(Hub):
                         self.link.index_room(key, open_=False)
                         self.metrics.rooms_closed.inc()
                     return change
+                if self.metrics.redis is not None:  # another node changed the room first
+                    self.metrics.redis.cas_retries.inc()
         log.warning("room_transition_contended", room=key, attempts=CAS_ATTEMPTS)
         raise StoreUnavailable("redis")
 
@@ -306,8 +314,7 @@ class ClusterHub(Hub):
                 target = sessions.pop(close.client_id, None)
                 if target is not None:
                     target.detached = True
-                    target.close(close.code, close.reason)
-                    self.metrics.closes.labels(code=str(int(close.code))).inc()
+                    target.close(close.code, close.reason)  # counted at its end
         if sent:
             self.metrics.messages_sent.inc(sent)
         if fresh and shared is None:
@@ -599,6 +606,7 @@ class ClusterHub(Hub):
                 core.event_name(command),
             ) from None
         if change is not None:
+            audit_command(cid, conn.room_key, command)  # SPEC §9: it took effect
             await self._seen(conn.room_key, change.version)
 
     def broadcast(self, key: str, recipients: tuple[str, ...], text: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from callroom.errors import CloseCode
+from callroom.logs import NODE_ID
 from callroom.server.inbound import FrameBudget
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ class Connection:
         self.room_id = room_id
         self.room_key = f"{kind}:{room_id}"
         self.ip = ip
-        self.conn_id = f"c{next(_ids)}"
+        # Unique across nodes (SPEC §9): the process's node id, then a number.
+        self.conn_id = f"{NODE_ID}-c{next(_ids)}"
         self.max_buffer = max_buffer
         self.slow_counter = slow_counter
         self.outbox = outbox

@@ -12,11 +12,12 @@ and fill the error log. Here every connection, from its first byte to its upgrad
   same bound); a request body must arrive within as long after its head (``app.py``);
 - counts against its address's unfinished connections: an address may hold at most
   ``MAX_CONNECTIONS_PER_IP`` connections that are not (yet) members; one more is answered
-  429 ``too_many_connections`` and closed. Trusted proxies are exempt: they carry many
-  clients' connections, which the per-IP limits of the handshake count one by one;
+  429 ``too_many_connections`` and closed. Peers in ``TRUSTED_PROXIES`` are exempt: they
+  carry many clients' connections, which the per-IP limits of the handshake count one
+  by one, by the forwarded address;
 - may send at most ``MAX_REQUEST_HEAD_BYTES`` of request line and headers (431);
-- gets a JSON 400 for a malformed request, logged at INFO without a traceback, and at
-  most ``LOG_LINES_PER_SECOND`` such lines a second (the rest are counted in the next).
+- gets a JSON 400 for a malformed request, logged at INFO without a traceback, within
+  the refusal lines' rate limit (``access.RefusalLog``: 10 a second per reason).
 
 A connection stops counting as unfinished once it is upgraded to a member's WebSocket
 (``became_member``); from then on the room's own limits apply.
@@ -26,17 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from callroom.server.proxies import Network, is_trusted, parse_address
+
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
     from prometheus_client import Counter
+
+    from callroom.server.access import RefusalLog
 
 log = structlog.get_logger(__name__)
 
@@ -47,34 +51,6 @@ MAX_HEADERS = 100
 # After an error answer, the unread rest of a body is read (so the answer is not lost to a
 # reset) for at most this long; aiohttp's default of 10 s would hold a hostile sender.
 LINGERING_SECONDS = 1.0
-LOG_LINES_PER_SECOND = 10.0
-
-
-class LogThrottle:
-    """At most ``per_second`` lines a second for client-caused events; the suppressed
-    ones are counted and reported on the next line that is let through."""
-
-    __slots__ = ("_allowance", "_last", "_per_second", "_suppressed")
-
-    def __init__(self, per_second: float = LOG_LINES_PER_SECOND) -> None:
-        self._per_second = per_second
-        self._allowance = per_second
-        self._last = time.monotonic()
-        self._suppressed = 0
-
-    def allow(self) -> int | None:
-        """None: suppress this line; else how many lines were suppressed before it."""
-        now = time.monotonic()
-        self._allowance = min(
-            self._per_second, self._allowance + (now - self._last) * self._per_second
-        )
-        self._last = now
-        if self._allowance < 1.0:
-            self._suppressed += 1
-            return None
-        self._allowance -= 1.0
-        suppressed, self._suppressed = self._suppressed, 0
-        return suppressed
 
 
 class HandshakeGuard:
@@ -86,14 +62,22 @@ class HandshakeGuard:
         timeout: float,
         per_ip: int,
         closes: Counter,
-        exempt: Callable[[str], bool] = lambda _ip: False,
+        lines: RefusalLog,
+        trusted: Sequence[Network] = (),
     ) -> None:
         self.timeout = timeout
         self.per_ip = per_ip
         self.closes = closes  # callroom_pre_upgrade_closes{reason}
-        self.exempt = exempt
-        self.throttle = LogThrottle()
+        self.lines = lines
+        self.trusted = trusted
         self._unfinished: dict[str, int] = {}
+
+    def exempt(self, ip: str) -> bool:
+        """A trusted proxy's connections are many clients': not capped per address."""
+        if not self.trusted:
+            return False
+        address = parse_address(ip)
+        return address is not None and is_trusted(address, self.trusted)
 
     def unfinished(self, ip: str) -> int:
         return self._unfinished.get(ip, 0)
@@ -120,11 +104,8 @@ class HandshakeGuard:
     def closed(self, reason: str, ip: str, **details: Any) -> None:
         """Count a connection closed by a bound, and log it within the throttle."""
         self.closes.labels(reason=reason).inc()
-        suppressed = self.throttle.allow()
-        if suppressed is not None:
-            log.info(
-                "connection_refused", reason=reason, client=ip, suppressed=suppressed, **details
-            )
+        if self.lines.allow(reason):
+            log.info("connection_refused", reason=reason, client=ip, **details)
 
 
 class GuardedRequestHandler(RequestHandler):

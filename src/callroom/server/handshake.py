@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from callroom.errors import HandshakeCode, HandshakeRefused
+from callroom.server.http_common import CLIENT_KEY
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -59,4 +60,6 @@ def ws_token(request: web.Request) -> str | None:
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address (SPEC §9): the access middleware worked it out from the peer
+    and, behind ``TRUSTED_PROXIES``, their forwarded headers."""
+    return request.get(CLIENT_KEY) or request.remote or "unknown"

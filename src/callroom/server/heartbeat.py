@@ -51,7 +51,7 @@ class Heartbeat:
         self._connections = connections
         self._interval = interval
         self._per_turn = per_turn
-        self._timeouts = timeouts  # callroom_ws_closes{code="1006"}
+        self._timeouts = timeouts  # sockets aborted (the node counts its 1006 closes in ws.py)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:

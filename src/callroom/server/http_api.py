@@ -26,6 +26,7 @@ from callroom.config import Settings
 from callroom.errors import HandshakeCode, HandshakeRefused, StoreUnavailable
 from callroom.room import core
 from callroom.room.model import Identity, Room
+from callroom.server.audit import audit
 from callroom.server.handshake import KINDS, ROOM_ID_RE, bearer_token
 from callroom.server.http_common import NODE_KEY, json_error
 
@@ -49,7 +50,9 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[NODE_KEY].metrics.render()
+    node = request.app[NODE_KEY]
+    await node.readiness()  # callroom_ready{part} as of this scrape (SPEC §9)
+    body = node.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -121,6 +124,7 @@ async def delete_room(request: web.Request) -> web.Response:
         raise _forbidden()
     if not await _rooms_call(hub.end(f"{kind}:{room_id}")):
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
+    audit("end_room", actor=identity.client_id, target=None, room=f"{kind}:{room_id}", via="api")
     return web.json_response({"status": "ended", "kind": kind, "roomId": room_id})
 
 

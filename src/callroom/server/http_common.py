@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from callroom.server.node import Node
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("callroom_node")
+# The client's address (SPEC §9: behind TRUSTED_PROXIES, from their forwarded headers),
+# stored in each request by the access middleware (``callroom.server.access``).
+CLIENT_KEY: web.RequestKey[str] = web.RequestKey("callroom_client", str)
 
 
 def json_error(code: HandshakeCode, message: str) -> web.Response:

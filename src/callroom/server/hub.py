@@ -41,6 +41,7 @@ from callroom.room.encode import (
     encode_tail,
 )
 from callroom.room.model import Close, Effects, Identity, Room, RoomRules, Send, SendView
+from callroom.server.audit import AUDITED, audit_command
 from callroom.server.connection import Connection, is_leave
 from callroom.server.framing import text_frame
 
@@ -210,8 +211,7 @@ class Hub:
                 target = sessions.pop(action.client_id, None)
                 if target is not None:
                     target.detached = True
-                    target.close(action.code, action.reason)
-                    self.metrics.closes.labels(code=str(int(action.code))).inc()
+                    target.close(action.code, action.reason)  # counted at its end
         if sent:
             self.metrics.messages_sent.inc(sent)
         if effects.room_closed:
@@ -280,6 +280,8 @@ class Hub:
         else:
             room = self._room(conn)
             self.apply(conn.room_key, core.handle(room, conn.client_id, command, self.rules))
+            if type(command) in AUDITED:  # SPEC §9: who did what to whom
+                audit_command(conn.client_id, conn.room_key, command)
 
     async def handle_waiting(self, conn: Connection, command: Command) -> None:
         """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""

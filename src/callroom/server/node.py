@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
+import os
 import socket
 import time
 from pathlib import Path
@@ -35,9 +37,11 @@ from callroom.chat.memory import MemoryChatHistory
 from callroom.chat.sql import SqlChatHistory
 from callroom.config import MEMORY_DATABASE, Settings
 from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused, StoreUnavailable
+from callroom.logs import NODE_ID
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
+from callroom.server.access import RefusalLog
 from callroom.server.connection import OutBox
 from callroom.server.guard import (
     LINGERING_SECONDS,
@@ -47,14 +51,18 @@ from callroom.server.guard import (
     GuardedSite,
     HandshakeGuard,
 )
-from callroom.server.heartbeat import ABNORMAL_CLOSURE, Heartbeat
+from callroom.server.heartbeat import Heartbeat
 from callroom.server.hub import Hub
 from callroom.server.limits import ConnectionLimiter
+from callroom.server.proxies import parse_networks
 
 log = structlog.get_logger(__name__)
 
 LISTEN_BACKLOG = 2048
 RETENTION_INTERVAL_SECONDS = 3600.0
+# Nodes started in this process: the first takes the process's NODE_ID as its id (in
+# Redis too), the others (tests run several in one process) a numbered variant of it.
+_node_numbers = itertools.count()
 
 
 def dev_settings(settings: Settings) -> Settings:
@@ -81,8 +89,17 @@ def build_history(settings: Settings, metrics: Metrics | None = None) -> ChatHis
         log.warning("chat history in memory only: it is lost when the process stops")
         return MemoryChatHistory(limit_per_room=settings.CHAT_HISTORY_LIMIT)
     on_commit = None if metrics is None else metrics.observe_store_commit
-    store = SqlChatHistory(settings.DATABASE_URL, on_commit=on_commit)
+    on_failure = None if metrics is None else metrics.store_failures.inc
+    store = SqlChatHistory(settings.DATABASE_URL, on_commit=on_commit, on_failure=on_failure)
     if settings.REDIS_URL:
+        if store.engine.dialect.name == "sqlite":
+            # Accepted (one machine may run several nodes on one file), but on many
+            # machines each node would keep a history of its own (SPEC §9).
+            log.warning(
+                "redis_with_sqlite",
+                message="REDIS_URL is set with a SQLite DATABASE_URL: nodes on other "
+                "machines do not share this chat history; use PostgreSQL",
+            )
         return store
     return CachedChatHistory(store, settings.CHAT_HISTORY_LIMIT)
 
@@ -104,7 +121,12 @@ class Node:
                 dev_keys = DevKeys.load_or_create(dev_key_file or Path(".callroom-dev-key.pem"))
         self.settings = settings
         self.dev_keys = dev_keys
-        self.metrics = Metrics()
+        number = next(_node_numbers)
+        self.node_id = NODE_ID if number == 0 else f"{NODE_ID}-{number}"
+        self.metrics = Metrics(redis=settings.REDIS_URL is not None)
+        self.metrics.max_connections.set(settings.MAX_CONNECTIONS)
+        self.trusted_proxies = parse_networks(settings.TRUSTED_PROXIES)
+        self.refusal_log = RefusalLog()
         self.limiter = ConnectionLimiter(settings.MAX_CONNECTIONS_PER_IP)
         self.protocol_limits = ProtocolLimits(
             chat_max_length=settings.CHAT_MAX_LENGTH, max_sdp_bytes=settings.MAX_SDP_BYTES
@@ -153,19 +175,25 @@ class Node:
         if settings.DEV_MODE and not settings.AUTH_JWKS_URL:
             jwks_url = f"http://127.0.0.1:{self.port}/dev/jwks.json"
         assert jwks_url is not None  # Settings refuses to build without one (SPEC §5)
-        self._jwks = JwksCache(jwks_url, refresh_seconds=settings.JWKS_REFRESH_SECONDS)
+        metrics = self.metrics
+        self._jwks = JwksCache(
+            jwks_url,
+            refresh_seconds=settings.JWKS_REFRESH_SECONDS,
+            on_fetch=lambda ok: metrics.jwks_fetches.labels(outcome="ok" if ok else "error").inc(),
+        )
+        jwks = self._jwks
+        metrics.jwks_breaker_open.set_function(lambda: float(jwks.breaker_open))
         self._verifier = TokenVerifier(settings, self._jwks)
         if settings.REDIS_URL:
             from callroom.server.cluster_hub import ClusterHub
 
-            self._hub = ClusterHub(settings, self.history, self._verifier, self.metrics)
+            self._hub = ClusterHub(
+                settings, self.history, self._verifier, metrics, node_id=self.node_id
+            )
         else:
-            self._hub = Hub(settings, self.history, self._verifier, self.metrics)
-        self._heartbeat = Heartbeat(
-            self._hub.connections,
-            settings.HEARTBEAT_INTERVAL_SECONDS,
-            timeouts=self.metrics.closes.labels(code=str(ABNORMAL_CLOSURE)),
-        )
+            self._hub = Hub(settings, self.history, self._verifier, metrics)
+        # A heartbeat timeout is counted (1006) where every close is: at the socket's end.
+        self._heartbeat = Heartbeat(self._hub.connections, settings.HEARTBEAT_INTERVAL_SECONDS)
         self._heartbeat.start()
 
         app = build_app(self)
@@ -177,6 +205,8 @@ class Node:
             timeout=settings.HANDSHAKE_TIMEOUT_SECONDS,
             per_ip=settings.MAX_CONNECTIONS_PER_IP,
             closes=self.metrics.pre_upgrade_closes,
+            lines=self.refusal_log,
+            trusted=self.trusted_proxies,
         )
 
         def handler() -> GuardedRequestHandler:
@@ -193,7 +223,15 @@ class Node:
 
         site = GuardedSite(self._runner, sock, handler, backlog=LISTEN_BACKLOG)
         await site.start()
-        log.info("listening", url=self.url, dev=settings.DEV_MODE)
+        log.info(
+            "listening",
+            url=self.url,
+            dev=settings.DEV_MODE,
+            node_id=self.node_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            trusted_proxies=list(settings.TRUSTED_PROXIES),
+        )
         await asyncio.gather(self._jwks.start(), self.history.start(), self._hub.start())
         if settings.CHAT_RETENTION_DAYS is not None:
             self._tasks.append(asyncio.create_task(self._retention_loop()))
@@ -212,18 +250,26 @@ class Node:
             raise HandshakeRefused(HandshakeCode.UNAUTHORIZED, str(exc)) from None
 
     async def readiness(self) -> list[str]:
-        """Names of the parts that are not usable (SPEC §4 ``/readyz``)."""
+        """Names of the parts that are not usable (SPEC §4 ``/readyz``); each part's
+        ``callroom_ready`` gauge set on the way (SPEC §9)."""
         failing: list[str] = []
         if self.draining:
             failing.append("draining")
-        if self._verifier is None or not self._verifier.ready:
+        keys = self._verifier is not None and self._verifier.ready
+        if not keys:
             failing.append("token keys")
-        if self._hub is not None and not await self._hub.ready():
+        bus = self._hub is None or await self._hub.ready()
+        if not bus:
             failing.append("bus")
         try:
             await asyncio.wait_for(self.history.check(), timeout=5)
+            store = True
         except (StoreUnavailable, TimeoutError):
             failing.append("store")
+            store = False
+        ready = self.metrics.ready
+        for part, up in (("store", store), ("keys", keys), ("bus", bus)):
+            ready.labels(part=part).set(1 if up else 0)
         return failing
 
     async def _retention_loop(self) -> None:
@@ -272,6 +318,7 @@ class Node:
         if hub is not None:
             await hub.stop()  # many nodes: leave Redis after the members' last frames
         await self.history.close()
+        self.refusal_log.close()
         if self._jwks is not None:
             await self._jwks.close()
         if self._runner is not None:

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 from aiohttp._websocket.models import WSMessageTextBytes
 
 from callroom.errors import CloseCode, ErrorCode, HandshakeCode, HandshakeRefused, ProtocolError
@@ -25,6 +25,7 @@ from callroom.room import core
 from callroom.room.commands import AddChat, Command
 from callroom.room.encode import error_frame
 from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
+from callroom.server.access import STARTED_KEY, record
 from callroom.server.connection import CLOSE_TIMEOUT_SECONDS, Connection
 from callroom.server.framing import pong_frame, text_frame
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
@@ -92,7 +93,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await node.hub.enter(conn)  # re-checks the room rules: the checks above awaited
     except HandshakeRefused as exc:
         node.metrics.handshake_refusals.labels(code=exc.code.value).inc()
-        return json_error(exc.code, exc.message)
+        response = json_error(exc.code, exc.message)
+        record(node, request, response.status, event="ws_handshake", reason=exc.code.value)
+        return response
 
     node.limiter.opened(ip)
     node.metrics.ws_connections.inc()
@@ -104,9 +107,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         transport = request.transport
         if transport is not None:
-            conn.attach(transport)
+            conn.attach(transport)  # room_state goes out (SPEC §1: the first message)
+        node.metrics.join_seconds.observe(time.perf_counter() - request[STARTED_KEY])
+        record(node, request, 101, event="ws_handshake", conn_id=conn.conn_id)
         await conn.finish_pending_close()
-        log.info("ws_connected")
+        log.info("ws_connected", client=ip)
         # The lane runs in a copy of this task's context: its log bindings (conn_id, room).
         # (mypy does not follow ``Context.run``'s *args through ``partial``.)
         run_in_context = contextvars.copy_context().run
@@ -117,10 +122,31 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         node.limiter.closed(ip)
         node.metrics.ws_connections.dec()
         node.hub.ended(conn, client_code)
-        log.info("ws_closed", client_code=client_code, server_code=conn.on_close_code)
+        server_code = _server_close_code(conn, client_code)
+        if server_code is not None:
+            node.metrics.closes.labels(code=str(server_code)).inc()
+        log.info("ws_closed", client_code=client_code, server_code=server_code)
         structlog.contextvars.unbind_contextvars("conn_id", "room", "kind", "client_id")
         _drop_traceback(ws)
     return ws
+
+
+# Closes aiohttp starts itself when a client breaks the protocol (RFC 6455 §7.4.1):
+# 1002 protocol error, 1007 invalid UTF-8, 1009 a frame over MAX_MESSAGE_BYTES.
+_PROTOCOL_CLOSES = frozenset({1002, 1007, 1009})
+
+
+def _server_close_code(conn: Connection, client_code: int | None) -> int | None:
+    """The code the server closed ``conn`` with (None: the client closed, or vanished).
+
+    Counted once here, at the socket's end, for every cause (SPEC §3.4 and 1006 for a
+    heartbeat timeout, 1013 for a slow consumer)."""
+    if conn.on_close_code is not None:
+        return conn.on_close_code
+    error = conn.ws.exception()
+    if client_code is None and isinstance(error, WebSocketError):
+        return error.code if error.code in _PROTOCOL_CLOSES else None
+    return None
 
 
 def _drop_traceback(ws: web.WebSocketResponse) -> None:
