@@ -24,11 +24,6 @@ DEPLOY = ROOT / "deploy"
 KUBERNETES = ROOT / "devops" / "kubernetes"
 MONITORING = ROOT / "devops" / "monitoring"
 
-# Settings being added in parallel (TRUSTED_PROXIES and REDIS_PREFIX by issue 16,
-# HANDSHAKE_TIMEOUT_SECONDS by issue 17, SPEC §9). The manifests already carry them; until
-# those issues land they are not fields of ``Settings``, and only these names may be
-# missing there. This set empties once issues 16 and 17 are merged.
-PENDING_SETTINGS = frozenset({"TRUSTED_PROXIES", "REDIS_PREFIX", "HANDSHAKE_TIMEOUT_SECONDS"})
 
 _VENV_BIN = Path(sys.executable).parent
 _DEBIAN = {"nginx": "nginx", "promtool": "prometheus"}

@@ -14,7 +14,6 @@ import pytest
 from deploy_support import (
     DEPLOY,
     NGINX_CONF,
-    PENDING_SETTINGS,
     ROOT,
     load_yaml,
     nginx_block,
@@ -108,10 +107,9 @@ def test_node_environment_is_settings_and_valid(compose: dict[str, Any]) -> None
         environment = {
             key: interpolate(value, env) for key, value in service["environment"].items()
         }
-        unknown = set(environment) - settings_fields() - PENDING_SETTINGS
+        unknown = set(environment) - settings_fields()
         assert not unknown, (name, unknown)
-        known = {k: v for k, v in environment.items() if k not in PENDING_SETTINGS}
-        settings = Settings(_env_file=None, **known)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **environment)  # type: ignore[call-arg]
         assert settings.REDIS_URL
         assert settings.DATABASE_URL.startswith("postgresql://")
 

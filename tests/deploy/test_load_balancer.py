@@ -8,9 +8,8 @@ hub says whom it holds), and hold one meeting: admission, chat, signaling.
 
 The client address: between nginx and each node sits a transparent TCP relay (``Tap``)
 that keeps the head of every HTTP request it passes on, so the test reads exactly the
-bytes the node reads. Whether the node *believes* them is its TRUSTED_PROXIES setting
-(issue 16); this test checks that the load balancer sends them, to the node that holds
-the member.
+bytes the node reads; with the nodes trusting the proxy (``TRUSTED_PROXIES``), each
+node then takes the member's own address as the client's.
 """
 
 from __future__ import annotations
@@ -238,7 +237,8 @@ async def start_nginx(tmp_path: Path) -> AsyncIterator[NginxFactory]:
 
 @pytest.fixture
 async def cluster_behind_taps(start_cluster: Any) -> AsyncIterator[tuple[list[Any], list[Tap]]]:
-    nodes = await start_cluster(2)
+    # nginx and the taps reach the nodes from 127.0.0.1: the proxy the nodes trust.
+    nodes = await start_cluster(2, TRUSTED_PROXIES="127.0.0.1/32")
     taps = [Tap(node.port) for node in nodes]
     for tap in taps:
         await tap.start()
@@ -322,6 +322,11 @@ async def test_one_meeting_through_nginx_on_both_nodes(
             assert request["x-forwarded-for"] == f"{claimed}{address}"
             assert request["forwarded"] == f"for={address};proto=http"
             assert ipaddress.ip_address(address).is_loopback
+    # ... and the node took it as the member's address (TRUSTED_PROXIES, SPEC §9), not
+    # the proxy's, nor what carol's client claimed.
+    for node in nodes:
+        for conn in node.hub.connections:
+            assert conn.ip == MEMBERS[conn.client_id], conn.client_id
 
     # HTTP through the balancer; the metrics are not for the public.
     async with aiohttp.ClientSession() as http:
