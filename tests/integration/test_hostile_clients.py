@@ -91,9 +91,8 @@ async def start_server(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator
             AUTH_JWKS_URL=jwks_server.url,
             DATABASE_URL="memory://",
             LOG_FORMAT="json",
-            HANDSHAKE_TIMEOUT_SECONDS="1",
-            **settings,
         )
+        env.update({"HANDSHAKE_TIMEOUT_SECONDS": "1", **settings})
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -208,8 +207,10 @@ async def test_a_request_body_that_does_not_arrive_in_time_gets_408(
 async def test_unfinished_connections_of_one_address_are_capped_members_are_not(
     start_server: StartServer, make_token: TokenFactory
 ) -> None:
-    server = await start_server(MAX_CONNECTIONS_PER_IP="3", LOBBY_ENABLED="false")
-    members = [(await join_room(server, make_token(f"u{i}")))[0] for i in range(2)]
+    server = await start_server(
+        MAX_CONNECTIONS_PER_IP="3", LOBBY_ENABLED="false", HANDSHAKE_TIMEOUT_SECONDS="30"
+    )
+    members = [(await join_room(server, make_token(f"u{i}")))[0] for i in range(3)]
     silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     refusal = await closed_by_server(reader, within=5)
@@ -217,12 +218,14 @@ async def test_unfinished_connections_of_one_address_are_capped_members_are_not(
     assert head.startswith(b"HTTP/1.1 429")
     assert json.loads(body)["error"] == "too_many_connections"
     writer.close()
-    _, first_writer = silent.pop()
-    first_writer.close()
-    await wait_until(lambda: _answers_health(server))  # a place came free
-    for _, silent_writer in silent:
+    # The three members held no place: the three connections before it were let in.
+    for silent_reader, silent_writer in silent:
+        silent_writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await closed_by_server(silent_reader, within=5)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
         silent_writer.close()
-    for member in members:  # the members were never counted, nor disturbed
+    await wait_until(lambda: _answers_health(server))  # their places came free
+    for member in members:  # and the members were not disturbed
         await member.send("ping")
         await member.expect("pong")
         await member.close()

@@ -28,6 +28,7 @@ from callroom.room.protocol import CLIENT_EVENTS, canonical_event, decode
 from callroom.server.access import STARTED_KEY, record
 from callroom.server.connection import CLOSE_TIMEOUT_SECONDS, Connection
 from callroom.server.framing import pong_frame, text_frame
+from callroom.server.guard import GuardedRequestHandler
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_common import NODE_KEY, json_error
 from callroom.server.reading import DROPPED, InlineWebSocketResponse
@@ -105,6 +106,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     client_code: int | None = None
     try:
         await ws.prepare(request)
+        if isinstance(request.protocol, GuardedRequestHandler):
+            request.protocol.became_member()  # no longer an unfinished connection (SPEC §9)
         transport = request.transport
         if transport is not None:
             conn.attach(transport)  # room_state goes out (SPEC §1: the first message)
