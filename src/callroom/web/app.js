@@ -293,25 +293,30 @@ async function enterMeeting() {
     state.mesh.reconcile(others(room));
     return; // a reconnect within the grace: the peer connections carry on
   }
+  // The mesh exists at once (signals of the others are kept until it is ready); it is
+  // ready when the camera answered and the ICE servers are known.
   const media = localMedia();
-  const token = client.token ?? "";
-  const servers = await iceServers(token);
-  if (state.client !== client) return;
-  state.mesh = new Mesh({
+  const ready = Promise.all([media, iceServers(client.token ?? "")]).then(([stream, servers]) => ({
+    stream,
+    iceServers: servers,
+  }));
+  const mesh = new Mesh({
     selfId: room.clientId,
     send: (event, payload) => client.send(event, payload),
-    iceServers: servers,
     grid: ui.grid,
-    ready: media,
+    ready,
     onError: (message) => console.warn(message),
   });
+  state.mesh = mesh;
+  mesh.reconcile(others(room));
   const stream = await media;
+  if (state.mesh !== mesh) return;
   ui.localVideo.srcObject = stream;
   if (stream) ui.localVideo.play().catch(() => {});
-  state.mesh.setAudio(state.audio);
-  state.mesh.setVideo(state.video);
+  mesh.setAudio(state.audio);
+  mesh.setVideo(state.video);
   client.send("set_media_state", { audio: state.audio, video: state.video });
-  if (state.room) state.mesh.reconcile(others(state.room));
+  draw();
 }
 
 /** @returns {Promise<MediaStream | null>} camera and microphone, or null without them */
@@ -359,6 +364,7 @@ function teardown() {
   state.shareRequested = false;
   state.pendingPages = [];
   ui.localVideo.srcObject = null;
+  byId("room-label").textContent = "";
   draw();
   drawChat();
 }
@@ -373,7 +379,7 @@ function draw() {
   const persons = room ? people(room, handIds) : [];
   renderPeople(ui.participants, persons, selfId, host, act);
   byId("people-count").textContent = persons.length ? `(${persons.length})` : "";
-  ui.waitingPanel.hidden = !host;
+  ui.waitingPanel.hidden = !host || !room || room.waitingUsers.length === 0;
   renderWaiting(ui.waitingList, host && room ? room.waitingUsers : [], act);
   renderHands(ui.hands, state.hands, host, act);
   ui.sharePanel.hidden = !host || state.shareRequests.size === 0;

@@ -26,9 +26,8 @@
  * @typedef {{
  *   selfId: string,
  *   send: SendFn,
- *   iceServers: RTCIceServer[],
  *   grid: HTMLElement,
- *   ready: Promise<MediaStream | null>,
+ *   ready: Promise<{stream: MediaStream | null, iceServers: RTCIceServer[]}>,
  *   onError: (message: string) => void,
  * }} MeshOptions
  */
@@ -62,9 +61,34 @@ export class Mesh {
     this.local = null;
     /** @type {MediaStream | null} */
     this.screen = null;
-    this.ready = options.ready.then((stream) => {
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    this.closed = false;
+    /**
+     * Calls made before the camera and the ICE servers are known, replayed in order
+     * then: a peer's offer may come before our own media is ready, and must not be lost.
+     * @type {(() => void)[] | null}
+     */
+    this.backlog = [];
+    options.ready.then(({ stream, iceServers }) => {
       this.local = stream;
+      this.iceServers = iceServers;
+      const backlog = this.backlog ?? [];
+      this.backlog = null;
+      if (this.closed) return;
+      for (const call of backlog) call();
     });
+  }
+
+  /**
+   * Run `call` now, or once the mesh is ready.
+   * @param {() => void} call
+   * @returns {boolean} whether it ran now
+   */
+  now(call) {
+    if (this.backlog === null) return true;
+    this.backlog.push(call);
+    return false;
   }
 
   /**
@@ -72,6 +96,12 @@ export class Mesh {
    * @param {ClientInfo} info
    */
   ensure(info) {
+    if (!this.now(() => this.ensure(info))) return;
+    this.ensurePeer(info);
+  }
+
+  /** @param {ClientInfo} info */
+  ensurePeer(info) {
     let peer = this.peers.get(info.clientId);
     if (!peer) {
       peer = new Peer(this, info);
@@ -87,13 +117,15 @@ export class Mesh {
    * @param {ClientInfo[]} members
    */
   reconcile(members) {
+    if (!this.now(() => this.reconcile(members))) return;
     const wanted = new Set(members.map((member) => member.clientId));
     for (const id of [...this.peers.keys()]) if (!wanted.has(id)) this.remove(id);
-    for (const member of members) this.ensure(member);
+    for (const member of members) this.ensurePeer(member);
   }
 
   /** @param {string} clientId */
   remove(clientId) {
+    if (!this.now(() => this.remove(clientId))) return;
     const peer = this.peers.get(clientId);
     if (!peer) return;
     this.peers.delete(clientId);
@@ -106,10 +138,11 @@ export class Mesh {
    * @param {ServerEvents["offer"] | ServerEvents["answer"] | ServerEvents["candidate"] | ServerEvents["renegotiate"]} payload
    */
   signal(event, payload) {
+    if (!this.now(() => this.signal(event, payload))) return;
     let peer = this.peers.get(payload.clientId);
     if (!peer) {
       if (event !== "offer") return; // late signals of a member that is gone
-      peer = this.ensure(payload);
+      peer = this.ensurePeer(payload);
     }
     if ((event === "offer" || event === "answer") && "sdp" in payload) {
       const session = sdpSession(payload.sdp);
@@ -117,7 +150,7 @@ export class Mesh {
         // The member's page was reloaded: its old connection is gone for good. A fresh
         // one takes an offer; an answer belongs to the old one (the fresh one offers).
         this.remove(peer.clientId);
-        peer = this.ensure(payload);
+        peer = this.ensurePeer(payload);
         if (event === "answer") return;
       }
       peer.remoteSession = session;
@@ -128,6 +161,7 @@ export class Mesh {
 
   /** @param {MediaStream} stream */
   startScreen(stream) {
+    if (!this.now(() => this.startScreen(stream))) return;
     this.screen = stream;
     for (const peer of this.peers.values()) peer.enqueue(() => peer.addScreen());
   }
@@ -142,15 +176,18 @@ export class Mesh {
 
   /** @param {boolean} enabled */
   setAudio(enabled) {
+    if (!this.now(() => this.setAudio(enabled))) return;
     for (const track of this.local?.getAudioTracks() ?? []) track.enabled = enabled;
   }
 
   /** @param {boolean} enabled */
   setVideo(enabled) {
+    if (!this.now(() => this.setVideo(enabled))) return;
     for (const track of this.local?.getVideoTracks() ?? []) track.enabled = enabled;
   }
 
   close() {
+    this.closed = true;
     this.stopScreen();
     for (const id of [...this.peers.keys()]) this.remove(id);
     for (const track of this.local?.getTracks() ?? []) track.stop();
@@ -182,10 +219,11 @@ class Peer {
     this.label = label;
     /** @type {HTMLElement | null} */
     this.screenTile = null;
-    this.pc = new RTCPeerConnection({ iceServers: mesh.options.iceServers });
+    this.pc = new RTCPeerConnection({ iceServers: mesh.iceServers });
     this.wire();
     /** @type {Promise<void>} */
-    this.queue = mesh.ready.then(() => this.addLocal());
+    this.queue = Promise.resolve();
+    this.enqueue(() => this.addLocal());
   }
 
   /** @param {string} name */
@@ -198,7 +236,8 @@ class Peer {
     const video = document.createElement("video");
     video.autoplay = true;
     video.playsInline = true;
-    video.muted = true; // sound plays through the <audio> element
+    video.muted = true; // sound plays through the <audio> element; muted autoplays
+    video.setAttribute("muted", "");
     const audio = document.createElement("audio");
     audio.autoplay = true;
     const label = document.createElement("span");
@@ -345,6 +384,7 @@ class Peer {
       video.autoplay = true;
       video.playsInline = true;
       video.muted = true;
+      video.setAttribute("muted", "");
       const label = document.createElement("span");
       label.className = "tile-label";
       label.textContent = `${this.label.textContent}'s screen`;

@@ -124,7 +124,7 @@ export function renderPeople(list, persons, selfId, host, act) {
     (person) => {
       const self = person.clientId === selfId;
       const name = person.displayName + (self ? " (you)" : "");
-      const media = [person.audio ? "" : "mic off", person.video ? "" : "camera off", person.hand ? "✋ hand raised" : ""]
+      const media = [person.audio ? "" : "mic off", person.video ? "" : "camera off", person.hand ? "hand raised" : ""]
         .filter(Boolean)
         .join(" · ");
       const item = el(
