@@ -144,6 +144,13 @@ export class Mesh {
       if (event !== "offer") return; // late signals of a member that is gone
       peer = this.ensurePeer(payload);
     }
+    if (event === "renegotiate" && "reason" in payload && payload.reason === "hello" && peer.pc.remoteDescription) {
+      // The (polite) member has a new connection: its page was reloaded. Start afresh;
+      // this side (impolite) makes the first offer of the new connection.
+      this.remove(peer.clientId);
+      this.ensurePeer(payload);
+      return;
+    }
     if ((event === "offer" || event === "answer") && "sdp" in payload) {
       const session = sdpSession(payload.sdp);
       if (peer.remoteSession !== null && session !== null && session !== peer.remoteSession) {
@@ -221,9 +228,21 @@ class Peer {
     this.screenTile = null;
     this.pc = new RTCPeerConnection({ iceServers: mesh.iceServers });
     this.wire();
+    this.localAdded = false;
+    /** @type {RTCIceCandidateInit[]} candidates that came before the description they need */
+    this.pendingCandidates = [];
     /** @type {Promise<void>} */
     this.queue = Promise.resolve();
-    this.enqueue(() => this.addLocal());
+    // The impolite side makes the first offer; the polite side adds its media when it
+    // answers. So the first negotiation never collides: in a collision the polite side
+    // rolls back an offer whose candidates are already on their way and may be lost.
+    // A polite page whose peer may hold a connection to its previous incarnation (a
+    // reload) says "hello": the peer then replaces that connection and offers.
+    if (this.polite) {
+      mesh.options.send("renegotiate", { targetClientId: this.clientId, reason: "hello" });
+    } else {
+      this.enqueue(() => this.addLocal());
+    }
   }
 
   /** @param {string} name */
@@ -305,19 +324,36 @@ class Peer {
   }
 
   addLocal() {
+    if (this.localAdded) return;
+    this.localAdded = true;
     const local = this.mesh.local;
     const kinds = new Set();
     for (const track of local?.getTracks() ?? []) {
       if (!local) break;
-      this.pc.addTrack(track, local);
+      this.pc.addTrack(track, local); // reuses a transceiver a remote offer made
       kinds.add(track.kind);
     }
-    // Without a camera or microphone, still receive the peer's (and still make an offer,
-    // so a reloaded page is always announced by its new session).
-    for (const kind of ["audio", "video"]) {
-      if (!kinds.has(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
+    if (!this.polite) {
+      // Without a camera or microphone, still receive the peer's (and still make the
+      // first offer, which the polite side waits for).
+      for (const kind of ["audio", "video"]) {
+        if (!kinds.has(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
+      }
     }
     if (this.mesh.screen) this.addScreen();
+  }
+
+  /** The remote description is set: candidates that came early now fit. */
+  async flushCandidates() {
+    const pending = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const candidate of pending) {
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch {
+        // a candidate of an offer that was ignored or rolled back: not for this session
+      }
+    }
   }
 
   /**
@@ -332,17 +368,25 @@ class Peer {
       if (this.ignoreOffer) return;
       await pc.setRemoteDescription({ type: event, sdp: payload.sdp }); // rolls back on glare
       if (event === "offer") {
+        this.addLocal(); // the polite side's media goes into its first answer
         await pc.setLocalDescription();
         const sdp = pc.localDescription?.sdp;
         if (sdp) this.mesh.options.send("answer", { targetClientId: this.clientId, sdp, type: "answer" });
       }
+      await this.flushCandidates();
     } else if (event === "candidate") {
+      /** @type {RTCIceCandidateInit} */
+      const candidate = {
+        candidate: payload.candidate,
+        sdpMid: payload.sdpMid ?? null,
+        sdpMLineIndex: payload.sdpMLineIndex ?? null,
+      };
+      if (!pc.remoteDescription) {
+        this.pendingCandidates.push(candidate);
+        return;
+      }
       try {
-        await pc.addIceCandidate({
-          candidate: payload.candidate,
-          sdpMid: payload.sdpMid ?? null,
-          sdpMLineIndex: payload.sdpMLineIndex ?? null,
-        });
+        await pc.addIceCandidate(candidate);
       } catch (error) {
         if (!this.ignoreOffer) throw error; // candidates of an ignored offer may not fit
       }
@@ -353,6 +397,8 @@ class Peer {
       } else if (reason === "screen-stop") {
         this.screenStreamId = null;
         this.hideScreen();
+      } else if (reason === "hello") {
+        // Handled by Mesh.signal (a fresh connection when this one has a past).
       } else {
         pc.restartIce();
       }
