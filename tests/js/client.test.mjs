@@ -272,3 +272,47 @@ test("a successful join resets the failure count", async () => {
   assert.equal(client.state, "open");
   assert.equal(FakeSocket.all.length, 4);
 });
+
+test("a refused upgrade for an expired token reconnects only with a fresh token", async () => {
+  const fresh = jwt({ exp: NOW / 1000 + 3600 });
+  const fetch = async () => ({ status: 401, json: async () => ({ error: "unauthorized", message: "token expired" }) });
+  const stale = makeClient({ fetch });
+  await stale.client.connect();
+  FakeSocket.all[0].serverClose(1006);
+  await settle();
+  assert.deepEqual(stale.closes.map((info) => [info.final, info.reason]), [[true, "token expired"]]);
+
+  const renewed = makeClient({ fetch, getToken: () => fresh });
+  await renewed.client.connect();
+  FakeSocket.all[0].serverClose(1006);
+  await settle();
+  assert.equal(renewed.closes[0].final, false);
+  await renewed.timers.runNext();
+  assert.ok(FakeSocket.all[1].url.endsWith(`?token=${fresh}`));
+});
+
+test("a getToken that fails does not stop a connect (the held token is tried)", async () => {
+  const { client } = makeClient({
+    token: jwt({ exp: NOW / 1000 + 10 }), // expires soon: getToken is asked first
+    getToken: async () => {
+      throw new Error("identity provider down");
+    },
+  });
+  await client.connect();
+  assert.equal(FakeSocket.all.length, 1);
+  assert.equal(client.state, "connecting");
+});
+
+test("an unreachable server is retried with growing delays", async () => {
+  const { client, timers, closes } = makeClient({ fetch: async () => Promise.reject(new Error("refused")) });
+  await client.connect();
+  const delays = [];
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    FakeSocket.all.at(-1).serverClose(1006);
+    await settle();
+    delays.push(closes.at(-1).delayMs);
+    await timers.runNext();
+  }
+  assert.deepEqual(delays, [375, 750, 1500]);
+  assert.ok(closes.every((info) => !info.final && info.refusal === null));
+});

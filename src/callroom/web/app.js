@@ -557,9 +557,12 @@ function init() {
     notify("");
     show("join");
   });
-  // A reload of a tab that was in a meeting rejoins it as the same user (SPEC §2 grace).
+  // A reload of a tab that was in a meeting rejoins it as the same user (SPEC §2 grace);
+  // a login page that redirects here with #token=...&room=... joins at once.
   const saved = sessionStorage.getItem(SESSION_KEY);
-  if (saved) {
+  if (!saved && !dev && token && room && ROOM_ID.test(room)) {
+    void join({ roomId: room, name: "", token }).catch((failure) => notify(String(failure)));
+  } else if (saved) {
     /** @type {Session} */
     const session = JSON.parse(saved);
     input("room-id").value = session.roomId;

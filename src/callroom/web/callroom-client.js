@@ -328,8 +328,12 @@ export class CallroomClient {
     if (this.state === "connecting" || this.state === "open") return;
     this.state = "connecting";
     if (this.getToken && (!this.token || this.expiresSoon(this.token))) {
-      const token = await this.getToken();
-      if (token) this.token = token;
+      try {
+        const token = await this.getToken();
+        if (token) this.token = token;
+      } catch {
+        // keep the token held; a refusal says 401 and the close handling asks again
+      }
     }
     if (this.state !== "connecting") return; // closed meanwhile
     this.attempt += 1;
@@ -402,18 +406,21 @@ export class CallroomClient {
     if (this.state === "closed") return;
     /** @type {CloseInfo["refusal"]} */
     let refusal = null;
-    let freshToken = false;
-    if (code === 4001 || (!opened && this.getToken)) {
-      freshToken = await this.renewToken();
-    }
-    let reconnect = shouldReconnect(code, { freshToken });
-    if (!opened && code === 1006) {
-      // The upgrade itself failed; browsers hide why. A plain GET of the same URL gets
-      // the server's JSON refusal (SPEC §1), so the user reads "room is locked".
+    let reconnect = false;
+    if (opened) {
+      const freshToken = code === 4001 && (await this.renewToken());
+      reconnect = shouldReconnect(code, { freshToken });
+    } else {
+      // The upgrade itself failed; browsers hide why (a close 1006). A plain GET of the
+      // same URL gets the server's JSON refusal (SPEC §1), so the user reads "the room is
+      // locked". Busy (429, 503) or unreachable: retry with backoff; an expired token:
+      // retry only with a fresh one; any other refusal is final.
       this.failures += 1;
       refusal = await this.probeRefusal();
-      if (refusal && refusal.status !== 429 && refusal.status !== 503) {
-        reconnect = refusal.status === 401 && freshToken;
+      if (refusal === null || refusal.status === 429 || refusal.status === 503) {
+        reconnect = true;
+      } else if (refusal.status === 401) {
+        reconnect = await this.renewToken();
       }
       if (this.failures > this.backoff.maxFailures) reconnect = false;
     }
