@@ -131,6 +131,14 @@ class Person:
     async def expect_status(self, state: str) -> None:
         await expect(self.hook("status")).to_have_attribute("data-state", state)
 
+    async def tab_to(self, target: Locator, limit: int = 60) -> None:
+        """Press Tab until ``target`` has the focus (keyboard reachable), at most ``limit``."""
+        for _ in range(limit):
+            if await target.evaluate("element => element === document.activeElement"):
+                return
+            await self.page.keyboard.press("Tab")
+        await expect(target).to_be_focused(timeout=1)
+
     async def no_new_websocket(self) -> None:
         """After a final close: every timer of the page (opened with ``fake_clock``) runs
         as if ten minutes had passed, so a reconnect with any backoff would start now; no
@@ -148,10 +156,13 @@ class People:
         self.topology = topology
         self.people: list[Person] = []
 
-    async def open(self, name: str, *, fake_clock: bool = False) -> Person:
-        """A new person on the next node. ``fake_clock``: its page's timers can be
-        fast-forwarded (``page.clock``); time still flows on its own."""
-        context = await self.browser.new_context(viewport={"width": 1280, "height": 800})
+    async def open(
+        self, name: str, *, fake_clock: bool = False, width: int = 1280, height: int = 800
+    ) -> Person:
+        """A new person on the next node, its window ``width`` x ``height`` CSS pixels.
+        ``fake_clock``: its page's timers can be fast-forwarded (``page.clock``); time
+        still flows on its own."""
+        context = await self.browser.new_context(viewport={"width": width, "height": height})
         context.set_default_timeout(UI_TIMEOUT_MS)
         if fake_clock:
             await context.clock.install()

@@ -140,3 +140,53 @@ async def test_a_denied_guest_sees_why_and_does_not_knock_again(people: People) 
     await guest.no_new_websocket()
     assert len(guest.sockets) == opened
     await expect(host.hook("waiting-list").get_by_test_id("waiting-user")).to_have_count(0)
+
+
+# Every visible control without a name a screen reader could say (aria-label, a <label>,
+# aria-labelledby, its text, or a title).
+UNLABELLED_CONTROLS = """() => [...document.querySelectorAll("button, input, select, textarea")]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => !(el.getAttribute("aria-label") || el.getAttribute("title")
+    || (el.labels && [...el.labels].some((l) => l.textContent.trim()))
+    || (el.getAttribute("aria-labelledby") || "").split(" ").some(
+         (id) => document.getElementById(id)?.textContent.trim())
+    || (el.tagName === "BUTTON" && el.textContent.trim())))
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+# Elements wider than the window, or sticking out of it on the right.
+OVERFLOWING = """() => [document.documentElement, ...document.querySelectorAll("body *")]
+  .filter((el) => el === document.documentElement ? el.scrollWidth > innerWidth
+    : el.offsetParent !== null && el.getBoundingClientRect().right > innerWidth + 1)
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+async def test_on_a_phone_from_the_keyboard_only(people: People, screenshot_dir: Path) -> None:
+    room = new_room()
+    host = await people.open("Hana Host", width=390, height=844)
+    response = await host.page.goto(host.url + "/")
+    assert response is not None
+    assert response.ok
+    keys = host.page.keyboard
+    await host.tab_to(host.hook("display-name"))
+    await keys.type("Hana Host")
+    await keys.press("Tab")
+    await expect(host.hook("room-id")).to_be_focused()
+    await keys.type(room)
+    await keys.press("Enter")
+    await host.expect_status("in-meeting")
+    assert await host.page.evaluate(UNLABELLED_CONTROLS) == []
+
+    guest = await knock(people, room, "Gus Guest")
+    admit_button = host.member("waiting-user", guest.client_id).get_by_test_id("admit")
+    await host.tab_to(admit_button)
+    await keys.press("Enter")
+    await guest.expect_status("in-meeting")
+    await expect_remote_video(host, guest)
+
+    await host.tab_to(host.hook("raise-hand"))
+    await keys.press("Space")
+    await expect(host.hook("raise-hand")).to_have_attribute("aria-pressed", "true")
+    await expect(guest.member("hand", host.client_id)).to_have_count(1)
+    assert await host.page.evaluate(UNLABELLED_CONTROLS) == []
+    assert await host.page.evaluate(OVERFLOWING) == []
+    await host.page.screenshot(path=screenshot_dir / "phone.png", full_page=True)
