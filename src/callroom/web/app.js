@@ -99,10 +99,14 @@ function setStatus(text, phase, code = null) {
 
 /** @param {"join" | "waiting" | "meeting" | "ended"} screen */
 function show(screen) {
-  ui.joinScreen.hidden = screen !== "join";
-  ui.waitingScreen.hidden = screen !== "waiting";
-  ui.meeting.hidden = screen !== "meeting";
-  ui.endedScreen.hidden = screen !== "ended";
+  const screens = { join: ui.joinScreen, waiting: ui.waitingScreen, meeting: ui.meeting, ended: ui.endedScreen };
+  const target = screens[screen];
+  const wasHidden = target.hidden;
+  for (const [name, node] of Object.entries(screens)) node.hidden = name !== screen;
+  // Keyboard and screen reader users land on the new screen, not on a hidden button.
+  if (wasHidden && !target.contains(document.activeElement)) {
+    /** @type {HTMLElement | null} */ (target.querySelector("[data-autofocus]"))?.focus();
+  }
 }
 
 /** @param {string} text */
@@ -409,10 +413,10 @@ function pressed(node, on, text, label) {
 function drawShareButton() {
   const room = state.room;
   /** @type {[string, string, string]} */
-  let look = ["request", "Ask to share", "Ask the host to let you share your screen"];
+  let look = ["request", "Ask to share", "Ask to share your screen"];
   if (state.screen) look = ["sharing", "Stop sharing", "Stop sharing your screen"];
-  else if (room && canShare(room)) look = ["start", "Share screen", "Share your screen"];
-  else if (state.shareRequested) look = ["requested", "Asked to share…", "Waiting for the host to answer"];
+  else if (room && canShare(room)) look = ["start", "Share screen", "Share screen"];
+  else if (state.shareRequested) look = ["requested", "Asked to share…", "Asked to share, waiting for the host"];
   ui.share.dataset.state = look[0];
   ui.share.textContent = look[1];
   ui.share.setAttribute("aria-label", look[2]);

@@ -145,12 +145,12 @@ export function renderPeople(list, persons, selfId, host, act) {
         const who = person.displayName;
         const id = person.clientId;
         if (person.role === "host") {
-          item.append(button("demote", "Demote", `Make ${who} a participant`, () => act("demote", id)));
+          item.append(button("demote", "Demote", `Demote ${who} to participant`, () => act("demote", id)));
         } else {
-          item.append(button("promote", "Make host", `Make ${who} a host`, () => act("promote", id)));
+          item.append(button("promote", "Make host", `Make host: ${who}`, () => act("promote", id)));
         }
         if (person.role === "screenshare") {
-          item.append(button("stop-share", "Stop share", `Stop ${who}'s screen share`, () => act("stop-share", id)));
+          item.append(button("stop-share", "Stop share", `Stop share of ${who}`, () => act("stop-share", id)));
         }
         item.append(
           button("kick", "Remove", `Remove ${who} from the meeting`, () => act("kick", id), "danger"),
@@ -218,8 +218,8 @@ export function renderShareRequests(list, requests, act) {
     (user) =>
       el("li", { "data-testid": "share-request", "data-client-id": user.clientId }, [
         el("span", { class: "name" }, [user.displayName]),
-        button("approve-share", "Approve", `Let ${user.displayName} share the screen`, () => act("approve-share", user.clientId), "primary"),
-        button("deny-share", "Deny", `Do not let ${user.displayName} share the screen`, () => act("deny-share", user.clientId)),
+        button("approve-share", "Approve", `Approve ${user.displayName}'s screen share`, () => act("approve-share", user.clientId), "primary"),
+        button("deny-share", "Deny", `Deny ${user.displayName}'s screen share`, () => act("deny-share", user.clientId)),
       ]),
   );
 }
