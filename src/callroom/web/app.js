@@ -171,6 +171,7 @@ async function join(session) {
 function wire(client) {
   client.on("open", () => {
     state.entered = false;
+    state.pendingPages = []; // replies to a previous socket's requests will not come
   });
   client.on("room_state", (room) => onRoomState(room));
   client.on("close", (info) => onClose(info));
@@ -291,8 +292,7 @@ async function enterMeeting() {
   const client = state.client;
   const room = state.room;
   if (!client || !room || !state.session) return;
-  state.pendingPages.push("recent");
-  client.send("get_recent_chats", { limit: PAGE_SIZE });
+  if (client.send("get_recent_chats", { limit: PAGE_SIZE })) state.pendingPages.push("recent");
   if (state.mesh) {
     state.mesh.reconcile(others(room));
     return; // a reconnect within the grace: the peer connections carry on
@@ -535,8 +535,9 @@ function init() {
   ui.loadOlder.addEventListener("click", () => {
     const oldest = state.chats[0];
     if (!oldest || !state.client) return;
-    state.pendingPages.push("older");
-    state.client.send("get_recent_chats", { limit: PAGE_SIZE, before: oldest.chatId });
+    if (state.client.send("get_recent_chats", { limit: PAGE_SIZE, before: oldest.chatId })) {
+      state.pendingPages.push("older");
+    }
   });
   ui.hand.addEventListener("click", () => {
     const raised = state.hands.some((hand) => hand.clientId === state.room?.clientId);
