@@ -144,18 +144,20 @@ export function renderPeople(list, persons, selfId, host, act) {
       if (host && !self) {
         const who = person.displayName;
         const id = person.clientId;
+        const actions = el("div", { class: "actions", role: "group", "aria-label": `Host actions for ${who}` });
         if (person.role === "host") {
-          item.append(button("demote", "Demote", `Demote ${who} to participant`, () => act("demote", id)));
+          actions.append(button("demote", "Demote", `Demote ${who} to participant`, () => act("demote", id)));
         } else {
-          item.append(button("promote", "Make host", `Make host: ${who}`, () => act("promote", id)));
+          actions.append(button("promote", "Make host", `Make host: ${who}`, () => act("promote", id)));
         }
         if (person.role === "screenshare") {
-          item.append(button("stop-share", "Stop share", `Stop share of ${who}`, () => act("stop-share", id)));
+          actions.append(button("stop-share", "Stop share", `Stop share of ${who}`, () => act("stop-share", id)));
         }
-        item.append(
+        actions.append(
           button("kick", "Remove", `Remove ${who} from the meeting`, () => act("kick", id), "danger"),
           button("ban", "Ban", `Ban ${who} from this room`, () => act("ban", id), "danger"),
         );
+        item.append(actions);
       }
       return item;
     },
