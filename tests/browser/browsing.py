@@ -31,11 +31,15 @@ from callroom.server.node import Node
 
 # Fake camera, microphone and screen, granted without a prompt; the fake camera at 10
 # frames/s (a meeting of three encodes six and decodes six video streams, on 2 shared
-# cores). None of Chromium's background traffic. Headless Chromium runs as root in CI,
-# hence --no-sandbox.
+# cores). ICE between the browsers of one machine: loopback candidates allowed and real
+# host addresses instead of mDNS names (a CI container may have only a loopback interface
+# and no mDNS resolver). None of Chromium's background traffic. Headless Chromium runs as
+# root in CI, hence --no-sandbox.
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream=fps=10",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
