@@ -67,6 +67,8 @@ async def start_dev_node(keys: DevKeys, database: Path, **overrides: Any) -> Nod
         "PORT": 0,
         "DATABASE_URL": f"sqlite:///{database}",
         "SHUTDOWN_GRACE_SECONDS": 2,
+        # The history test posts more than a page of chat (50) at once.
+        "RATE_LIMIT_BURST": 100,
     }
     values.update(overrides)
     settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]

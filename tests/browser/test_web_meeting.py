@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 from browsing import (
     People,
+    Topology,
+    admit,
     expect_remote_video,
     expect_roles,
     host_opens,
@@ -21,6 +24,8 @@ from browsing import (
     new_room,
 )
 from playwright.async_api import expect
+
+from callroom_testing import open_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,6 +80,57 @@ async def test_chat_goes_both_ways_and_its_history_survives_a_reload(people: Peo
     # The reload was within the grace: the guest kept its place (SPEC §2).
     await expect_roles(host, {host: "host", guest: "participant"})
     assert host.events("disconnect") == []
+
+
+async def post_chats(base_url: str, room: str, texts: list[str]) -> None:
+    """A non-browser member (a host by its token) posts ``texts`` to ``room`` and leaves."""
+    async with aiohttp.ClientSession() as http:
+        body = {"sub": "scribe", "name": "Sam Scribe", "roles": ["host"]}
+        async with http.post(f"{base_url}/dev/token", json=body) as response:
+            token = (await response.json())["token"]
+    ws_url = base_url.replace("http://", "ws://") + f"/ws/zoom/{room}?token={token}"
+    scribe = await open_client(ws_url)
+    await scribe.expect("room_state")
+    for number, text in enumerate(texts):
+        await scribe.send("add_chat", {"chatContent": text, "chatId": f"note-{number}"})
+    for _ in texts:
+        await scribe.expect("add_chat")
+    await scribe.close(1000)
+
+
+async def test_chat_history_pages_back_and_deletes_reach_everyone(
+    people: People, topology: Topology
+) -> None:
+    room = new_room()
+    host = await host_opens(people, room)
+    notes = [f"note {n}" for n in range(1, 61)]
+    await post_chats(topology.url(1), room, notes)
+    guest = await knock(people, room, "Gus Guest")
+    await admit(host, guest)
+
+    texts = guest.hook("chat-messages").get_by_test_id("chat-message").get_by_test_id("chat-text")
+    await expect(texts).to_have_text(notes[-50:])  # the newest page, oldest first
+    await guest.hook("chat-load-older").click()
+    await expect(texts).to_have_text(notes)
+    await expect(guest.hook("chat-load-older")).to_be_hidden()
+
+    last = host.page.locator('[data-testid="chat-message"][data-chat-id="note-59"]')
+    await last.get_by_test_id("chat-delete").click()
+    await expect(texts).to_have_text(notes[:-1])
+    await guest.hook("chat-input").fill("a typo")
+    await guest.hook("chat-send").click()
+    mine = guest.hook("chat-messages").get_by_test_id("chat-message").filter(has_text="a typo")
+    host_texts = host.hook("chat-messages").get_by_test_id("chat-text")
+    await expect(host_texts.last).to_have_text("a typo")
+    await mine.get_by_test_id("chat-delete").click()
+    await expect(host_texts.last).to_have_text("note 59")
+    await expect(texts.last).to_have_text("note 59")
+    # A participant may delete its own messages only (SPEC §3.1).
+    await expect(
+        guest.page.locator('[data-testid="chat-message"][data-chat-id="note-0"]').get_by_test_id(
+            "chat-delete"
+        )
+    ).to_have_count(0)
 
 
 async def test_a_raised_hand_and_the_media_state_show_on_the_host(people: People) -> None:
