@@ -10,6 +10,7 @@ was told (``received``) as well as what it shows.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,9 @@ class Person:
     context: BrowserContext
     page: Page
     problems: list[str] = field(default_factory=list)
+    # Console errors a test said the browser itself logs (a refused upgrade), and those seen.
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
+    allowed_seen: list[str] = field(default_factory=list)
     sockets: list[WebSocket] = field(default_factory=list)
     # Every server event the page received, in order: {"event": ..., "payload": ...}.
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -92,7 +96,11 @@ class Person:
         self.page.on("websocket", self._on_websocket)
 
     def _on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type != "error":
+            return
+        if any(pattern.search(message.text) for pattern in self.allowed):
+            self.allowed_seen.append(message.text)
+        else:
             self.problems.append(f"console error: {message.text} at {message.location}")
 
     def _on_page_error(self, error: Error) -> None:
@@ -105,6 +113,14 @@ class Person:
     def _on_frame(self, payload: str | bytes) -> None:
         if isinstance(payload, str):
             self.received.append(json.loads(payload))
+
+    def expect_refused_upgrades(self, status: int, reason: str) -> None:
+        """From now on a refused upgrade is expected: the browser itself logs the failed
+        WebSocket handshake and the page's ``GET`` that reads why (docs/web-client.md)."""
+        self.allowed += [
+            re.compile(r"^WebSocket connection to 'ws://[^']+' failed"),
+            re.compile(rf"status of {status} \({reason}\)$"),
+        ]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """Payloads of the ``name`` events the page received."""

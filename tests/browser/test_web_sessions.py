@@ -95,3 +95,42 @@ async def test_a_meeting_of_three_until_the_host_ends_it(
         await guest.expect_status("closed")
         await expect(guest.hook("status")).to_have_attribute("data-close-code", "4005")
         await expect(guest.hook("status")).to_have_text("the meeting was ended by the host")
+
+
+async def test_host_controls_promote_demote_lock_and_ban(people: People) -> None:
+    host, guest = await meeting_of_two(people)
+    guest_item = host.member("participant", guest.client_id)
+
+    await guest_item.get_by_test_id("promote").click()
+    for viewer in (host, guest):
+        await expect_roles(viewer, {host: "host", guest: "host"})
+    await expect(guest.hook("end")).to_be_visible()
+    await guest_item.get_by_test_id("demote").click()
+    for viewer in (host, guest):
+        await expect_roles(viewer, {host: "host", guest: "participant"})
+    await expect(guest.hook("end")).to_be_hidden()
+
+    room = host.events("room_state")[-1]["roomId"]
+    await host.hook("lock").click()
+    await expect(host.hook("lock")).to_have_attribute("aria-pressed", "true")
+    late = await people.open("Lou Late")
+    late.expect_refused_upgrades(403, "Forbidden")
+    await late.join(room)
+    await late.expect_status("closed")
+    await expect(late.hook("status")).to_have_attribute("data-refusal", "room_locked")
+    await expect(late.hook("status")).to_have_text("this room is locked")
+    assert late.allowed_seen, "the refused upgrade was logged by the browser"
+    await host.hook("lock").click()
+    await expect(host.hook("lock")).to_have_attribute("aria-pressed", "false")
+
+    await guest_item.get_by_test_id("ban").click()
+    await guest.expect_status("closed")
+    await expect(guest.hook("status")).to_have_attribute("data-close-code", "4004")
+    await expect(host.hook("participants").get_by_test_id("participant")).to_have_count(1)
+    # Back as the same user (same tab): refused on every node for the life of the room.
+    guest.expect_refused_upgrades(403, "Forbidden")
+    await guest.join(room)
+    await guest.expect_status("closed")
+    await expect(guest.hook("status")).to_have_attribute("data-refusal", "banned")
+    await expect(guest.hook("status")).to_have_text("you were banned from this room")
+    await expect(host.hook("waiting-list").get_by_test_id("waiting-user")).to_have_count(0)
