@@ -360,6 +360,7 @@ function teardown() {
   state.mesh?.close();
   state.mesh = null;
   state.screen = null;
+  showOwnScreen(null);
   state.client = null;
   state.room = null;
   state.chats = [];
@@ -460,6 +461,8 @@ async function onShareClick() {
       state.screen = stream;
       for (const track of stream.getVideoTracks()) track.addEventListener("ended", () => stopScreen(true));
       state.mesh?.startScreen(stream);
+      showOwnScreen(stream);
+      notify("");
     } catch (error) {
       notify(`Screen sharing did not start: ${error instanceof Error ? error.message : error}`);
     }
@@ -475,8 +478,33 @@ function stopScreen(tellServer) {
   if (!state.screen) return;
   state.screen = null;
   state.mesh?.stopScreen();
+  showOwnScreen(null);
   if (tellServer && state.room?.role === "screenshare") state.client?.send("stop_screenshare", {});
   draw();
+}
+
+/**
+ * The sharer's own view of what it shares (`local-screen`), first in the grid.
+ * @param {MediaStream | null} stream
+ */
+function showOwnScreen(stream) {
+  document.querySelector('[data-testid="local-screen"]')?.remove();
+  if (!stream) return;
+  const tile = document.createElement("div");
+  tile.className = "tile screen local-screen";
+  tile.dataset.testid = "local-screen";
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true;
+  video.setAttribute("muted", "");
+  video.srcObject = stream;
+  const label = document.createElement("span");
+  label.className = "tile-label";
+  label.textContent = "Your screen";
+  tile.append(video, label);
+  ui.grid.prepend(tile);
+  video.play().catch(() => {});
 }
 
 function sendMedia() {
