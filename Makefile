@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint fmt typecheck cov sync clean
+.PHONY: run test lint fmt typecheck jscheck cov sync clean
 
 # uv itself is bootstrapped with pip when the machine has none.
 .tools/bin/uv:
@@ -32,12 +32,22 @@ fmt: sync
 typecheck: sync
 	$(BIN)/mypy
 
+# The web client's JavaScript: tsc --checkJs --strict (TypeScript pinned in
+# package-lock.json, installed by `npm ci` when missing) and node's test runner.
+node_modules/.bin/tsc: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+jscheck: node_modules/.bin/tsc
+	node_modules/.bin/tsc -p jsconfig.json
+	node --test tests/js/
+
 # Every test, with line and branch coverage (subprocesses included) and a 90% floor.
-test: lint typecheck
+test: lint typecheck jscheck
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
 clean:
-	rm -rf .venv .tools .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .tools node_modules .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache

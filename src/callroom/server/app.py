@@ -10,9 +10,10 @@ from aiohttp.typedefs import Handler
 
 from callroom.errors import HandshakeCode, HandshakeRefused
 from callroom.server.access import access
-from callroom.server.handshake import origin_allowed
+from callroom.server.handshake import origin_permitted
 from callroom.server.http_api import dev_routes, routes
 from callroom.server.http_common import NODE_KEY, json_error
+from callroom.server.web import add_web_routes
 from callroom.server.ws import websocket_handler
 
 if TYPE_CHECKING:
@@ -23,16 +24,27 @@ _CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }
+# SPEC §9: /dev/token answers CORS for allowed origins (a page on another dev server).
+_DEV_CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "600",
+}
 
 
 @web.middleware
 async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn refusals into the JSON body; CORS for ``ALLOWED_ORIGINS`` only (SPEC §4)."""
+    """Turn refusals into the JSON body; CORS for allowed origins only (SPEC §4, §9)."""
     node = request.app[NODE_KEY]
     origin = request.headers.get("Origin")
     is_api = request.path.startswith("/api/")
-    cors = is_api and origin is not None and origin_allowed(origin, node.settings.ALLOWED_ORIGINS)
-    if is_api and request.method == "OPTIONS":
+    is_dev = node.settings.DEV_MODE and request.path.startswith("/dev/")
+    cors = (
+        (is_api or is_dev)
+        and origin is not None
+        and origin_permitted(request, origin, node.settings)
+    )
+    if (is_api or is_dev) and request.method == "OPTIONS":
         if not cors:
             return json_error(HandshakeCode.ORIGIN_NOT_ALLOWED, "this Origin is not allowed")
         response: web.StreamResponse = web.Response(status=204)
@@ -56,7 +68,7 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
     if cors and origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
-        response.headers.update(_CORS_HEADERS)
+        response.headers.update(_DEV_CORS_HEADERS if is_dev else _CORS_HEADERS)
     return response
 
 
@@ -81,6 +93,7 @@ def build_app(node: Node) -> web.Application:
         app.router.add_routes(dev_routes)
     app.router.add_get("/ws/{kind}/{room_id}", websocket_handler)
     app.router.add_get("/ws/{tail:.*}", _bad_ws_path)
+    add_web_routes(app, node.settings)
     return app
 
 

@@ -56,7 +56,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         if len(node.hub.connections) >= settings.MAX_CONNECTIONS:
             raise HandshakeRefused(HandshakeCode.UNAVAILABLE, "the server is full")
         check_path(kind, room_id)
-        check_origin(request, settings.ALLOWED_ORIGINS)
+        check_origin(request, settings)
         if not node.limiter.admit(ip):
             raise HandshakeRefused(
                 HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections from this address"

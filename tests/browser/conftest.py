@@ -1,0 +1,129 @@
+"""Fixtures of the browser tests: Debian's Chromium and real in-process dev-mode nodes.
+
+One Chromium per test module (launching it is the slow part), one browser context per
+person (its own profile and sessionStorage, so its own dev user). The nodes run in dev
+mode (SPEC §5: the page gets its token from ``/dev/token``) in the test's event loop, so
+the fixtures and tests of this directory share one event loop per module.
+
+Chromium is never downloaded; a missing one fails the tests (never skips them):
+``apt-get install chromium`` (.ci/run does it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from browsing import CHROMIUM_ARGS, People, Topology
+from playwright.async_api import Browser, async_playwright
+
+from callroom.auth.dev import DevKeys
+from callroom.config import Settings
+from callroom.server.node import Node
+
+REDIS_TEST_URL = os.environ.get("CALLROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+# The screenshots shown in the README: written there when CALLROOM_SCREENSHOTS=update,
+# otherwise to the test's tmp_path, so that an ordinary run leaves the worktree as it was.
+SCREENSHOTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(
+            "chromium is not installed: `apt-get install chromium` (.ci/run does it); "
+            "the browser tests fail without it, they never skip",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    path = chromium_path()
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=path, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+async def start_dev_node(keys: DevKeys, database: Path, **overrides: Any) -> Node:
+    """A node as ``callroom serve --dev`` runs it, on a free 127.0.0.1 port.
+
+    ``ALLOWED_ORIGINS`` stays unset: the page opens its WebSocket to the origin that
+    served it, which SPEC §9 always allows.
+    """
+    values: dict[str, Any] = {
+        "DEV_MODE": True,
+        "HOST": "127.0.0.1",
+        "PORT": 0,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "SHUTDOWN_GRACE_SECONDS": 2,
+        # The history test posts more than a page of chat (50) at once.
+        "RATE_LIMIT_BURST": 100,
+    }
+    values.update(overrides)
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    node = Node(settings, dev_keys=keys)
+    await node.start()
+    return node
+
+
+async def flush_test_redis() -> str:
+    """The tests' own Redis database, emptied (as tests/conftest.py ``redis_url``)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_TEST_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return REDIS_TEST_URL
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["one-node", "two-nodes"])
+async def topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Topology]:
+    """One node; or two nodes sharing Redis and the chat store, people alternating."""
+    keys = DevKeys.generate()
+    database = tmp_path_factory.mktemp("browser") / "chat.db"
+    nodes: list[Node] = []
+    try:
+        if request.param == "one-node":
+            nodes.append(await start_dev_node(keys, database))
+        else:
+            redis_url = await flush_test_redis()
+            for _ in range(2):
+                nodes.append(await start_dev_node(keys, database, REDIS_URL=redis_url))
+        yield Topology(request.param, nodes)
+    finally:
+        for node in nodes:
+            if not node.stopped.is_set():
+                await node.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def people(browser: Browser, topology: Topology) -> AsyncIterator[People]:
+    """Opens people; fails the test on any console error or uncaught error in their pages."""
+    crowd = People(browser, topology)
+    yield crowd
+    problems = await crowd.close()
+    assert not problems, "errors in the pages:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def screenshot_dir(topology: Topology, tmp_path: Path) -> Path:
+    """docs/screenshots/ when CALLROOM_SCREENSHOTS=update (the one-node run), else tmp_path."""
+    if os.environ.get("CALLROOM_SCREENSHOTS") == "update" and topology.name == "one-node":
+        SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS_DIR
+    return tmp_path
