@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -107,13 +108,17 @@ def serve(
         raise typer.Exit(code)
 
 
+# A driver's message may quote a URL: its password never reaches the log.
+_URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
 def startup_cause(exc: Exception) -> str:
     """One line naming why the node could not start, without a traceback."""
-    if isinstance(exc, CallroomError | ValueError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
+    text = str(exc).strip()
+    if not isinstance(exc, CallroomError | ValueError) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    line = text.splitlines()[0]
+    return _URL_PASSWORD_RE.sub(r"\1***@", line)
 
 
 async def _serve(settings: Settings, dev_key_file: Path) -> int:

@@ -20,6 +20,8 @@ from pathlib import Path
 import jwt
 import pytest
 
+from callroom.cli import startup_cause
+from callroom.errors import StartupError
 from callroom_testing import AUDIENCE, ISSUER
 
 PYTHON = sys.executable
@@ -214,6 +216,25 @@ def test_token_says_so_when_the_key_file_is_not_a_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert one_line(result.stderr).endswith("dev key: bad.pem: not an unencrypted PEM private key")
+
+
+@pytest.mark.parametrize(
+    ("exc", "cause"),
+    [
+        (
+            StartupError("PORT: 127.0.0.1:1 is already in use"),
+            "PORT: 127.0.0.1:1 is already in use",
+        ),
+        (ValueError("key.pem: not a key\nmore"), "key.pem: not a key"),
+        (
+            OSError("no route to postgresql://u:p:w@db/x"),
+            "OSError: no route to postgresql://u:***@db/x",
+        ),
+        (RuntimeError(), "RuntimeError"),
+    ],
+)
+def test_a_start_up_cause_is_one_line_without_passwords(exc: Exception, cause: str) -> None:
+    assert startup_cause(exc) == cause
 
 
 # -- serve and the benchmark ---------------------------------------------------------------
