@@ -14,6 +14,7 @@ import aiohttp
 import jsonschema_rs  # schemathesis validates with it too
 import pytest
 
+from callroom import __version__
 from callroom.auth.dev import DevKeys
 from callroom.config import Settings
 from callroom.server.app import MAX_BODY_BYTES
@@ -52,6 +53,7 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 def test_every_operation_has_an_id_a_declared_tag_and_examples() -> None:
     document = openapi_document()
+    assert document["info"]["version"] == __version__
     declared = {tag["name"] for tag in document["tags"]}
     ids = [operation["operationId"] for _, _, operation in operations(document)]
     assert len(ids) == len(set(ids)) == 13
