@@ -1,9 +1,12 @@
 # callroom — two commands on a fresh machine: `make run` and `make test`.
 SHELL := /bin/bash
+# Any CPython >= 3.11: `make test PYTHON=python3.13`. VENV names the environment, so
+# several Pythons can live side by side: `make test PYTHON=python3.12 VENV=.venv-3.12`.
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
 .PHONY: run test lint fmt typecheck jscheck cov sync clean
 
@@ -12,13 +15,20 @@ BIN := $(VENV)/bin
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet 'uv>=0.5,<1'
 
-$(BIN)/callroom: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+# `make run` installs the runtime dependencies only; `make test` (and lint, typecheck)
+# add the dev group, which brings the bench extras. --inexact: a run after a test keeps
+# the dev tools instead of uninstalling them.
+$(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	@touch $@
 
-sync: $(BIN)/callroom
+$(VENV)/.dev: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@ $(VENV)/.runtime
 
-run: sync
+sync: $(VENV)/.dev
+
+run: $(VENV)/.runtime
 	$(BIN)/callroom serve --dev --log-format console
 
 lint: sync
@@ -50,4 +60,4 @@ test: lint typecheck jscheck
 	$(BIN)/coverage report
 
 clean:
-	rm -rf .venv .tools node_modules .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv $(VENV) .tools node_modules .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache

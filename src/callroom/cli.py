@@ -1,42 +1,73 @@
-"""The ``callroom`` command: ``serve``, ``token``, ``db`` and ``bench`` (SPEC §5, §6).
+"""The ``callroom`` command: ``serve``, ``token``, ``config``, ``connect``, ``db``, ``bench``.
 
-A bad setting exits with code 2 and one line naming the variable (SPEC §6).
+A bad setting exits with code 2 and one line naming the variable (SPEC §6); so does any
+other start-up failure (a port in use, an address that is not this machine's; SPEC §9).
+``serve`` imports neither the benchmark nor its extras: ``bench`` loads them when it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import structlog
 import typer
 
-from callroom.bench.cli import bench_app
+from callroom import __version__
 from callroom.config import Settings, load_settings
-from callroom.errors import ConfigError
+from callroom.errors import CallroomError, ConfigError
 
 app = typer.Typer(
     name="callroom",
     help="Real-time session server for video meetings.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Chat history store: migrations, backup, restore.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
+# The modules `callroom bench` needs and the `bench` extra installs (pyproject.toml).
+BENCH_EXTRAS = ("picows", "rich")
+
 DEFAULT_DEV_KEY = Path(".callroom-dev-key.pem")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2: how every start-up failure ends (SPEC §6, §9)."""
+    typer.echo(f"callroom: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _settings(env_file: str | None, **overrides: Any) -> Settings:
     try:
         return load_settings(env_file, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
-        typer.echo(f"callroom: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"configuration error: {exc}")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"callroom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Real-time session server for video meetings."""
 
 
 @app.command()
@@ -72,19 +103,43 @@ def serve(
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     import uvloop
 
-    uvloop.run(_serve(settings, dev_key_file))
+    code = uvloop.run(_serve(settings, dev_key_file))
+    if code:
+        raise typer.Exit(code)
 
 
-async def _serve(settings: Settings, dev_key_file: Path) -> None:
+# A driver's message may quote a URL: its password never reaches the log.
+_URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def startup_cause(exc: Exception) -> str:
+    """One line naming why the node could not start, without a traceback."""
+    text = str(exc).strip()
+    if not isinstance(exc, CallroomError | ValueError) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    line = text.splitlines()[0]
+    return _URL_PASSWORD_RE.sub(r"\1***@", line)
+
+
+async def _serve(settings: Settings, dev_key_file: Path) -> int:
+    """Serve until SIGTERM/SIGINT; 2 when the node cannot start (logged as one line)."""
     from callroom.server.node import Node
 
     log = structlog.get_logger("callroom")
-    node = Node(settings, dev_key_file=dev_key_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.start()
+    node: Node | None = None
+    try:
+        node = Node(settings, dev_key_file=dev_key_file)
+        await node.start()
+    except Exception as exc:  # a bind, a key file, a driver: one line, exit 2 (SPEC §9)
+        log.critical("cannot_start", cause=startup_cause(exc))
+        if node is not None and node.port:  # failed after binding: release what started
+            with contextlib.suppress(Exception):
+                await node.stop()
+        return 2
     if settings.DEV_MODE:
         log.warning(
             "DEV MODE: tokens are minted by this server, do not expose it",
@@ -94,12 +149,13 @@ async def _serve(settings: Settings, dev_key_file: Path) -> None:
                 f"curl -s -X POST {node.url}/dev/token -d "
                 """'{"sub": "alice", "name": "Alice"}'  or  callroom token --sub alice"""
             ),
-            connect=f"ws://127.0.0.1:{node.port}/ws/zoom/my-room with the token as query parameter",
+            connect=(f"callroom connect ws://127.0.0.1:{node.port}/ws/zoom/my-room --token TOKEN"),
         )
     log.info("ready_to_serve", url=node.url)
     await stop.wait()
     log.info("signal_received", action="shutdown")
     await node.stop()
+    return 0
 
 
 @app.command()
@@ -109,18 +165,105 @@ def token(
     role: Annotated[
         list[str] | None, typer.Option(help="Token role, repeatable: host, moderator, admin.")
     ] = None,
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
-    key_file: Annotated[Path, typer.Option(help="Dev mode RSA key file.")] = DEFAULT_DEV_KEY,
+    ttl: Annotated[int, typer.Option(min=1, help="Lifetime in seconds.")] = 3600,
+    key_file: Annotated[
+        Path, typer.Option(help="The dev key of `callroom serve --dev` (its --dev-key-file).")
+    ] = DEFAULT_DEV_KEY,
+    new_key: Annotated[
+        bool,
+        typer.Option(
+            "--new-key", help="Create the key file when it does not exist (serve --dev uses it)."
+        ),
+    ] = False,
     env_file: Annotated[str, typer.Option(help="Settings file (claim names).")] = ".env",
 ) -> None:
-    """Mint a dev-mode token (verified by `callroom serve --dev` with the same key file)."""
+    """Mint a dev-mode token, verified by `callroom serve --dev` with the same key file.
+
+    Only the token goes to stdout (`TOKEN=$(callroom token --sub alice)`); logs go to
+    stderr. Without --new-key a missing key file is an error, not a new key: a key the
+    running server does not have would sign tokens it refuses.
+    """
     from callroom.auth.dev import DevKeys
+    from callroom.logs import configure_logging
     from callroom.server.http_api import mint_dev_token
     from callroom.server.node import dev_settings
 
     settings = dev_settings(_settings(env_file, DEV_MODE=True))
-    keys = DevKeys.load_or_create(key_file)
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)  # stderr: stdout is the token
+    if settings.AUTH_JWKS_URL:
+        fail(
+            "AUTH_JWKS_URL is set: the server verifies tokens with those keys, "
+            "never with a dev key; get a token from the identity provider"
+        )
+    try:
+        keys = DevKeys.load_or_create(key_file) if new_key else DevKeys.load(key_file)
+    except FileNotFoundError:
+        fail(
+            f"no dev key at {key_file}: run this where `callroom serve --dev` runs, "
+            "pass its key with --key-file, or --new-key to create one"
+        )
+    except (OSError, ValueError) as exc:
+        fail(f"dev key: {exc}")
     typer.echo(mint_dev_token(settings, keys, sub, name, role or [], ttl))
+
+
+@app.command("config")
+def show_config(
+    dev: Annotated[
+        bool, typer.Option("--dev", help="As `callroom serve --dev` sees them.")
+    ] = False,
+    env_file: Annotated[
+        str, typer.Option(help="Settings file read besides the environment.")
+    ] = ".env",
+) -> None:
+    """Print the effective settings (environment, .env, defaults), secrets masked."""
+    from callroom.config import effective_settings
+
+    settings = _settings(env_file, DEV_MODE=True if dev else None)
+    if dev:
+        from callroom.server.node import dev_settings
+
+        settings = dev_settings(settings)
+        typer.echo("# --dev: tokens are checked with this server's own key (/dev/jwks.json)")
+    for name, value in effective_settings(settings):
+        typer.echo(f"{name}={value}")
+
+
+@app.command()
+def connect(
+    url: Annotated[str, typer.Argument(help="ws://HOST:PORT/ws/{kind}/{roomId}")],
+    token_value: Annotated[
+        str | None,
+        typer.Option("--token", envvar="CALLROOM_TOKEN", help="The JWT (or CALLROOM_TOKEN)."),
+    ] = None,
+) -> None:
+    """Join a room: frames received go to stdout, lines typed are sent (docs/protocol.md).
+
+    A line is a frame `{"event": ..., "payload": {...}}` or `EVENT {PAYLOAD}`; the end of
+    input leaves the room (close 1000). Exit 1 when refused or closed with another code.
+    """
+    from callroom.client import run
+
+    raise typer.Exit(run(url, token_value))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Load-test callroom (needs the `bench` extra, see docs/performance.md)."""
+    try:
+        from callroom.bench.cli import bench_app
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in BENCH_EXTRAS:
+            raise
+        fail(
+            f"the benchmark needs the bench extra ({missing} is missing): "
+            "pip install 'callroom[bench]' or uv sync --extra bench"
+        )
+    bench_app(args=ctx.args, prog_name="callroom bench")
 
 
 def _store_settings(env_file: str) -> Settings:
@@ -174,11 +317,8 @@ def db_restore(path: Path, env_file: str = ".env") -> None:
     _store_command(lambda: restore_sqlite(settings.DATABASE_URL, path), f"restored from {path}")
 
 
-app.add_typer(bench_app, name="bench")
-
-
 def main() -> None:
-    app()
+    app(prog_name="callroom")  # the same name under `python -m callroom`
 
 
 if __name__ == "__main__":  # pragma: no cover

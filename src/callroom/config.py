@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -24,6 +25,10 @@ SUPPORTED_ALGORITHMS = frozenset(
 # DATABASE_URL=memory:// keeps chat in memory only (lost on restart): for tests and for
 # measuring what the durable store costs (docs/performance.md). Never the default.
 MEMORY_DATABASE = "memory://"
+# The schemes ``callroom.chat.sql.async_url`` maps to its async drivers.
+_DATABASE_SCHEMES = frozenset(
+    {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg"}
+)
 _ORIGIN_RE = re.compile(r"^(https?)://[^/\s:]+(:\d{1,5})?$")
 # No braces (they would change the keys' Redis Cluster hash tags), no spaces.
 _REDIS_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -146,9 +151,8 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_database(cls, value: str) -> str:
-        if value != MEMORY_DATABASE and not value.startswith(
-            ("sqlite", "postgresql", "postgres://")
-        ):
+        scheme, separator, _ = value.partition("://")
+        if value != MEMORY_DATABASE and (not separator or scheme not in _DATABASE_SCHEMES):
             raise ValueError("must be a sqlite:/// path, a postgresql:// URL or memory://")
         return value
 
@@ -210,3 +214,48 @@ def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
             # A model-level check: the message starts with the variable it is about.
             variable, _, message = message.partition(": ")
         raise ConfigError(variable, message) from None
+
+
+# -- `callroom config` -----------------------------------------------------------------
+
+SECRET_SETTINGS = frozenset({"TURN_SECRET"})
+URL_SETTINGS = frozenset({"DATABASE_URL", "REDIS_URL"})
+MASK = "***"
+_PASSWORD_QUERY_RE = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``."""
+    netloc = urlsplit(url).netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        url = url.replace(netloc, f"{userinfo.partition(':')[0]}:{MASK}@{hostport}", 1)
+    return _PASSWORD_QUERY_RE.sub(rf"\g<1>{MASK}", url)
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str]]:
+    """Every variable with the value the server uses, secrets masked (``callroom config``).
+
+    ``AUTH_ISSUER`` and ``AUTH_JWKS_URL`` show the values derived from ``AUTH0_DOMAIN``
+    when they are not set themselves.
+    """
+    derived: dict[str, Any] = {"AUTH_ISSUER": settings.issuer, "AUTH_JWKS_URL": settings.jwks_url}
+    lines: list[tuple[str, str]] = []
+    for name in Settings.model_fields:
+        if name == "DEV_MODE":
+            continue  # a flag of `callroom serve`, not a variable
+        value = derived[name] if name in derived else getattr(settings, name)
+        if value is None:
+            text = ""
+        elif isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        if text and name in SECRET_SETTINGS:
+            text = MASK
+        elif text and name in URL_SETTINGS:
+            text = mask_url(text)
+        lines.append((name, text))
+    return lines

@@ -9,6 +9,8 @@ Exception tree (one layer, the connection handler, turns these into wire answers
     WebSocket upgrade with an HTTP status and the JSON body of SPEC §1.
   - ``ConfigError(variable, message)`` — a bad setting; the process exits with code 2 and
     one line naming the variable (SPEC §6).
+  - ``StartupError(message)`` — the process cannot start (a port in use, an address that
+    is not this machine's); exit code 2 and one line naming the cause (SPEC §9 "CLI").
   - ``StoreUnavailable(part)`` — a part the server needs (chat store, Redis) is down;
     surfaced as ``unavailable`` (SPEC §3.3) and in ``/readyz``.
 """
@@ -85,6 +87,7 @@ class HandshakeCode(StrEnum):
     NOT_FOUND = "not_found"
     INVALID_PAYLOAD = "invalid_payload"
     REQUEST_TIMEOUT = "request_timeout"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
 HANDSHAKE_STATUS: dict[HandshakeCode, int] = {
@@ -97,6 +100,7 @@ HANDSHAKE_STATUS: dict[HandshakeCode, int] = {
     HandshakeCode.NOT_FOUND: 404,
     HandshakeCode.REQUEST_TIMEOUT: 408,
     HandshakeCode.ROOM_FULL: 409,
+    HandshakeCode.PAYLOAD_TOO_LARGE: 413,
     HandshakeCode.INVALID_PAYLOAD: 422,
     HandshakeCode.TOO_MANY_CONNECTIONS: 429,
     HandshakeCode.UNAVAILABLE: 503,
@@ -137,6 +141,10 @@ class ConfigError(CallroomError):
         super().__init__(f"{variable}: {message}")
         self.variable = variable
         self.message = message
+
+
+class StartupError(CallroomError):
+    """The server cannot start; the process exits with code 2 (SPEC §9 "CLI")."""
 
 
 class StoreUnavailable(CallroomError):

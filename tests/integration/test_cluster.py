@@ -170,14 +170,17 @@ class RedisProxy:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # no new connections
         for writer in list(self._writers):
             writer.transport.abort()  # each relay then ends on its own
         self._writers.clear()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            # Since Python 3.12.1 this waits for the server's connections to end, so
+            # only after they were aborted (before, it returned at once).
+            await server.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -62,7 +62,7 @@ class DevKeys:
         place, so two processes starting together end up sharing one key.
         """
         try:
-            return cls._load(path)
+            return cls.load(path)
         except FileNotFoundError:
             pass
         keys = cls.generate()
@@ -79,14 +79,15 @@ class DevKeys:
                 handle.write(pem)
             os.link(tmp, path)  # fails if another process created the key meanwhile
         except FileExistsError:
-            return cls._load(path)
+            return cls.load(path)
         finally:
             tmp.unlink(missing_ok=True)
         log.info("dev signing key created", path=str(path), kid=keys.kid)
         return keys
 
     @classmethod
-    def _load(cls, path: Path) -> DevKeys:
+    def load(cls, path: Path) -> DevKeys:
+        """The PEM key at ``path``; ``FileNotFoundError`` when there is none."""
         data = path.read_bytes()
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:

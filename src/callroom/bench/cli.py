@@ -1,8 +1,9 @@
 """``callroom bench SCENARIO [options]`` and ``callroom bench compare SCENARIO``.
 
-The main CLI mounts ``bench_app`` as ``callroom bench``; ``python -m callroom.bench`` runs
-it directly. Without ``--url`` the bench starts the server itself (``--spawn``); see
-docs/performance.md for the method and the environment a spawned server gets.
+The main CLI runs ``bench_app`` as ``callroom bench``, importing it only then;
+``python -m callroom.bench`` runs it directly. Without ``--url`` the bench starts the
+server itself (``--spawn``); see docs/performance.md for the method and the environment
+a spawned server gets.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ bench_app = typer.Typer(
     help="Load-test callroom (or a reference server) over real WebSockets.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

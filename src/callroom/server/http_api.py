@@ -32,6 +32,7 @@ from callroom.server.http_common import NODE_KEY, json_error
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @routes.get("/ws/health")
@@ -179,7 +180,10 @@ async def ice_servers(request: web.Request) -> web.Response:
             turn["username"] = username
             turn["credential"] = base64.b64encode(digest).decode()
         servers.append(turn)
-    return web.json_response({"iceServers": servers, "ttl": settings.TURN_TTL_SECONDS})
+    # TURN credentials are secrets with an expiry: no cache may keep them.
+    return web.json_response(
+        {"iceServers": servers, "ttl": settings.TURN_TTL_SECONDS}, headers=NO_STORE
+    )
 
 
 # -- OpenAPI ----------------------------------------------------------------------------
@@ -197,18 +201,26 @@ async def openapi_json(_request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-_DOCS_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>callroom API</title></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
-</body></html>
-"""
+@cache
+def _apidocs(name: str) -> bytes:
+    return resources.files("callroom").joinpath("apidocs", name).read_bytes()
 
 
 @routes.get("/docs")
 async def docs(_request: web.Request) -> web.Response:
-    return web.Response(text=_DOCS_HTML, content_type="text/html")
+    """The API page: Redoc shipped in the package (``callroom/apidocs``), no CDN."""
+    return web.Response(body=_apidocs("index.html"), content_type="text/html", charset="utf-8")
+
+
+@routes.get("/docs/redoc.standalone.js")
+async def docs_script(_request: web.Request) -> web.Response:
+    # The page asks for it with ``?v=<redoc version>``, so a day of caching is safe.
+    return web.Response(
+        body=_apidocs("redoc.standalone.js"),
+        content_type="application/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 # -- Dev mode (SPEC §5) -------------------------------------------------------------------
@@ -258,4 +270,4 @@ async def dev_token(request: web.Request) -> web.Response:
         return json_error(HandshakeCode.INVALID_PAYLOAD, "roles must be a list of strings")
     ttl = 3600
     token = mint_dev_token(request.app[NODE_KEY].settings, keys, sub, name, roles, ttl)
-    return web.json_response({"token": token, "expiresIn": ttl})
+    return web.json_response({"token": token, "expiresIn": ttl}, headers=NO_STORE)

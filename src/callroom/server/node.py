@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import itertools
 import os
@@ -36,7 +37,13 @@ from callroom.chat.cached import CachedChatHistory
 from callroom.chat.memory import MemoryChatHistory
 from callroom.chat.sql import SqlChatHistory
 from callroom.config import MEMORY_DATABASE, Settings
-from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused, StoreUnavailable
+from callroom.errors import (
+    CloseCode,
+    HandshakeCode,
+    HandshakeRefused,
+    StartupError,
+    StoreUnavailable,
+)
 from callroom.logs import NODE_ID
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
@@ -104,6 +111,31 @@ def build_history(settings: Settings, metrics: Metrics | None = None) -> ChatHis
     return CachedChatHistory(store, settings.CHAT_HISTORY_LIMIT)
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking socket, or ``StartupError`` naming why not (SPEC §9 "CLI")."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(_bind_failure(host, port, exc)) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"HOST: cannot resolve {host!r} ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"PORT: {host}:{port} is already in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"HOST: {host} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"PORT: {port} needs privileges this process does not have"
+    return f"HOST/PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+
+
 class Node:
     """Everything one server process runs."""
 
@@ -165,10 +197,7 @@ class Node:
         from callroom.server.app import build_app
 
         settings = self.settings
-        sock = socket.socket(socket.AF_INET6 if ":" in settings.HOST else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.HOST, settings.PORT))
-        sock.setblocking(False)
+        sock = listen_socket(settings.HOST, settings.PORT)
         self._sock = sock
         self.port = sock.getsockname()[1]
         jwks_url = settings.jwks_url
