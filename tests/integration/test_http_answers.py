@@ -56,7 +56,7 @@ def test_every_operation_has_an_id_a_declared_tag_and_examples() -> None:
     assert document["info"]["version"] == __version__
     declared = {tag["name"] for tag in document["tags"]}
     ids = [operation["operationId"] for _, _, operation in operations(document)]
-    assert len(ids) == len(set(ids)) == 13
+    assert len(ids) == len(set(ids)) == 14
     for path, method, operation in operations(document):
         where = f"{method.upper()} {path}"
         assert re.fullmatch(r"[a-z][A-Za-z]+", operation["operationId"]), where
@@ -76,6 +76,7 @@ def test_every_operation_has_an_id_a_declared_tag_and_examples() -> None:
 
 async def test_every_route_of_the_server_is_documented(dev_node: Node) -> None:
     from callroom.server.app import build_app
+    from callroom.server.web import load_web_files
 
     documented = {
         (path.replace("{roomId}", "{room_id}"), method.upper())
@@ -86,12 +87,14 @@ async def test_every_route_of_the_server_is_documented(dev_node: Node) -> None:
         for route in build_app(dev_node).router.routes()
         if route.resource is not None and route.method != "HEAD"
     }
-    # The WebSocket endpoint is docs/protocol.md's; the Redoc script belongs to /docs.
+    # The WebSocket endpoint is docs/protocol.md's; the Redoc script belongs to /docs,
+    # the web client's scripts and style sheet to its page at / (docs/web-client.md).
     undocumented = {
         ("/ws/{kind}/{room_id}", "GET"),
         ("/ws/{tail}", "GET"),
         ("/docs/redoc.standalone.js", "GET"),
     }
+    undocumented |= {(path, "GET") for path in load_web_files(dev_node.settings) if path != "/"}
     assert served - undocumented == documented
 
 

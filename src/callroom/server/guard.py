@@ -111,7 +111,7 @@ class HandshakeGuard:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's HTTP protocol with the bounds of the module docstring."""
 
-    __slots__ = ("_counted", "_deadline", "_guard", "_head_bytes", "_ip")
+    __slots__ = ("_counted", "_deadline", "_guard", "_head_bytes", "_ip", "_refused")
 
     def __init__(self, manager: Any, guard: HandshakeGuard, **kwargs: Any) -> None:
         super().__init__(manager, keepalive_timeout=guard.timeout, **kwargs)
@@ -120,6 +120,7 @@ class GuardedRequestHandler(RequestHandler):
         self._counted = False  # holds one of its address's unfinished connections
         self._head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False  # answered by ``_refuse``: the rest of its bytes are dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -151,6 +152,8 @@ class GuardedRequestHandler(RequestHandler):
             self._guard.leave(self._ip)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._upgraded:
             super().data_received(data)
             return
@@ -160,7 +163,7 @@ class GuardedRequestHandler(RequestHandler):
             self._head_bytes = 0  # a head completed: what follows is its body or the next
             return
         self._head_bytes += len(data)
-        if self._head_bytes > MAX_REQUEST_HEAD_BYTES and not self._force_close:
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             self._guard.closed("head_too_large", self._ip, bytes=self._head_bytes)
             self._refuse(
                 431,
@@ -176,16 +179,26 @@ class GuardedRequestHandler(RequestHandler):
             self.force_close()
 
     def _refuse(self, status: int, phrase: str, code: str, message: str) -> None:
-        """Answer with the JSON error body (SPEC §1) and close, outside any request."""
-        body = json.dumps({"error": code, "message": message}).encode()
+        """Answer with the JSON error body (SPEC §1) and close, outside any request.
+
+        The close lingers: the answer goes out with a FIN, what the client still sends is
+        read and dropped for ``LINGERING_SECONDS``, then the socket is closed. Closing at
+        once, with its bytes unread, would reset the connection, and the reset can destroy
+        the answer before the client reads it (RFC 9112 §9.6).
+        """
         transport = self.transport
-        if transport is not None:
-            transport.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (status, phrase.encode(), len(body), body)
-            )
-        self.force_close()
+        if transport is None or self._refused:
+            return
+        self._refused = True
+        body = json.dumps({"error": code, "message": message}).encode()
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, phrase.encode(), len(body), body)
+        )
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGERING_SECONDS, self.force_close)
 
     def handle_error(
         self,
