@@ -101,7 +101,7 @@ async function openClient(options) {
 }
 
 test("every close code of SPEC §3.4 has its own human reason", () => {
-  const spec = [1001, 1003, 1008, 1009, 4001, 4003, 4004, 4005, 4009];
+  const spec = [1001, 1002, 1003, 1008, 1009, 1013, 4001, 4003, 4004, 4005, 4009];
   for (const code of spec) {
     assert.ok(CLOSE_REASONS[code]?.length > 5, `reason for ${code}`);
   }
@@ -112,7 +112,7 @@ test("every close code of SPEC §3.4 has its own human reason", () => {
 });
 
 test("reconnect policy: never after a verdict, 4001 only with a fresh token", () => {
-  for (const code of [1000, 1003, 1008, 1009, 4003, 4004, 4005, 4009, 4999]) {
+  for (const code of [1000, 1002, 1003, 1008, 1009, 4003, 4004, 4005, 4009, 4999]) {
     assert.equal(shouldReconnect(code, { freshToken: true }), false, `code ${code}`);
   }
   for (const code of [1001, 1006, 1011, 1012, 1013]) {

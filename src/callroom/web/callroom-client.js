@@ -157,6 +157,7 @@
 export const CLOSE_REASONS = Object.freeze({
   1000: "left the meeting",
   1001: "the server is restarting",
+  1002: "the client broke the WebSocket protocol",
   1003: "the client sent a binary frame",
   1006: "the connection was lost",
   1008: "disconnected for flooding the server",
@@ -170,7 +171,9 @@ export const CLOSE_REASONS = Object.freeze({
 });
 
 /** Close codes after which reconnecting would be wrong whatever happens (SPEC §3.4). */
-export const FINAL_CLOSE_CODES = Object.freeze([1000, 1003, 1008, 1009, 4003, 4004, 4005, 4009]);
+export const FINAL_CLOSE_CODES = Object.freeze([
+  1000, 1002, 1003, 1008, 1009, 4003, 4004, 4005, 4009,
+]);
 
 /** @type {Backoff} */
 export const DEFAULT_BACKOFF = Object.freeze({
