@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -292,6 +293,25 @@ async def metric_value(node: Any, name: str, labels: str = "") -> float:
         if sample_name == name and parse(sample_labels) == wanted:
             return float(value)
     return 0.0
+
+
+# Many nodes (SPEC §7): a Redis database of the tests' own, emptied before each test, so
+# that no room record, node or channel of another test is seen. CALLROOM_TEST_REDIS_URL
+# points a run at a Redis of its own (two runs on one machine must not share one: pub/sub
+# channels ignore database numbers).
+REDIS_TEST_URL = os.environ.get("CALLROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+async def flush_test_redis() -> str:
+    """The tests' own Redis database, emptied; its URL."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_TEST_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return REDIS_TEST_URL
 
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"

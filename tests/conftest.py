@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from callroom_testing import AUDIENCE, ISSUER, JwksServer, SigningKey, TokenFactory
+from callroom_testing import (
+    AUDIENCE,
+    ISSUER,
+    JwksServer,
+    SigningKey,
+    TokenFactory,
+    flush_test_redis,
+)
 
 
 @pytest.fixture(scope="session")
@@ -65,23 +71,10 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
             await node.stop()
 
 
-# Many nodes (SPEC §7): a Redis database of the tests' own, emptied before each test, so
-# that no room record, node or channel of another test is seen. CALLROOM_TEST_REDIS_URL
-# points a run at a Redis of its own (two runs on one machine must not share one: pub/sub
-# channels ignore database numbers).
-REDIS_TEST_URL = os.environ.get("CALLROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-
-
 @pytest.fixture
 async def redis_url() -> str:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_TEST_URL)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    return REDIS_TEST_URL
+    """Many nodes (SPEC §7): the tests' own Redis database, emptied."""
+    return await flush_test_redis()
 
 
 @pytest.fixture

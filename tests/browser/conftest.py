@@ -25,8 +25,7 @@ from playwright.async_api import Browser, async_playwright
 from callroom.auth.dev import DevKeys
 from callroom.config import Settings
 from callroom.server.node import Node
-
-REDIS_TEST_URL = os.environ.get("CALLROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+from callroom_testing import flush_test_redis
 
 # The screenshots shown in the README: written there when CALLROOM_SCREENSHOTS=update,
 # otherwise to the test's tmp_path, so that an ordinary run leaves the worktree as it was.
@@ -75,18 +74,6 @@ async def start_dev_node(keys: DevKeys, database: Path, **overrides: Any) -> Nod
     node = Node(settings, dev_keys=keys)
     await node.start()
     return node
-
-
-async def flush_test_redis() -> str:
-    """The tests' own Redis database, emptied (as tests/conftest.py ``redis_url``)."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_TEST_URL)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    return REDIS_TEST_URL
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["one-node", "two-nodes"])
