@@ -94,13 +94,13 @@ async def test_a_frame_finished_in_the_callback_runs_in_the_members_log_context(
     node = await start_node()
     alice, bob = await meeting(node, make_token, "bob")
     contexts: list[dict[str, Any]] = []
-    handle_now = node.hub.handle_now
+    run_now = node.hub.run_now
 
     def recording(conn: Connection, command: Command) -> None:
         contexts.append(structlog.contextvars.get_contextvars())
-        handle_now(conn, command)
+        run_now(conn, command)
 
-    monkeypatch.setattr(node.hub, "handle_now", recording)
+    monkeypatch.setattr(node.hub, "run_now", recording)
     await bob.send("raise_hand")
     await alice.expect("raise_hand")
 

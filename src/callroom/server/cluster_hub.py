@@ -20,7 +20,7 @@ grace timer). Any node may change it:
    this node called before (``callroom.cluster.link``'s writer keeps call order).
 
 Commands that change the room therefore wait for Redis: they run in the member's receive
-loop (``waiting_commands``), in the order of its frames. ``ping`` and signaling still
+loop (``awaiting_commands``), in the order of its frames. ``ping`` and signaling still
 run at once.
 
 **Joining.** The node subscribes to the room's channel first (confirmed), then runs the
@@ -85,7 +85,7 @@ from callroom.room.model import Effects, Identity, Room, Send
 from callroom.server.audit import audit_command
 from callroom.server.connection import Connection, is_leave
 from callroom.server.framing import text_frame
-from callroom.server.hub import PONG_BYTES, WAITING_COMMANDS, Hub, _deliver, now_ms
+from callroom.server.hub import AWAITING_COMMANDS, PONG_BYTES, Hub, _deliver, now_ms
 
 if TYPE_CHECKING:
     from callroom.auth.verifier import TokenVerifier
@@ -157,7 +157,7 @@ class ClusterHub(Hub):
     """Rooms shared with the other nodes through Redis (SPEC §7)."""
 
     # Every command that changes the room waits for Redis (module docstring).
-    waiting_commands = WAITING_COMMANDS | frozenset(
+    awaiting_commands = AWAITING_COMMANDS | frozenset(
         t for t in get_args(Command) if t not in _AT_ONCE and t is not AddChat
     )
 
@@ -561,7 +561,7 @@ class ClusterHub(Hub):
 
     # -- commands -------------------------------------------------------------------
 
-    def handle_now(self, conn: Connection, command: Command) -> None:
+    def run_now(self, conn: Connection, command: Command) -> None:
         """``ping``, or signaling checked against the replica (SPEC §3.1: to the target
         only), published to the target's node behind this member's earlier frames."""
         if type(command) is Ping:
@@ -582,11 +582,11 @@ class ClusterHub(Hub):
                 for node_id in nodes:
                     self.link.publish_to_node(node_id, key, message)
 
-    async def handle_waiting(self, conn: Connection, command: Command) -> None:
-        if type(command) in WAITING_COMMANDS:
+    async def run_awaiting(self, conn: Connection, command: Command) -> None:
+        if type(command) in AWAITING_COMMANDS:
             if type(command) is DeleteChat:
                 self._require_channel("delete_chat")
-            await super().handle_waiting(conn, command)
+            await super().run_awaiting(conn, command)
             return
         self._room(conn)  # this session is still in the room
         cid = conn.client_id

@@ -20,6 +20,7 @@ import structlog
 
 from callroom.errors import CloseCode
 from callroom.logs import NODE_ID
+from callroom.room.keys import room_key
 from callroom.server.inbound import FrameBudget
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Connection:
         self.client_id = identity.client_id
         self.kind = kind
         self.room_id = room_id
-        self.room_key = f"{kind}:{room_id}"
+        self.room_key = room_key(kind, room_id)
         self.ip = ip
         # Unique across nodes (SPEC §9): the process's node id, then a number.
         self.conn_id = f"{NODE_ID}-c{next(_ids)}"
@@ -137,7 +138,7 @@ class Connection:
         self.adds: list[tuple[asyncio.Future[Any], float]] = []
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
-        # What ``ws.offer`` found in a frame it queued for the receive loop instead of
+        # What ``ws.take_inline`` found in a frame it queued for the receive loop instead of
         # finishing it (the intake and its start time); the loop takes that frame next.
         self.handoff: tuple[Any, float] | None = None
 

@@ -7,8 +7,8 @@ Chat goes through the ``ChatHistory`` port: stored durably before the broadcast
 (SPEC §3.1, §8 "nothing acknowledged is lost").
 
 Room state lives in this process (``REDIS_URL`` unset: one node, SPEC §6). Everything
-room-related passes through ``precheck``/``enter``/``ended``/``handle_now``/
-``handle_waiting`` (and ``submit_chat``/``chat_stored`` for chat messages,
+room-related passes through ``precheck``/``enter``/``ended``/``run_now``/
+``run_awaiting`` (and ``submit_chat``/``chat_stored`` for chat messages,
 ``find_room``/``all_rooms``/``end`` for the admin API), the seam where
 ``callroom.server.cluster_hub.ClusterHub`` runs the same rooms over Redis (SPEC §7).
 """
@@ -272,9 +272,9 @@ class Hub:
             raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room")
         return room
 
-    def handle_now(self, conn: Connection, command: Command) -> None:
+    def run_now(self, conn: Connection, command: Command) -> None:
         """Run a decoded command that waits for nothing (neither ``add_chat`` nor one of
-        ``WAITING_COMMANDS``); rule violations raise ProtocolError."""
+        ``AWAITING_COMMANDS``); rule violations raise ProtocolError."""
         if type(command) is Ping:
             conn.send(PONG_BYTES)
         else:
@@ -283,9 +283,9 @@ class Hub:
             if type(command) in AUDITED:  # SPEC §9: who did what to whom
                 audit_command(conn.client_id, conn.room_key, command)
 
-    async def handle_waiting(self, conn: Connection, command: Command) -> None:
-        """Run a command of ``WAITING_COMMANDS``; rule violations raise ProtocolError."""
-        await self._WAITING[type(command)](self, conn, command)
+    async def run_awaiting(self, conn: Connection, command: Command) -> None:
+        """Run a command of ``AWAITING_COMMANDS``; rule violations raise ProtocolError."""
+        await self._AWAITING[type(command)](self, conn, command)
 
     def submit_chat(self, conn: Connection, command: AddChat) -> AddFuture:
         """Start an ``add_chat`` (SPEC §3.1): the room's rules now (a violation raises
@@ -382,20 +382,20 @@ class Hub:
     # The commands whose handling awaits the chat store or the identity provider, and the
     # method running each. ``add_chat`` is not one: it is started by ``submit_chat`` and
     # finished by ``chat_stored`` (no coroutine per message); every other command runs
-    # without an await (``handle_now``).
-    _WAITING: ClassVar[dict[type[Command], Callable[[Hub, Connection, Any], Awaitable[None]]]] = {
+    # without an await (``run_now``).
+    _AWAITING: ClassVar[dict[type[Command], Callable[[Hub, Connection, Any], Awaitable[None]]]] = {
         DeleteChat: _delete_chat,
         GetRecentChats: _recent_chats,
         RefreshToken: _refresh_token,
     }
 
-    # The commands the WebSocket module runs with ``handle_waiting`` (in the member's
+    # The commands the WebSocket module runs with ``run_awaiting`` (in the member's
     # receive loop, in order); every other command but ``add_chat`` runs at once with
-    # ``handle_now``.
-    waiting_commands: ClassVar[frozenset[type[Command]]] = frozenset(_WAITING)
+    # ``run_now``.
+    awaiting_commands: ClassVar[frozenset[type[Command]]] = frozenset(_AWAITING)
 
 
-WAITING_COMMANDS = Hub.waiting_commands
+AWAITING_COMMANDS = Hub.awaiting_commands
 
 
 def _deliver(sessions: dict[str, Connection], recipients: Sequence[str], frame: bytes) -> int:

@@ -118,7 +118,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         # The lane runs in a copy of this task's context: its log bindings (conn_id, room).
         # (mypy does not follow ``Context.run``'s *args through ``partial``.)
         run_in_context = contextvars.copy_context().run
-        ws.offer_frames(functools.partial(run_in_context, offer, node, conn))  # type: ignore[call-arg]
+        ws.offer_frames(functools.partial(run_in_context, take_inline, node, conn))  # type: ignore[call-arg]
         client_code = await _receive_loop(node, conn)
     finally:
         ws.stop_offering()
@@ -201,7 +201,7 @@ async def _receive_loop(node: Node, conn: Connection) -> int | None:
 Intake = Command | ProtocolError | None
 
 
-def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> bool:
+def take_inline(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> bool:
     """Handle a frame in the socket's callback if nothing must wait; False queues it.
 
     Offered only while the member's receive loop waits with nothing queued
@@ -219,7 +219,7 @@ def offer(node: Node, conn: Connection, msg: WSMessage | WSMessageTextBytes) -> 
         if len(conn.adds) < PIPELINED_ADDS - 1:  # no backpressure wait needed after it
             _pipeline_add(node, conn, taken, started)
             return True
-    elif not conn.adds and type(taken) not in node.hub.waiting_commands:
+    elif not conn.adds and type(taken) not in node.hub.awaiting_commands:
         _finish(node, conn, taken, started)
         return True
     conn.handoff = (taken, started)
@@ -248,8 +248,8 @@ async def on_text(node: Node, conn: Connection, data: str | None) -> None:
         return
     if conn.adds:
         await conn.settle()  # the member's earlier messages come first
-    if type(taken) in node.hub.waiting_commands:
-        await _run_waiting(node, conn, cast(Command, taken), started)
+    if type(taken) in node.hub.awaiting_commands:
+        await _run_awaiting(node, conn, cast(Command, taken), started)
     else:
         _finish(node, conn, taken, started)
 
@@ -281,7 +281,7 @@ def _finish(node: Node, conn: Connection, taken: Intake, started: float) -> None
     else:
         try:
             label = canonical_event(core.event_name(taken))
-            node.hub.handle_now(conn, taken)
+            node.hub.run_now(conn, taken)
         except ProtocolError as exc:
             label = _refused(node, conn, exc, label)
         except Exception:  # never raised into aiohttp's reader (``offer``) or the loop
@@ -337,12 +337,12 @@ def _counted(node: Node, label: str, started: float) -> None:
     node.metrics.message_seconds.observe(time.perf_counter() - started)
 
 
-async def _run_waiting(node: Node, conn: Connection, command: Command, started: float) -> None:
+async def _run_awaiting(node: Node, conn: Connection, command: Command, started: float) -> None:
     """Run a command that waits for the store or the identity provider; answer errors."""
     label = "unknown"
     try:
         label = canonical_event(core.event_name(command))
-        await node.hub.handle_waiting(conn, command)
+        await node.hub.run_awaiting(conn, command)
     except ProtocolError as exc:
         label = _refused(node, conn, exc, label)
     except Exception:
