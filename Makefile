@@ -22,7 +22,7 @@ $(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml uv.lock | $(UV)
+$(VENV)/.dev: pyproject.toml bench/pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@ $(VENV)/.runtime
 
