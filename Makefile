@@ -16,13 +16,13 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 	.tools/bin/pip install --quiet 'uv>=0.5,<1'
 
 # `make run` installs the runtime dependencies only; `make test` (and lint, typecheck)
-# add the dev group, which brings the bench extras. --inexact: a run after a test keeps
-# the dev tools instead of uninstalling them.
+# add the dev group, which brings the benchmark (`callroom-bench`, the workspace member
+# bench/). --inexact: a run after a test keeps the dev tools instead of uninstalling them.
 $(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml uv.lock | $(UV)
+$(VENV)/.dev: pyproject.toml bench/pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@ $(VENV)/.runtime
 

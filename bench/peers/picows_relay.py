@@ -1,4 +1,4 @@
-"""Bare picows room relay: the Python floor for `callroom bench compare`.
+"""Bare picows room relay: the Python floor for `callroom-bench compare`.
 
 No auth, no validation, no storage: the identity comes from the query
 (`/ws/{kind}/{roomId}?clientId=...&name=...`) and the wire envelope is callroom's

@@ -1,8 +1,9 @@
-"""The ``callroom`` command: ``serve``, ``token``, ``config``, ``connect``, ``db``, ``bench``.
+"""The ``callroom`` command: ``serve``, ``token``, ``config``, ``connect``, ``db``.
 
 A bad setting exits with code 2 and one line naming the variable (SPEC §6); so does any
 other start-up failure (a port in use, an address that is not this machine's; SPEC §9).
-``serve`` imports neither the benchmark nor its extras: ``bench`` loads them when it runs.
+The benchmark is not part of the product: it is ``callroom-bench``, a project of its own
+in bench/ (docs/performance.md), and nothing here imports it.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Chat history store: migrations, backup, restore.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-# The modules `callroom bench` needs and the `bench` extra installs (pyproject.toml).
-BENCH_EXTRAS = ("picows", "rich")
 
 DEFAULT_DEV_KEY = Path(".callroom-dev-key.pem")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -245,25 +243,6 @@ def connect(
     from callroom.client import run
 
     raise typer.Exit(run(url, token_value))
-
-
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench(ctx: typer.Context) -> None:
-    """Load-test callroom (needs the `bench` extra, see docs/performance.md)."""
-    try:
-        from callroom.bench.cli import bench_app
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "").partition(".")[0]
-        if missing not in BENCH_EXTRAS:
-            raise
-        fail(
-            f"the benchmark needs the bench extra ({missing} is missing): "
-            "pip install 'callroom[bench]' or uv sync --extra bench"
-        )
-    bench_app(args=ctx.args, prog_name="callroom bench")
 
 
 def _store_settings(env_file: str) -> Settings:

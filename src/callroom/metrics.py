@@ -7,8 +7,8 @@ a user id or a client-sent string.
 The three metrics counted for every frame (frames received by event, the time to handle a
 frame, frames sent) are ``HotCounter``/``HotHistogram``: plain numbers that ``/metrics``
 reads when it is scraped, instead of ``prometheus_client``'s metrics, which take a lock
-on every update (about 0.9 µs an increment and 1.9 µs an observation on the benchmark's
-VM, 4-5% of the CPU of a relayed ICE candidate; docs/performance.md, finding 11). They
+on every update (a visible share of the CPU of a relayed ICE candidate;
+docs/performance.md, finding 11 and "Micro-measurements"). They
 need no lock: the node's event-loop thread is their only writer, and ``/metrics`` reads
 them on that thread too.
 """

@@ -1,4 +1,4 @@
-"""Smoke run of every `callroom bench` scenario with tiny sizes, so the command cannot rot.
+"""Smoke run of every `callroom-bench` scenario with tiny sizes, so the command cannot rot.
 
 Issue 5 acceptance: a quick run of every scenario in `make test`. Nothing here asserts a
 timing: only that each scenario ran end to end over real sockets, that its messages
@@ -35,10 +35,10 @@ from picows import (
 from typer.testing import CliRunner
 
 from callroom.auth.dev import DevKeys
-from callroom.bench.cli import bench_app
-from callroom.bench.client import Recorder, close_all, connect_all, stamp
-from callroom.bench.report import median_round_ratios, median_runs
-from callroom.bench.servers import BENCH_ENV
+from callroom_bench.cli import bench_app
+from callroom_bench.client import Recorder, close_all, connect_all, stamp
+from callroom_bench.report import median_round_ratios, median_runs
+from callroom_bench.servers import BENCH_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
@@ -502,10 +502,21 @@ async def test_a_join_that_fails_is_counted_and_leaves_a_gap(
     assert recorder.errors == expected
 
 
-def test_the_bench_runs_as_a_module() -> None:
-    command = [sys.executable, "-m", "callroom.bench", "--help"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "callroom_bench"],
+        # The console script of bench/pyproject.toml, beside this interpreter.
+        [str(Path(sys.executable).with_name("callroom-bench"))],
+    ],
+    ids=["module", "script"],
+)
+def test_the_bench_is_its_own_command(command: list[str]) -> None:
+    result = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
+    assert "Usage: callroom-bench" in result.stdout
     for scenario in ("join", "chat", "bigroom", "signal", "idle", "cluster", "compare"):
         assert scenario in result.stdout
 

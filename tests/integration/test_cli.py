@@ -2,11 +2,13 @@
 
 Start-up failures are one line naming the cause and exit 2 (SPEC §6, §9 "CLI");
 `--version`, `-h`; `config` masks secrets; `token` writes only the token to stdout and
-never invents a key the server does not have; `serve` never imports the benchmark.
+never invents a key the server does not have; `serve` never imports the benchmark
+(callroom-bench, a project of its own: docs/performance.md).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 import jwt
@@ -25,6 +28,8 @@ from callroom.errors import StartupError
 from callroom_testing import AUDIENCE, ISSUER
 
 PYTHON = sys.executable
+# The benchmark's package and the WebSocket library only it uses.
+BENCH_ROOTS = {"callroom_bench", "picows"}
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -239,7 +244,7 @@ def test_a_start_up_cause_is_one_line_without_passwords(exc: Exception, cause: s
 
 # -- serve and the benchmark ---------------------------------------------------------------
 
-# The benchmark's extras made unimportable, as in an install without `callroom[bench]`;
+# The benchmark's dependencies made unimportable, as in an install without callroom-bench;
 # the modules that were loaded are printed when the interpreter exits.
 WITHOUT_BENCH = textwrap.dedent(
     """
@@ -253,9 +258,10 @@ WITHOUT_BENCH = textwrap.dedent(
     main()
     """
 )
+SRC = Path(__file__).resolve().parents[2] / "src" / "callroom"
 
 
-def test_serve_runs_without_the_bench_extras_and_never_imports_the_benchmark(
+def test_serve_runs_without_the_bench_dependencies_and_never_imports_the_benchmark(
     tmp_path: Path,
 ) -> None:
     env = cli_env(tmp_path)
@@ -279,28 +285,41 @@ def test_serve_runs_without_the_bench_extras_and_never_imports_the_benchmark(
         assert proc.wait(timeout=15) == 0
     loaded = rest.rsplit("LOADED ", 1)[1].split()
     assert "callroom.server.node" in loaded  # the control: the serve path ran
-    assert not [name for name in loaded if name.startswith(("callroom.bench", "picows"))]
+    assert find_spec("callroom_bench") is not None  # installed here, so it could be loaded
+    assert not [name for name in loaded if name.startswith(("callroom_bench", "picows"))]
 
 
-def test_bench_without_its_extras_is_a_one_line_hint_and_exit_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [PYTHON, "-c", WITHOUT_BENCH, "bench", "join"],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of its code (lazy imports included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_no_module_of_the_product_imports_the_benchmark() -> None:
+    """The import graph: the callroom package never names callroom_bench nor its picows."""
+    modules = sorted(SRC.rglob("*.py"))
+    assert SRC / "server" / "node.py" in modules  # the control: the package was read
+    for path in modules:
+        bench = {name for name in imported_modules(path) if name.split(".")[0] in BENCH_ROOTS}
+        assert not bench, f"{path.relative_to(SRC)} imports {sorted(bench)}"
+
+
+def test_the_import_graph_check_sees_a_lazy_import(tmp_path: Path) -> None:
+    """Control: an import inside a function, as the old ``callroom bench`` had, is seen."""
+    module = tmp_path / "lazy.py"
+    module.write_text("def bench() -> None:\n    from callroom_bench.cli import main\n")
+    assert "callroom_bench.cli" in imported_modules(module)
+
+
+def test_bench_is_not_a_command_of_the_product(tmp_path: Path) -> None:
+    """The benchmark is `callroom-bench` now (docs/performance.md); `callroom bench` is
+    an unknown command like any other."""
+    result = callroom(tmp_path, "bench", "join")
     assert result.returncode == 2
-    hint = result.stderr.split("LOADED ")[0]
-    assert one_line(hint).startswith("callroom: the benchmark needs the bench extra")
-    assert "callroom[bench]" in hint
-
-
-def test_bench_with_its_extras_is_the_bench_command(tmp_path: Path) -> None:
-    result = callroom(tmp_path, "bench", "-h")
-    assert result.returncode == 0, result.stderr
-    assert "Usage: callroom bench" in result.stdout
-    for scenario in ("join", "chat", "compare"):
-        assert scenario in result.stdout
+    assert "No such command 'bench'" in result.stderr
+    assert "bench" not in callroom(tmp_path, "--help").stdout

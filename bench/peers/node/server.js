@@ -1,4 +1,4 @@
-// Node `ws` room relay for `callroom bench compare`: the same bare relay as
+// Node `ws` room relay for `callroom-bench compare`: the same bare relay as
 // bench/peers/picows_relay.py (no auth, no validation), as a non-Python reference.
 //
 // Identity from the query (/ws/{kind}/{roomId}?clientId=...&name=...); a room_state-shaped

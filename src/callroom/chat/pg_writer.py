@@ -5,7 +5,7 @@ SQLAlchemy: ``BEGIN``, one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO N
 RETURNING`` (one prepared statement whatever the batch size, cached by asyncpg), the
 ``SELECT`` of the rows that were already there (only when there are some), ``COMMIT``.
 Through SQLAlchemy's pool (a pre-ping on every checkout) and its execution layer the same
-transaction took about 1.2 ms of CPU; here about 0.13 ms.
+transaction took several times the CPU (docs/performance.md, "Micro-measurements").
 
 The connection has the engine's connect arguments (connect timeout, server-side
 ``statement_timeout``, client-side ``command_timeout``). A connection that failed, or whose

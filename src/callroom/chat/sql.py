@@ -20,10 +20,10 @@ holds its message. The writer takes whatever is queued when it is free, but star
 batch no sooner than ``commit_interval`` (10 ms) after the previous batch started, unless
 ``max_batch`` adds are already waiting: an add after a quiet spell commits at once, and
 under load the store makes at most 100 commits a second, each holding what queued since
-the last. Why: a commit has a fixed cost (on SQLite about 0.25 ms of the writer thread's
-CPU for its WAL sync and locks, plus the hand-off to that thread) besides the cost of each
-row, and at the rates where one core saturates, commits that took only what queued during
-the previous one held 3-4 messages. The price is at most 10 ms more latency per message
+the last. Why: a commit has a fixed cost (its WAL sync and locks, plus the hand-off to
+the writer thread) besides the cost of each row, and at the rates where one core
+saturates, commits that took only what queued during the previous one held only a few
+messages. The price is at most 10 ms more latency per message
 under load (docs/performance.md, finding 10). The writer starts with the first add after
 the queue went empty and ends when it is empty again, so an idle store runs no task.
 
@@ -35,7 +35,7 @@ the queue went empty and ends when it is empty again, so an idle store runs no t
 - On SQLite a batch is ONE call to a writer thread that owns a ``sqlite3`` connection of
   its own and runs the whole transaction there (``callroom.chat.sqlite_writer``): with one
   sender every commit holds one message, and through SQLAlchemy and aiosqlite a commit
-  cost about 1.2 ms of CPU (three thread round trips), on that thread about 0.17 ms.
+  took three thread round trips and several times the CPU (docs/performance.md).
   Everything else (reads, deletes, purges, migrations, probes) stays on the engine. An
   in-memory SQLite database (``sqlite://``) is not supported: the writer's connection
   would open a database of its own. On PostgreSQL a batch runs likewise on an ``asyncpg``

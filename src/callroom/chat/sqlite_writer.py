@@ -5,8 +5,9 @@ A group-commit batch is ONE call to a thread of its own: that thread owns a stdl
 (``BEGIN IMMEDIATE``, the multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, the
 ``SELECT`` of the rows that were already there, ``COMMIT``; a rollback on any error) as
 one synchronous function. Through SQLAlchemy and aiosqlite the same transaction took
-three thread round trips and about 1.2 ms of CPU per commit, most of it statement
-execution overhead and GIL hand-offs; here it is one hop and plain SQL text with ``?``
+three thread round trips and several times the CPU per commit, most of it statement
+execution overhead and GIL hand-offs (docs/performance.md, "Micro-measurements"); here
+it is one hop and plain SQL text with ``?``
 parameters, compiled once by ``sqlite3``'s statement cache.
 
 The connection has the durability settings of ``callroom.chat.sql.make_engine``: WAL,

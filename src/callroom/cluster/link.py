@@ -151,8 +151,8 @@ class _Writer:
 
     Whatever is queued while a batch is in flight goes out as the next batch: one write
     of the commands packed here, then their replies read in order (hiredis parses them).
-    redis-py's ``Pipeline`` did the same at about 30 µs of CPU per command; this costs a
-    few (docs/performance.md, "Many nodes").
+    redis-py's ``Pipeline`` did the same at several times the CPU per command
+    (docs/performance.md, "Many nodes").
     """
 
     pool: ConnectionPool

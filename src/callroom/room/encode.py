@@ -9,12 +9,8 @@ enters), nesting deeper than 254.
 
 ``encode_bytes`` skips the decode/encode round trip of ``encode`` when the transport takes
 UTF-8 bytes (aiohttp 3.14's ``WebSocketResponse.send_frame(data, WSMsgType.TEXT)``, or a
-pre-built frame: ``send_str`` itself encodes the str to bytes again). µs per call, best of
-7 x 100k, CPython 3.11, orjson 3.13:
-
-    payload                                     encode_bytes  encode  encode().encode()  json.dumps
-    room_state, 20 members with media (3.1 KB)  1.11          1.33    1.41               18.5
-    add_chat ChatInfo (221 B)                   0.21          0.31    0.50               2.8
+pre-built frame: ``send_str`` itself encodes the str to bytes again). What each way costs:
+docs/performance.md, "Micro-measurements".
 """
 
 from __future__ import annotations

@@ -50,34 +50,19 @@ one colon per kept member and every string colon verbatim. So the text has as ma
 as ``orjson.dumps(doc)`` exactly when no member was dropped, i.e. when no object repeats a
 key. Before counting, the common case is settled by one comparison: a compact frame (what
 ``JSON.stringify`` sends) is byte for byte ``orjson.dumps(doc)``, and a text equal to the
-serialization of dicts cannot repeat a key. (Counting a character loops over the whole
-text at about a nanosecond a byte; comparing is a ``memcmp``.) A text with a ``\\u``
+serialization of dicts cannot repeat a key. (Counting loops over every character of the
+text; comparing is a ``memcmp``.) A text with a ``\\u``
 escape (which could spell a colon), or nested deeper than orjson writes (254), is checked
 by stdlib ``json`` with an ``object_pairs_hook`` instead; nesting beyond ``MAX_NESTING``
 (512) levels is ``invalid_json`` on every Python. The hypothesis tests hold
 the fast checks against generated documents with escapes. (Running that stdlib check
-after orjson on every frame instead took 3.0-7.4 µs on these frames, on an earlier
-machine.)
-
-µs per frame (best of 7 x 50k, CPython 3.11, orjson 3.13, on the 2026-11-27 VM of
-docs/performance.md; "strict" = orjson parse + duplicate check, before and after the
-comparison above):
-
-    frame                                 orjson alone  strict before  strict  decode
-    add_chat, 154 B                       0.43          1.24           0.80    2.26
-    add_chat with a newline escape, 155 B 0.46          1.51           0.85    2.29
-    candidate, 235 B                      0.64          1.55           1.12    3.24
-    candidate, 2 KB                       1.30          4.02           2.25    4.48
-    offer, 5.4 KB SDP (CRLF escapes)      2.57          12.51          7.12    11.27
+after orjson on every frame instead was measured slower.)
 
 Validation is one small function per event, found by a dict lookup; messages are only
-formatted on failure. Of the ~1 µs it adds to an add_chat, 0.35 µs is constructing the
-frozen ``AddChat`` dataclass. msgspec decoding into a tagged union of Structs takes 0.23 µs
-(add_chat) and 0.55 µs (2 KB candidate), but it cannot see duplicate keys either (the
-orjson parse and re-dump above would still be needed), still needs the hand checks
-(trimming, NUL, UTF-8 byte lengths) and words its errors its own way
-("Expected `str`, got `int` - at `$.payload.chatContent`"): at best ~0.3 µs saved of
-~1.8, for two parsers' semantics. Not taken.
+formatted on failure. msgspec was not taken: it cannot see duplicate keys either, still
+needs the hand checks and words its errors its own way, for a fraction of a microsecond
+saved. The measurements behind these choices, with the commands that repeat them:
+docs/performance.md, "Micro-measurements".
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ rare (docs/architecture.md "Heartbeat"). It also re-armed a timer on every frame
 received; here a frame costs one attribute store (``Connection.alive``).
 
 A sweep goes over ``per_turn`` connections per turn of the event loop: each ping is a
-write to a socket (~3.4 µs here), and 5,000 of them in one turn held every other
-connection's frames for 17 ms, a p99 spike every interval on a busy node.
+write to a socket, and thousands of them in one turn hold every other connection's
+frames long enough for a p99 spike every interval on a busy node (docs/performance.md,
+"Micro-measurements").
 """
 
 from __future__ import annotations

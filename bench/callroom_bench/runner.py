@@ -15,11 +15,11 @@ import uvloop
 from rich.progress import Progress
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
-from callroom.bench.client import Protocol
-from callroom.bench.report import build_report, compare_ratios, median_round_ratios, median_runs
-from callroom.bench.scenarios import RUNNERS, Params, Result
-from callroom.bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
-from callroom.bench.target import DEV_KEY_FILE, BenchError, Minter, Target
+from callroom_bench.client import Protocol
+from callroom_bench.report import build_report, compare_ratios, median_round_ratios, median_runs
+from callroom_bench.scenarios import RUNNERS, Params, Result
+from callroom_bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
+from callroom_bench.target import DEV_KEY_FILE, BenchError, Minter, Target
 
 T = TypeVar("T")
 

@@ -1,9 +1,9 @@
-"""``callroom bench SCENARIO [options]`` and ``callroom bench compare SCENARIO``.
+"""``callroom-bench SCENARIO [options]`` and ``callroom-bench compare SCENARIO``.
 
-The main CLI runs ``bench_app`` as ``callroom bench``, importing it only then;
-``python -m callroom.bench`` runs it directly. Without ``--url`` the bench starts the
-server itself (``--spawn``); see docs/performance.md for the method and the environment
-a spawned server gets.
+``main`` is the ``callroom-bench`` console script (bench/pyproject.toml) and
+``python -m callroom_bench``. Without ``--url`` the bench starts the server itself
+(``--spawn``); see docs/performance.md for the method and the environment a spawned
+server gets.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from rich.progress import (
 )
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
-from callroom.bench.client import Protocol
-from callroom.bench.report import compare_table, result_table, write_json
-from callroom.bench.runner import Source, bench, compare, run_sync
-from callroom.bench.scenarios import DEFAULTS, Params, Scenario
-from callroom.bench.servers import ServerKind
-from callroom.bench.target import DEV_KEY_FILE, BenchError
+from callroom_bench.client import Protocol
+from callroom_bench.report import compare_table, result_table, write_json
+from callroom_bench.runner import Source, bench, compare, run_sync
+from callroom_bench.scenarios import DEFAULTS, Params, Scenario
+from callroom_bench.servers import ServerKind
+from callroom_bench.target import DEV_KEY_FILE, BenchError
+
+PROG_NAME = "callroom-bench"
 
 bench_app = typer.Typer(
-    name="bench",
+    name=PROG_NAME,
     help="Load-test callroom (or a reference server) over real WebSockets.",
     no_args_is_help=True,
     add_completion=False,
@@ -395,3 +397,7 @@ def compare_command(
     if json_path is not None:
         write_json(json_path, comparison)
         err.print(f"wrote {json_path}")
+
+
+def main() -> None:
+    bench_app(prog_name=PROG_NAME)  # the same name under `python -m callroom_bench`

@@ -35,7 +35,7 @@ from picows import (
     ws_connect,
 )
 
-from callroom.bench.stats import new_samples
+from callroom_bench.stats import new_samples
 
 MARK = b"~t"
 """Precedes the send time in every timed message; never appears elsewhere in a frame."""

@@ -21,8 +21,8 @@ from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
 
-from callroom.bench.client import Protocol
-from callroom.bench.target import DEV_KEY_FILE, BenchError
+from callroom_bench.client import Protocol
+from callroom_bench.target import DEV_KEY_FILE, BenchError
 
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -62,8 +62,8 @@ class PeerUnavailable(BenchError):
 
 
 def peers_dir() -> Path:
-    """``bench/peers`` of this source tree, else of the working directory."""
-    tree = Path(__file__).resolve().parents[3] / "bench" / "peers"
+    """``bench/peers`` beside this package in the source tree, else of the working directory."""
+    tree = Path(__file__).resolve().parents[1] / "peers"
     return tree if tree.is_dir() else Path.cwd() / "bench" / "peers"
 
 

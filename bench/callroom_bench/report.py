@@ -7,7 +7,8 @@ A report is one run of one scenario against one server::
      "headline": {"metric", "value", "higher_is_better"}, "result", "errors"}
 
 ``result`` is the scenario's dataclass (scenarios.py) as a dict. ``compare`` wraps
-several reports with the ratios of their headline values.
+several reports with the ratios of their headline values. ``tool`` keeps the name the
+command had before it became ``callroom-bench``, so old and new result files read alike.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from rich import box
 from rich.table import Table
 
 from callroom import __version__
-from callroom.bench.scenarios import (
+from callroom_bench.scenarios import (
     IdleResult,
     JoinResult,
     Params,
     Result,
     TrafficResult,
 )
-from callroom.bench.stats import CpuUse, Latency
-from callroom.bench.target import Target
+from callroom_bench.stats import CpuUse, Latency
+from callroom_bench.target import Target
 
 
 def headline(result: Result) -> tuple[str, float | None, bool]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
-from callroom.bench.client import Protocol, room_url
+from callroom_bench.client import Protocol, room_url
 
 DEV_KEY_FILE = Path(".callroom-dev-key.pem")
 TOKEN_TTL_SECONDS = 3 * 3600

@@ -30,7 +30,7 @@ from typing import Any
 from picows import WSMsgType
 from rich.progress import Progress, TaskID
 
-from callroom.bench.client import (
+from callroom_bench.client import (
     Connection,
     Protocol,
     Recorder,
@@ -41,8 +41,8 @@ from callroom.bench.client import (
     stamp,
     timed_text,
 )
-from callroom.bench.stats import CpuMeter, CpuUse, Latency, process_rss_kb
-from callroom.bench.target import BenchError, Target
+from callroom_bench.stats import CpuMeter, CpuUse, Latency, process_rss_kb
+from callroom_bench.target import BenchError, Target
 
 P99_LIMIT_MS = 100.0
 GENERATOR_SATURATED = 0.9

@@ -1,0 +1,5 @@
+"""``python -m callroom_bench``: the same command as ``callroom-bench``."""
+
+from callroom_bench.cli import main
+
+main()
