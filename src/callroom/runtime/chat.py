@@ -26,10 +26,14 @@ from callroom.room.encode import encode_bytes, error_frame
 from callroom.room.keys import RoomKey
 from callroom.runtime.messages import Delivery
 from callroom.runtime.peer import Peer
+from callroom.runtime.ports import RoomBus
+from callroom.runtime.refusals import require_bus
+from callroom.runtime.replicas import Replicas
 from callroom.server.framing import text_frame
 
 if TYPE_CHECKING:
-    from callroom.runtime.hub import Hub
+    from callroom.auth.verifier import TokenVerifier
+    from callroom.chat.base import ChatHistory
 
 AWAITED_CHAT_COMMANDS: frozenset[type[Command]] = frozenset(
     {DeleteChat, GetRecentChats, RefreshToken}
@@ -38,12 +42,23 @@ UNSENT_PER_ROOM = 1024  # chatIds kept for a full broadcast on retry, per room
 
 
 class RoomChat:
-    """The chat commands of a hub's rooms."""
+    """The chat commands of a node's rooms."""
 
     submitted: frozenset[type[Command]] = frozenset({AddChat})
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        history: ChatHistory,
+        verifier: TokenVerifier,
+        bus: RoomBus,
+        replicas: Replicas,
+        schedule_expiry: Callable[[Peer, float], None],
+    ) -> None:
+        self.history = history
+        self.verifier = verifier
+        self.bus = bus
+        self.replicas = replicas
+        self.schedule_expiry = schedule_expiry
         self._entropy = b""
         self._entropy_at = 0
         self._unsent: dict[RoomKey, set[str]] = {}  # stored, broadcast lost
@@ -61,9 +76,10 @@ class RoomChat:
 
     def submit(self, peer: Peer, command: AddChat) -> AddFuture:
         """The room's rules now (a violation raises ProtocolError), then the store."""
-        hub = self.hub
-        member = core.require_admitted(hub.room_of(peer, "add_chat"), peer.client_id, "add_chat")
-        hub.require_bus("add_chat")
+        member = core.require_admitted(
+            self.replicas.member_room(peer, "add_chat"), peer.client_id, "add_chat"
+        )
+        require_bus(self.bus, "add_chat")
         message = ChatMessage(
             chat_id=command.chat_id or self.new_chat_id(),
             client_id=peer.client_id,
@@ -71,7 +87,7 @@ class RoomChat:
             timestamp=int(time.time() * 1000),
             chat_content=command.chat_content,
         )
-        return hub.history.submit(peer.room_key, message)
+        return self.history.submit(peer.room_key, message)
 
     def stored(self, peer: Peer, done: AddFuture) -> None:
         """Broadcast a stored ``add_chat`` (SPEC §8: only once durable). A store failure
@@ -90,13 +106,13 @@ class RoomChat:
             raise _store_down("add_chat") from None
         key = peer.room_key
         text = encode_bytes("add_chat", stored.to_wire())
-        room = self.hub.replicas.room(key)
+        room = self.replicas.room(key)
         unsent = self._unsent.get(key)
         if room is not None and (created or (unsent is not None and stored.chat_id in unsent)):
             if unsent is not None:
                 unsent.discard(stored.chat_id)
-            self.hub.require_bus("add_chat")
-            self.hub.bus.publish(
+            require_bus(self.bus, "add_chat")
+            self.bus.publish(
                 key,
                 Delivery(core.admitted_ids(room), text),
                 self._on_lost(peer, stored.chat_id),
@@ -127,20 +143,18 @@ class RoomChat:
             await self._refresh_token(peer, command)
 
     async def _delete(self, peer: Peer, command: DeleteChat) -> None:
-        hub = self.hub
         key = peer.room_key
         member = core.require_admitted(
-            hub.room_of(peer, "delete_chat"), peer.client_id, "delete_chat"
+            self.replicas.member_room(peer, "delete_chat"), peer.client_id, "delete_chat"
         )
-        hub.require_bus("delete_chat")
+        require_bus(self.bus, "delete_chat")
         try:
-            message = await hub.history.get(key, command.chat_id)
+            message = await self.history.get(key, command.chat_id)
             if message is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
-            core.authorize_delete(
-                hub.room_of(peer, "delete_chat"), peer.client_id, message.client_id
-            )
-            deleted = await hub.history.delete(key, command.chat_id)
+            room = self.replicas.member_room(peer, "delete_chat")  # it may have changed
+            core.authorize_delete(room, peer.client_id, message.client_id)
+            deleted = await self.history.delete(key, command.chat_id)
         except StoreUnavailable:
             raise _store_down("delete_chat") from None
         if not deleted:
@@ -150,17 +164,16 @@ class RoomChat:
             "clientId": peer.client_id,
             "displayName": member.display_name,
         }
-        room = hub.replicas.room(key)
-        if room is not None:
+        now = self.replicas.room(key)
+        if now is not None:
             text = encode_bytes("delete_chat", payload)
-            hub.bus.publish(key, Delivery(core.admitted_ids(room), text))
+            self.bus.publish(key, Delivery(core.admitted_ids(now), text))
 
     async def _recent(self, peer: Peer, command: GetRecentChats) -> None:
-        hub = self.hub
         event = command.reply_event
-        core.require_admitted(hub.room_of(peer, event), peer.client_id, event)
+        core.require_admitted(self.replicas.member_room(peer, event), peer.client_id, event)
         try:
-            page = await hub.history.page(peer.room_key, command.limit, command.before)
+            page = await self.history.page(peer.room_key, command.limit, command.before)
         except StoreUnavailable:
             raise _store_down(event) from None
         payload = {
@@ -174,7 +187,7 @@ class RoomChat:
         from callroom.auth.verifier import AuthError
 
         try:
-            identity = await self.hub.verifier.verify_for_refresh(command.token, peer.client_id)
+            identity = await self.verifier.verify_for_refresh(command.token, peer.client_id)
         except AuthError as exc:
             raise ProtocolError(
                 ErrorCode.INVALID_PAYLOAD,
@@ -189,7 +202,7 @@ class RoomChat:
                 "refresh_token",
             )
         peer.identity = identity
-        self.hub.schedule_expiry(peer, identity.expires_at)
+        self.schedule_expiry(peer, identity.expires_at)
 
 
 def _store_down(event: str) -> ProtocolError:

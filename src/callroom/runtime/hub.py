@@ -1,31 +1,19 @@
 """The hub: one room runtime for one node and for many (SPEC §2, §3, §7).
 
-Every room is a record in a ``RoomStore`` and every room's messages travel on a
-``RoomBus`` (``callroom.runtime.ports``); the memory pair serves one node, the Redis
-pair many. The hub runs the same three steps on either:
+Every room is a record in a ``RoomStore``; its messages travel on a ``RoomBus``
+(``callroom.runtime.ports``: memory for one node, Redis for many). A change of a room is
+a *transition* (``callroom.runtime.transitions``: a pure function of
+``callroom.room.placement`` run inside a compare-and-set that publishes its update);
+every node hearing the room *applies* the update to its replica and to the sockets it
+holds (``callroom.runtime.local``), the node that ran it too: one order, the bus's.
+Chat and signaling change nothing: checked against the replica, published as one
+``Delivery`` (``callroom.runtime.commands``, ``callroom.runtime.chat``). The walk of a
+chat message and of an offer through these layers is in docs/architecture.md.
 
-1. **Transition** (``callroom.runtime.transitions``): read the record, run a pure
-   function of ``callroom.room.placement`` on it, compare-and-set the next version; the
-   store publishes the update (every frame encoded once) on the room's bus.
-2. **Apply**: every node hearing the room keeps the latest record as a replica (read by
-   chat and signaling) and carries out the update's frames and closes for the members
-   whose sockets it holds (``callroom.runtime.local``); the node that ran the transition
-   too, when its own update comes back: one order for everyone, the bus's.
-3. **No state change, one frame** (chat, ``delete_chat``, signaling): checked against the
-   replica, then published as a ``Delivery``, behind every command this node ran before.
-
-**Joining.** The hub subscribes to the room first (confirmed), then runs the join; the
-session is installed when the join's update comes back, with its ``room_state`` first.
-A member joining here while its older session is elsewhere: the update names the new
-session and the node holding the old one closes it with 4009.
-
-**Leaving, dropping, grace.** A socket that ends runs a leave or a drop (SPEC §2); a
-drop of an admitted member records a grace owned by this node (``graces``), whose timer
-then removes the member unless it came back. The store being down meanwhile: retried.
-
-**The bus reconnecting** (Redis restarted, or the connection broke): ``resync`` reloads
-every room held here, writing the replica back where the store lost it, until it
-succeeds; readiness is 503 and joins to those rooms are refused meanwhile.
+A join subscribes first, then runs; its session is installed when its update comes back
+(``room_state`` first). A drop of an admitted member leaves a grace timed by this node
+(``callroom.runtime.graces``). After the bus reconnects, ``callroom.runtime.resync``
+brings every room held here back in step with the store, writing it back if lost.
 """
 
 from __future__ import annotations
@@ -35,35 +23,31 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from callroom.errors import (
     CloseCode,
-    ErrorCode,
-    HandshakeCode,
     HandshakeRefused,
-    ProtocolError,
     StoreUnavailable,
 )
 from callroom.room import core, placement
-from callroom.room.commands import AddChat, Command, Ping, Signal
-from callroom.room.encode import PONG_FRAME_BYTES, encode_bytes
+from callroom.room.commands import AddChat, Command
 from callroom.room.keys import RoomKey, room_key
-from callroom.room.model import Identity, Room, RoomRules, Send
-from callroom.room.record import RoomRecord, session_id, session_node
-from callroom.runtime.chat import AWAITED_CHAT_COMMANDS, RoomChat
+from callroom.room.model import Identity, Room, RoomRules
+from callroom.room.record import RoomRecord, session_id
+from callroom.runtime.chat import RoomChat
+from callroom.runtime.commands import RoomCommands
 from callroom.runtime.graces import Clock, GraceTimers, LoopClock
 from callroom.runtime.local import LocalSessions
 from callroom.runtime.messages import Delivery, Update
-from callroom.runtime.peer import Peer
+from callroom.runtime.peer import Peer, schedule_expiry
 from callroom.runtime.ports import ImmediateRoomStore, Liveness, RoomBus, RoomStore
+from callroom.runtime.refusals import join_unavailable
 from callroom.runtime.replicas import Replicas
 from callroom.runtime.resync import Resync
 from callroom.runtime.transitions import Committed, Decide, Transitions
-from callroom.server.audit import audit_command
-from callroom.server.framing import text_frame
 
 if TYPE_CHECKING:
     from callroom.auth.verifier import TokenVerifier
@@ -73,10 +57,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-PONG_BYTES = text_frame(PONG_FRAME_BYTES)
 ECHO_TIMEOUT_SECONDS = 5.0  # a join's own update not back by then: refused, undone
-# Commands that change nothing of the room: checked against the replica, run at once.
-AT_ONCE: frozenset[type[Command]] = frozenset({Ping, Signal})
 
 
 def now_ms() -> int:
@@ -124,24 +105,28 @@ class Hub:
         self.replicas = Replicas(metrics)
         self.transitions = Transitions(store, metrics)
         self.graces = GraceTimers(clock or LoopClock(), node_id, self._grace_over)
-        self.chat = RoomChat(self)
-        self.resyncer = Resync(self)
-        self._pending: dict[str, PendingJoin] = {}  # session → join awaiting its update
-        self._tasks: set[asyncio.Task[None]] = set()
-        bus.listen(self)
+        self.chat = RoomChat(history, verifier, bus, self.replicas, self.schedule_expiry)
+        self.resyncer = Resync(
+            store, self.replicas, self.local, liveness, follow=self.follow, lost=self.on_closed
+        )
         # A store that never waits (one node) runs room commands and departures in the
         # frame's own turn; otherwise they wait for the store.
         self.at_once = isinstance(store, ImmediateRoomStore)
-        # Commands the WebSocket module runs in the member's receive loop (they await
-        # the store or the identity provider), in the order of its frames; every other
-        # one runs at once (``run_now``), ``add_chat`` by ``submit_chat``.
-        self.awaiting_commands: frozenset[type[Command]] = AWAITED_CHAT_COMMANDS | (
-            frozenset()
-            if self.at_once
-            else frozenset(
-                t for t in get_args(Command) if t not in AT_ONCE and t not in RoomChat.submitted
-            )
+        self.commands = RoomCommands(
+            node_id,
+            self.rules,
+            replicas=self.replicas,
+            transitions=self.transitions,
+            bus=bus,
+            chat=self.chat,
+            resync=self.resyncer,
+            at_once=self.at_once,
         )
+        # The commands the WebSocket module runs in the member's receive loop.
+        self.awaiting_commands = self.commands.awaiting
+        self._pending: dict[str, PendingJoin] = {}  # session → join awaiting its update
+        self._tasks: set[asyncio.Task[None]] = set()
+        bus.listen(self)
 
     # -- views kept for the admin API and the tests ------------------------------------
 
@@ -230,14 +215,6 @@ class Hub:
         self.resyncer.begin(restarted)
         await self.resyncer.wait()
 
-    # The chat commands, started and finished by the WebSocket module.
-
-    def submit_chat(self, peer: Peer, command: AddChat) -> AddFuture:
-        return self.chat.submit(peer, command)
-
-    def chat_stored(self, peer: Peer, done: AddFuture) -> None:
-        self.chat.stored(peer, done)
-
     def follow(self, key: RoomKey, record: RoomRecord) -> None:
         """Act on the room's latest record: close sockets it no longer gives a place,
         time the graces it gives this node, stop hearing the room if nothing is left."""
@@ -295,13 +272,13 @@ class Hub:
             try:
                 _, record = await self.store.load(key)
             except StoreUnavailable:
-                raise _unavailable() from None
+                raise join_unavailable() from None
             room = None if record is None else record.room
         core.check_join(room, identity, self.rules)
 
     def _require_settled(self, key: RoomKey) -> None:
         if self.resyncer.holds(key):
-            raise _unavailable()  # being written back: a join now would open a new room
+            raise join_unavailable()  # being written back: a join now would open a new room
 
     async def enter(self, peer: Peer) -> None:
         """Add ``peer`` as the member's session; its ``room_state`` is queued first.
@@ -337,7 +314,7 @@ class Hub:
             if committed:  # in the record but not here: give the place back
                 self.spawn(self._depart(key, self._departure(peer.client_id, session, leave=True)))
             self.release(key)
-            raise _unavailable() from None
+            raise join_unavailable() from None
 
     def ended(self, peer: Peer, client_close_code: int | None) -> None:
         """The socket is gone: a leave (client 1000) or a drop (anything else, SPEC §2)."""
@@ -395,105 +372,21 @@ class Hub:
             self.release(key)
 
     def schedule_expiry(self, peer: Peer, expires_at: float) -> None:
-        """SPEC §5: closed with 4001 when ``exp`` + leeway passes, unless refreshed."""
-        if peer.expiry_handle is not None:
-            peer.expiry_handle.cancel()
-        delay = expires_at + self.settings.AUTH_LEEWAY_SECONDS - time.time()
-        peer.expiry_handle = asyncio.get_running_loop().call_later(
-            max(0.0, delay), peer.close, CloseCode.TOKEN_EXPIRED, "token expired"
-        )
+        schedule_expiry(peer, expires_at, self.settings.AUTH_LEEWAY_SECONDS)
 
-    # -- commands -------------------------------------------------------------------
-
-    def room_of(self, peer: Peer, event: str | None = None) -> Room:
-        """The room of ``peer``'s session, which must still hold its member's place."""
-        room = self.replicas.room(peer.room_key)
-        if room is None or peer.detached:
-            # The room ended or this session was replaced while a frame was in flight.
-            raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room", event)
-        return room
-
-    def require_bus(self, event: str) -> None:
-        """Refuse a chat message, a deletion or a signal while the bus is down: it would
-        be stored (done) but its broadcast, the sender's answer included, never heard
-        back. SPEC §3.3 ``unavailable`` instead: nothing is done, retry later."""
-        if not self.bus.up:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE,
-                "the room state is unavailable; nothing was done, retry later",
-                event,
-            )
+    # -- commands (``callroom.runtime.commands``, ``callroom.runtime.chat``) -----------
 
     def run_now(self, peer: Peer, command: Command) -> None:
-        """``ping``, or signaling checked against the replica (SPEC §3.1: to the target
-        only), published to the target's node behind this member's earlier frames."""
-        if type(command) is Ping:
-            peer.send(PONG_BYTES)
-            return
-        key = peer.room_key
-        if type(command) not in AT_ONCE:  # a room command, on a store that never waits
-            self._command_at_once(peer, command)
-            return
-        effects = core.handle(self.room_of(peer), peer.client_id, command, self.rules)
-        self.require_bus(core.event_name(command))
-        record = self.replicas.record(key)
-        assert record is not None  # room_of found it
-        sessions = record.sessions
-        for action in effects.actions:
-            if isinstance(action, Send):
-                delivery = Delivery(action.recipients, encode_bytes(action.event, action.payload))
-                nodes = {session_node(sessions[r]) for r in action.recipients if r in sessions}
-                for node_id in nodes:
-                    self.bus.publish_to_node(node_id, key, delivery)
-
-    def _command_at_once(self, peer: Peer, command: Command) -> None:
-        self.room_of(peer, core.event_name(command))
-        cid = peer.client_id
-        session = self.session_of(peer)
-        rules = self.rules
-        committed = self.transitions.run_at_once(
-            peer.room_key, lambda record: placement.command(record, cid, session, command, rules)
-        )
-        if committed is not None:
-            audit_command(cid, peer.room_key, command)  # SPEC §9: it took effect
+        self.commands.run_now(peer, command)
 
     async def run_awaiting(self, peer: Peer, command: Command) -> None:
-        """Run a command of ``awaiting_commands``; rule violations raise ProtocolError
-        naming the command's event (SPEC §3.3)."""
-        if type(command) in AWAITED_CHAT_COMMANDS:
-            await self.chat.run(peer, command)
-            return
-        event = core.event_name(command)
-        self.room_of(peer, event)  # this session is still in the room
-        if self.resyncer.holds(peer.room_key):
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE,
-                "the room state is being restored; nothing was done, retry later",
-                event,
-            )
-        cid = peer.client_id
-        session = self.session_of(peer)
-        rules = self.rules
-        key = peer.room_key
+        await self.commands.run_awaiting(peer, command)
 
-        def decide(record: RoomRecord | None) -> placement.Change:
-            return placement.command(record, cid, session, command, rules)
+    def submit_chat(self, peer: Peer, command: AddChat) -> AddFuture:
+        return self.chat.submit(peer, command)
 
-        try:
-            committed = await self.transitions.run(key, decide)
-        except StoreUnavailable:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE,
-                "the room state is unavailable; nothing was done, retry later",
-                event,
-            ) from None
-        except ProtocolError as exc:
-            if exc.event is None:
-                exc.event = event
-            raise
-        if committed is not None:
-            audit_command(cid, key, command)  # SPEC §9: it took effect
-            await self.replicas.seen(key, committed.version)
+    def chat_stored(self, peer: Peer, done: AddFuture) -> None:
+        self.chat.stored(peer, done)
 
     # -- the admin API (SPEC §4) ----------------------------------------------------
 
@@ -524,7 +417,3 @@ class Hub:
             )
             self.own_graces(key, committed)
         log.info("node_swept", dead=dead, rooms=len(keys))
-
-
-def _unavailable() -> HandshakeRefused:
-    return HandshakeRefused(HandshakeCode.UNAVAILABLE, "the room state is unavailable, retry later")

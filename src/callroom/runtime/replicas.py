@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from callroom.errors import ErrorCode, ProtocolError
 from callroom.metrics import Metrics
 from callroom.room.keys import RoomKey
 from callroom.room.model import Room
 from callroom.room.record import RoomRecord
 from callroom.runtime.messages import Update
+from callroom.runtime.peer import Peer
 
 SEEN_TIMEOUT_SECONDS = 5.0  # an update not back by then: the member's next frame goes on
 
@@ -51,6 +53,14 @@ class Replicas:
     def room(self, key: RoomKey) -> Room | None:
         replica = self._replicas.get(key)
         return None if replica is None else replica.record.room
+
+    def member_room(self, peer: Peer, event: str | None = None) -> Room:
+        """The room of ``peer``'s session, which must still hold its member's place."""
+        room = self.room(peer.room_key)
+        if room is None or peer.detached:
+            # The room ended or this session was replaced while a frame was in flight.
+            raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room", event)
+        return room
 
     def rooms(self) -> dict[RoomKey, Room]:
         return {key: replica.record.room for key, replica in self._replicas.items()}

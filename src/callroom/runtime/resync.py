@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import structlog
 
 from callroom.errors import CloseCode, StoreUnavailable
 from callroom.room.keys import RoomKey
-
-if TYPE_CHECKING:
-    from callroom.runtime.hub import Hub
+from callroom.room.record import RoomRecord
+from callroom.runtime.local import LocalSessions
+from callroom.runtime.ports import Liveness, RoomStore
+from callroom.runtime.replicas import Replicas
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +35,22 @@ SETTLE_TIMEOUT_SECONDS = 60.0
 class Resync:
     """The resync of one hub's rooms."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        store: RoomStore,
+        replicas: Replicas,
+        local: LocalSessions,
+        liveness: Liveness,
+        *,
+        follow: Callable[[RoomKey, RoomRecord], None],
+        lost: Callable[[RoomKey], None],
+    ) -> None:
+        self.store = store
+        self.replicas = replicas
+        self.local = local
+        self.liveness = liveness
+        self._follow = follow  # act on a record newer than the replica
+        self._lost = lost  # the room closed while this node could not hear it
         self._task: asyncio.Task[None] | None = None
         self._restarted = False
         self._again = False
@@ -60,7 +75,7 @@ class Resync:
     def begin(self, restarted: bool) -> None:
         """The bus (re)connected: resync every room held (again, if one is under way)."""
         self._restarted = self._restarted or restarted
-        self._pending = set(self.hub.replicas.keys())
+        self._pending = set(self.replicas.keys())
         if self.running:
             self._again = True
             return
@@ -100,23 +115,21 @@ class Resync:
         log.info("rooms_resynced", restarted=restarted, attempts=attempt + 1)
 
     async def _one(self, key: RoomKey) -> None:
-        hub = self.hub
-        replica = hub.replicas.get(key)
+        replica = self.replicas.get(key)
         if replica is None:
             return  # released meanwhile
-        if await hub.store.restore(key, replica.version, replica.record):
+        if await self.store.restore(key, replica.version, replica.record):
             log.warning("room_written_back", room=key, version=replica.version)
             # The write-back's update comes back on the bus; nothing else changed here.
         else:
-            version, record = await hub.store.load(key)
+            version, record = await self.store.load(key)
             if version > replica.version:
-                hub.replicas.adopt(key, version, record)
+                self.replicas.adopt(key, version, record)
                 if record is None:
-                    for peer in hub.local.of(key).values():
+                    for peer in self.local.of(key).values():
                         peer.close(CloseCode.GOING_AWAY, "room state lost: reconnect")
                     self._pending.discard(key)
-                    hub.chat.forget_room(key)
-                    hub.on_closed(key)
+                    self._lost(key)
                     return
-                hub.follow(key, record)
-        hub.liveness.hold_room(key, held=True)
+                self._follow(key, record)
+        self.liveness.hold_room(key, held=True)
