@@ -39,6 +39,7 @@ AWAITED_CHAT_COMMANDS: frozenset[type[Command]] = frozenset(
     {DeleteChat, GetRecentChats, RefreshToken}
 )
 UNSENT_PER_ROOM = 1024  # chatIds kept for a full broadcast on retry, per room
+NOT_DELIVERED = "the message was stored but not delivered; retry with the same chatId"
 
 
 class RoomChat:
@@ -111,7 +112,9 @@ class RoomChat:
         if room is not None and (created or (unsent is not None and stored.chat_id in unsent)):
             if unsent is not None:
                 unsent.discard(stored.chat_id)
-            require_bus(self.bus, "add_chat")
+            if not self.bus.up:  # went down while the store wrote it
+                self._unsent_to(key, stored.chat_id)
+                raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
             self.bus.publish(
                 key,
                 Delivery(core.admitted_ids(room), text),
@@ -121,13 +124,16 @@ class RoomChat:
             # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
             peer.send(text_frame(text))
 
+    def _unsent_to(self, key: RoomKey, chat_id: str) -> None:
+        unsent = self._unsent.setdefault(key, set())
+        if len(unsent) < UNSENT_PER_ROOM:
+            unsent.add(chat_id)
+
     def _on_lost(self, peer: Peer, chat_id: str) -> Callable[[], None]:
         def lost() -> None:
-            unsent = self._unsent.setdefault(peer.room_key, set())
-            if len(unsent) < UNSENT_PER_ROOM:
-                unsent.add(chat_id)
-            message = "the message was stored but not delivered; retry with the same chatId"
-            peer.send(text_frame(error_frame(ErrorCode.UNAVAILABLE, message, "add_chat").encode()))
+            self._unsent_to(peer.room_key, chat_id)
+            frame = error_frame(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
+            peer.send(text_frame(frame.encode()))
 
         return lost
 

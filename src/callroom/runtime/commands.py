@@ -23,7 +23,7 @@ from callroom.runtime.chat import AWAITED_CHAT_COMMANDS, RoomChat
 from callroom.runtime.messages import Delivery
 from callroom.runtime.peer import Peer
 from callroom.runtime.ports import RoomBus
-from callroom.runtime.refusals import require_bus, room_unavailable
+from callroom.runtime.refusals import RESTORING, UNCERTAIN, require_bus, room_unavailable
 from callroom.runtime.replicas import Replicas
 from callroom.runtime.resync import Resync
 from callroom.runtime.transitions import Transitions
@@ -112,7 +112,7 @@ class RoomCommands:
         self.replicas.member_room(peer, event)  # this session is still in the room
         key = peer.room_key
         if self.resync.holds(key):
-            raise room_unavailable(event, "being restored")
+            raise room_unavailable(event, RESTORING)
         cid = peer.client_id
         session = session_id(self.node_id, peer.conn_id)
         rules = self.rules
@@ -130,4 +130,7 @@ class RoomCommands:
             raise
         if committed is not None:
             audit_command(cid, key, command)  # SPEC §9: it took effect
-            await self.replicas.seen(key, committed.version)
+            if not await self.replicas.seen(key, committed.version):
+                # Written, but its update never came back (the bus broke meanwhile): the
+                # member must hear something; the resync decides what stands.
+                raise room_unavailable(event, UNCERTAIN)

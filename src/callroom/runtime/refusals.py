@@ -10,10 +10,13 @@ def join_unavailable() -> HandshakeRefused:
     return HandshakeRefused(HandshakeCode.UNAVAILABLE, "the room state is unavailable, retry later")
 
 
-def room_unavailable(event: str, what: str = "unavailable") -> ProtocolError:
-    return ProtocolError(
-        ErrorCode.UNAVAILABLE, f"the room state is {what}; nothing was done, retry later", event
-    )
+UNAVAILABLE = "the room state is unavailable; nothing was done, retry later"
+RESTORING = "the room state is being restored; nothing was done, retry later"
+UNCERTAIN = "the room's answer was lost; the command may have taken effect, retry if not"
+
+
+def room_unavailable(event: str, message: str = UNAVAILABLE) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAVAILABLE, message, event)
 
 
 def require_bus(bus: RoomBus, event: str) -> None:

@@ -8,7 +8,6 @@ next frame after a room command waits until the replica reached that command's v
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 from callroom.errors import ErrorCode, ProtocolError
@@ -101,15 +100,19 @@ class Replicas:
                 still.append((wanted, future))
         replica.waiting = still
 
-    async def seen(self, key: RoomKey, version: int) -> None:
-        """Wait (at most ``SEEN_TIMEOUT_SECONDS``) until the replica reached ``version``."""
+    async def seen(self, key: RoomKey, version: int) -> bool:
+        """Wait (at most ``SEEN_TIMEOUT_SECONDS``) until the replica reached ``version``
+        (or was dropped: the room is gone here); whether it did."""
         replica = self._replicas.get(key)
         if replica is None or replica.version >= version:
-            return
+            return True
         future = asyncio.get_running_loop().create_future()
         replica.waiting.append((version, future))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(future, SEEN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return False
+        return True
 
     def drop(self, key: RoomKey) -> None:
         replica = self._replicas.pop(key, None)
