@@ -69,16 +69,14 @@ async def heard(client: Client, client_id: str, via: Client) -> list[dict[str, A
 
 
 async def shared_record(node: Any) -> Any:
-    """The room's record as it is in Redis (``callroom.cluster.wire.Shared``), or None."""
-    from callroom.cluster.wire import load_shared
-
-    _, record = await node.hub.link.load(KEY)
-    return None if record is None else load_shared(record)
+    """The room's record as it is in Redis (``callroom.room.record.RoomRecord``), or None."""
+    _, record = await node.hub.store.load(KEY)
+    return record
 
 
 async def holder(node: Any, client_id: str) -> str | None:
     """The node id holding ``client_id``'s place in Redis (None: no session holds it)."""
-    from callroom.cluster.wire import session_node
+    from callroom.room.record import session_node
 
     shared = await shared_record(node)
     session = None if shared is None else shared.sessions.get(client_id)
@@ -129,16 +127,15 @@ async def vanish(node: Any) -> None:
     is done by the nodes that live. (A real ``kill -9`` of a child process would be
     more literal, but a node's process takes ~4 s to import and start here.)
     """
-    from callroom.cluster.link import finish
+    from callroom.runtime.redis_writer import finish
 
     hub = node.hub
-    assert hub._liveness is not None
-    await finish(hub._liveness)  # a bare cancel() may be swallowed (link.finish says why)
-    await hub.link.close()
+    assert hub.liveness._task is not None
+    await finish(hub.liveness._task)  # a bare cancel() may be swallowed (finish says why)
+    await hub.bus.close()
+    await hub.store.close()
     node._heartbeat.stop()
-    for timer in hub._grace.values():  # its grace timers die with it
-        timer.cancel()
-    hub._grace.clear()
+    hub.graces.cancel_all()  # its grace timers die with it
     for conn in list(hub.connections):
         conn.detached = True
         conn.abort(1006)
@@ -852,7 +849,7 @@ async def test_drop_then_reconnect_on_the_other_node_within_the_grace_keeps_the_
     assert (await shared_record(one)).graces == {}
 
     # Node two's grace timer ran out meanwhile and found bob back: still no disconnect.
-    await wait_until(lambda: not two.hub._grace, timeout=3)
+    await wait_until(lambda: not two.hub.graces.timed, timeout=3)
     assert await heard(alice, "alice", via=carol) == []
     assert await heard(carol, "carol", via=alice) == []
     assert "bob" in (await shared_record(one)).room.members
@@ -953,7 +950,7 @@ async def test_member_of_a_dead_node_reconnects_to_another_within_the_grace(
     bob2, state = await join_room(one, make_token("bob", "Bob"))
     assert state["role"] == "host"
     # The grace node one took over runs out and finds bob back: nobody saw it go.
-    await wait_until(lambda: not one.hub._grace, timeout=grace + 3)
+    await wait_until(lambda: not one.hub.graces.timed, timeout=grace + 3)
     assert await heard(alice, "alice", via=carol) == []
     assert await heard(carol, "carol", via=alice) == []
     await bob2.send("lock_room")
@@ -1040,7 +1037,7 @@ async def test_a_node_holding_nothing_of_the_room_may_sweep_it(
     async def lose(dead: str, ttl_seconds: float) -> bool:
         return False
 
-    one.hub.link.claim = lose
+    one.hub.liveness.claim = lose
     alice, _bob, carol = await two_node_meeting(one, two, make_token)
     await vanish(two)
     await wait_until(lambda: not connected(one, "bob"), timeout=4 * interval)
@@ -1048,7 +1045,7 @@ async def test_a_node_holding_nothing_of_the_room_may_sweep_it(
     assert KEY not in three.hub.rooms  # not a member: no replica, no subscription
     assert await alice.expect("disconnect", timeout=grace + 3) == BOB
     assert await carol.expect("disconnect") == BOB
-    await wait_until(lambda: not three.hub._grace)
+    await wait_until(lambda: not three.hub.graces.timed)
     assert "bob" not in (await shared_record(one)).room.members
 
 
@@ -1070,7 +1067,7 @@ async def test_room_whose_members_were_all_on_a_dead_node_is_closed_after_the_gr
         return await one.hub.all_rooms() == [] and await shared_record(one) is None
 
     await wait_until(closed, timeout=2 * interval + grace + 3)
-    assert not one.hub._grace
+    assert not one.hub.graces.timed
     assert KEY not in one.hub.rooms
 
 
@@ -1082,7 +1079,9 @@ async def test_member_of_a_dying_node_that_reconnected_before_the_sweep_is_left_
     leaves it; nobody ever sees bob go."""
     from redis.asyncio import Redis
 
-    from callroom.cluster.link import NODES
+    from callroom.runtime.redis_keys import RedisKeys
+
+    NODES = RedisKeys().nodes
 
     interval = 0.6
     one, two = await start_cluster(HEARTBEAT_INTERVAL_SECONDS=interval, RECONNECT_GRACE_SECONDS=0.3)
@@ -1199,7 +1198,9 @@ async def test_readyz_is_ready_with_redis(start_cluster: Any, redis_url: str) ->
     it (its liveness key is in Redis: a node ignoring REDIS_URL would be ready too)."""
     from redis.asyncio import Redis
 
-    from callroom.cluster.link import node_key
+    from callroom.runtime.redis_keys import RedisKeys
+
+    node_key = RedisKeys().node_key
 
     (node,) = await start_cluster(1)
 
@@ -1290,7 +1291,7 @@ async def test_room_full_is_decided_in_redis_when_joins_race_on_two_nodes(
         await client.close()
         await heard_host_lobby(alice, [])  # the one let in knocked, then left
         for node in (one, two):
-            assert not node.hub._pending
+            assert not node.hub.pending_joins
 
 
 async def heard_host_lobby(host: Client, waiting: list[str]) -> None:
@@ -1308,7 +1309,10 @@ async def test_last_member_leaving_closes_the_room_everywhere(
     their room lists are gone once the last member left (the chat history stays)."""
     from redis.asyncio import Redis
 
-    from callroom.cluster.link import ROOMS_INDEX, node_rooms_key, room_channel
+    from callroom.runtime.redis_keys import RedisKeys
+
+    keys = RedisKeys()
+    ROOMS_INDEX, node_rooms_key, room_channel = keys.rooms_index, keys.node_rooms, keys.room_channel
 
     one, two = await start_cluster()
     alice, bob, carol = await two_node_meeting(one, two, make_token)
@@ -1370,11 +1374,11 @@ async def test_grace_taken_over_after_a_reconnect_elsewhere_keeps_its_own_end(
     carol2.ws.transport.abort()
     await wait_until(lambda: not connected(one, "carol"))
     t1 = time.monotonic()
-    assert one.hub.shared[KEY].graces["carol"][0] == two.hub.node_id
+    assert one.hub.replicas.record(KEY).graces["carol"][0] == two.hub.node_id
     await vanish(two)
 
     def taken_over() -> bool:
-        grace_of_carol = one.hub.shared[KEY].graces.get("carol")
+        grace_of_carol = one.hub.replicas.record(KEY).graces.get("carol")
         return grace_of_carol is not None and grace_of_carol[0] == one.hub.node_id
 
     await wait_until(taken_over, timeout=4 * interval)
@@ -1400,20 +1404,20 @@ async def test_node_whose_subscriber_was_cut_off_catches_up_from_the_record(
     await heard(bob, "bob", via=alice)
     await heard(carol, "carol", via=alice)
 
-    link = two.hub.link
+    link = two.hub.bus
     host, port = link._sub._writer.get_extra_info("sockname")[:2]
     redis = Redis.from_url(two.settings.REDIS_URL)
     try:
         async with link._sub_lock:
             assert await redis.client_kill(f"{host}:{port}")
-            await wait_until(lambda: not link.subscribed)
+            await wait_until(lambda: not link.up)
             await alice.send("kick_participant", {"clientId": "bob", "ban": True})
             assert await carol.expect("disconnect") == BOB
             await alice.send("lock_room")
             assert await carol.expect("room_locked") == {}
             assert not two.hub.rooms[KEY].locked  # node two heard none of it
             assert "bob" in two.hub.rooms[KEY].members
-        await wait_until(lambda: link.subscribed)
+        await wait_until(lambda: link.up)
     finally:
         await redis.aclose()
     assert await bob.closed_with() == 1001
@@ -1473,7 +1477,7 @@ async def test_node_cut_off_from_redis_answers_unavailable_and_recovers(
         await heard(bob, "bob", via=alice)
 
         await proxy.cut()
-        await wait_until(lambda: not one.hub.link.subscribed)
+        await wait_until(lambda: not one.hub.bus.up)
         await bob.send("raise_hand")
         error = await bob.expect("error")
         assert (error["code"], error["event"]) == ("unavailable", "raise_hand")
@@ -1486,7 +1490,7 @@ async def test_node_cut_off_from_redis_answers_unavailable_and_recovers(
         assert await carol.expect("room_locked") == {}
 
         await proxy.start()
-        await wait_until(lambda: one.hub.link.subscribed, timeout=10)
+        await wait_until(lambda: one.hub.bus.up, timeout=10)
         await wait_until(lambda: one.hub.rooms[KEY].locked)  # caught up from the record
         await bob.send("raise_hand")
         assert await alice.expect("raise_hand") == BOB
@@ -1514,7 +1518,7 @@ async def test_chat_and_signals_on_a_node_cut_off_from_redis_are_answered_unavai
         await heard(bob, "bob", via=alice)
 
         await proxy.cut()
-        await wait_until(lambda: not one.hub.link.subscribed)
+        await wait_until(lambda: not one.hub.bus.up)
         await bob.send("add_chat", {"chatContent": "during", "chatId": "during-1"})
         await bob.send("delete_chat", {"chatId": before["chatId"]})
         await bob.send("renegotiate", {"targetClientId": "alice"})
@@ -1528,7 +1532,7 @@ async def test_chat_and_signals_on_a_node_cut_off_from_redis_are_answered_unavai
         assert (await alice.expect("get_recent_chats"))["messages"] == [before]
 
         await proxy.start()
-        await wait_until(lambda: one.hub.link.subscribed, timeout=10)
+        await wait_until(lambda: one.hub.bus.up, timeout=10)
         await bob.send("add_chat", {"chatContent": "during", "chatId": "during-1"})
         assert (await alice.expect("add_chat"))["chatId"] == "during-1"
         assert (await bob.expect("add_chat"))["chatId"] == "during-1"
@@ -1549,7 +1553,9 @@ async def test_a_stopping_node_ends_its_liveness_and_says_goodbye_in_time(
     Redis command."""
     from redis.asyncio import Redis
 
-    from callroom.cluster.link import node_key
+    from callroom.runtime.redis_keys import RedisKeys
+
+    node_key = RedisKeys().node_key
 
     nodes = await start_cluster(8, HEARTBEAT_INTERVAL_SECONDS=0.003)
     redis = Redis.from_url(redis_url)
@@ -1558,7 +1564,7 @@ async def test_a_stopping_node_ends_its_liveness_and_says_goodbye_in_time(
             started = time.monotonic()
             await node.stop()
             assert time.monotonic() - started < node.settings.SHUTDOWN_GRACE_SECONDS / 2
-            assert node.hub._liveness.done()
+            assert node.hub.liveness._task.done()
             assert not await redis.exists(node_key(node.hub.node_id))
     finally:
         await redis.aclose()

@@ -8,9 +8,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from callroom.cluster.wire import Shared
+from callroom.room.keys import RoomKey
 from callroom.room.model import Effects
-from callroom.server.cluster_hub import Change
+from callroom.room.placement import Change
+from callroom.room.record import RoomRecord
 from callroom_testing import (
     TokenFactory,
     http_call,
@@ -104,14 +105,15 @@ async def test_concurrent_changes_from_two_nodes_count_cas_retries(
     one, two = await start_cluster(2)
     alice, _ = await join_room(one, make_token("alice", "Alice"))
 
-    def rewrite(shared: Shared | None) -> Change | None:
-        assert shared is not None
-        return Change(shared, Effects())  # the same record, a new version
+    def rewrite(record: RoomRecord | None) -> Change | None:
+        assert record is not None
+        return Change(record, Effects())  # the same record, a new version
 
     # Both nodes read the same version at once; one of each pair writes first.
     for _ in range(5):
         await asyncio.gather(
-            one.hub.transition("zoom:room-1", rewrite), two.hub.transition("zoom:room-1", rewrite)
+            one.hub.transitions.run(RoomKey("zoom:room-1"), rewrite),
+            two.hub.transitions.run(RoomKey("zoom:room-1"), rewrite),
         )
     retries = await metric(one, "callroom_redis_cas_retries_total") + await metric(
         two, "callroom_redis_cas_retries_total"

@@ -8,8 +8,10 @@ WebSocket adapter's connection object implements this protocol.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
+from callroom.errors import CloseCode
 from callroom.room.keys import RoomKey
 from callroom.room.model import Identity
 
@@ -33,3 +35,13 @@ class Peer(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Start closing with ``code``; bounded in time, never waits for the caller."""
+
+
+def schedule_expiry(peer: Peer, expires_at: float, leeway: float) -> None:
+    """SPEC §5: closed with 4001 when ``exp`` + leeway passes, unless refreshed."""
+    if peer.expiry_handle is not None:
+        peer.expiry_handle.cancel()
+    delay = expires_at + leeway - time.time()
+    peer.expiry_handle = asyncio.get_running_loop().call_later(
+        max(0.0, delay), peer.close, CloseCode.TOKEN_EXPIRED, "token expired"
+    )

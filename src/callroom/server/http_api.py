@@ -25,6 +25,7 @@ from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
 from callroom.config import Settings
 from callroom.errors import HandshakeCode, HandshakeRefused, StoreUnavailable
 from callroom.room import core
+from callroom.room.keys import room_key
 from callroom.room.model import Identity, Room
 from callroom.server.audit import audit
 from callroom.server.handshake import KINDS, ROOM_ID_RE, bearer_token
@@ -104,7 +105,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def get_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
-    room = await _rooms_call(request.app[NODE_KEY].hub.find_room(f"{kind}:{room_id}"))
+    room = await _rooms_call(request.app[NODE_KEY].hub.find_room(room_key(kind, room_id)))
     if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()
     if room is None:
@@ -119,13 +120,15 @@ async def delete_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
     hub = request.app[NODE_KEY].hub
-    room = await _rooms_call(hub.find_room(f"{kind}:{room_id}"))
+    room = await _rooms_call(hub.find_room(room_key(kind, room_id)))
     member = room.members.get(identity.client_id) if room is not None else None
     if not identity.is_admin and (member is None or not core.acts_as_host(member)):
         raise _forbidden()
-    if not await _rooms_call(hub.end(f"{kind}:{room_id}")):
+    if not await _rooms_call(hub.end(room_key(kind, room_id))):
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
-    audit("end_room", actor=identity.client_id, target=None, room=f"{kind}:{room_id}", via="api")
+    audit(
+        "end_room", actor=identity.client_id, target=None, room=room_key(kind, room_id), via="api"
+    )
     return web.json_response({"status": "ended", "kind": kind, "roomId": room_id})
 
 
@@ -141,7 +144,7 @@ async def room_messages(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
     node = request.app[NODE_KEY]
-    key = f"{kind}:{room_id}"
+    key = room_key(kind, room_id)
     room = await _rooms_call(node.hub.find_room(key))
     if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()

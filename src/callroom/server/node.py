@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -48,8 +49,10 @@ from callroom.logs import NODE_ID
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
+from callroom.runtime.build import build_hub
+from callroom.runtime.hub import Hub
 from callroom.server.access import RefusalLog
-from callroom.server.connection import OutBox
+from callroom.server.connection import Connection, OutBox
 from callroom.server.guard import (
     LINGERING_SECONDS,
     MAX_HEADERS,
@@ -59,7 +62,6 @@ from callroom.server.guard import (
     HandshakeGuard,
 )
 from callroom.server.heartbeat import Heartbeat
-from callroom.server.hub import Hub
 from callroom.server.limits import ConnectionLimiter
 from callroom.server.proxies import parse_networks
 
@@ -213,16 +215,12 @@ class Node:
         jwks = self._jwks
         metrics.jwks_breaker_open.set_function(lambda: float(jwks.breaker_open))
         self._verifier = TokenVerifier(settings, self._jwks)
-        if settings.REDIS_URL:
-            from callroom.server.cluster_hub import ClusterHub
-
-            self._hub = ClusterHub(
-                settings, self.history, self._verifier, metrics, node_id=self.node_id
-            )
-        else:
-            self._hub = Hub(settings, self.history, self._verifier, metrics)
+        self._hub = build_hub(settings, self.history, self._verifier, metrics, node_id=self.node_id)
         # A heartbeat timeout is counted (1006) where every close is: at the socket's end.
-        self._heartbeat = Heartbeat(self._hub.connections, settings.HEARTBEAT_INTERVAL_SECONDS)
+        # Every peer of this node's hub is a WebSocket connection of this node.
+        self._heartbeat = Heartbeat(
+            cast("set[Connection]", self._hub.connections), settings.HEARTBEAT_INTERVAL_SECONDS
+        )
         self._heartbeat.start()
 
         app = build_app(self)

@@ -1,0 +1,219 @@
+"""Chat in the runtime (SPEC §3.1, §8): stored first, then one delivery to the room.
+
+``add_chat`` is started by ``submit`` (the room's rules now, then the store's future,
+no coroutine per message) and finished by ``stored`` once the store made it durable:
+only then is it broadcast, as one ``Delivery`` on the room's bus. ``delete_chat`` and
+the history pages await the store in the member's receive loop (``run``).
+
+A broadcast the bus did not take (Redis died at that instant) is answered to its sender
+with ``unavailable``; the message is stored, so the sender's retry with the same chatId
+then goes to every member, not only to the sender as a repeated chatId otherwise does
+(SPEC §3.1), so nobody misses it live.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage
+from callroom.errors import ErrorCode, ProtocolError, StoreUnavailable
+from callroom.room import core
+from callroom.room.commands import AddChat, Command, DeleteChat, GetRecentChats, RefreshToken
+from callroom.room.encode import encode_bytes, error_frame
+from callroom.room.keys import RoomKey
+from callroom.runtime.messages import Delivery
+from callroom.runtime.peer import Peer
+from callroom.runtime.ports import RoomBus
+from callroom.runtime.refusals import require_bus
+from callroom.runtime.replicas import Replicas
+from callroom.server.framing import text_frame
+
+if TYPE_CHECKING:
+    from callroom.auth.verifier import TokenVerifier
+    from callroom.chat.base import ChatHistory
+
+AWAITED_CHAT_COMMANDS: frozenset[type[Command]] = frozenset(
+    {DeleteChat, GetRecentChats, RefreshToken}
+)
+UNSENT_PER_ROOM = 1024  # chatIds kept for a full broadcast on retry, per room
+NOT_DELIVERED = "the message was stored but not delivered; retry with the same chatId"
+
+
+class RoomChat:
+    """The chat commands of a node's rooms."""
+
+    submitted: frozenset[type[Command]] = frozenset({AddChat})
+
+    def __init__(
+        self,
+        history: ChatHistory,
+        verifier: TokenVerifier,
+        bus: RoomBus,
+        replicas: Replicas,
+        schedule_expiry: Callable[[Peer, float], None],
+    ) -> None:
+        self.history = history
+        self.verifier = verifier
+        self.bus = bus
+        self.replicas = replicas
+        self.schedule_expiry = schedule_expiry
+        self._entropy = b""
+        self._entropy_at = 0
+        self._unsent: dict[RoomKey, set[str]] = {}  # stored, broadcast lost
+
+    def new_chat_id(self) -> str:
+        """96 bits from the OS's CSPRNG: unguessable, so no client can claim a server id
+        in advance (chatIds are unique per room). Read 256 ids at a time: one system
+        call instead of one per chat message."""
+        if self._entropy_at >= len(self._entropy):
+            self._entropy = os.urandom(12 * 256)
+            self._entropy_at = 0
+        at = self._entropy_at
+        self._entropy_at = at + 12
+        return self._entropy[at : at + 12].hex()
+
+    def submit(self, peer: Peer, command: AddChat) -> AddFuture:
+        """The room's rules now (a violation raises ProtocolError), then the store."""
+        member = core.require_admitted(
+            self.replicas.member_room(peer, "add_chat"), peer.client_id, "add_chat"
+        )
+        require_bus(self.bus, "add_chat")
+        message = ChatMessage(
+            chat_id=command.chat_id or self.new_chat_id(),
+            client_id=peer.client_id,
+            display_name=member.display_name,
+            timestamp=int(time.time() * 1000),
+            chat_content=command.chat_content,
+        )
+        return self.history.submit(peer.room_key, message)
+
+    def stored(self, peer: Peer, done: AddFuture) -> None:
+        """Broadcast a stored ``add_chat`` (SPEC §8: only once durable). A store failure
+        raises ProtocolError; any other exception the future holds is raised as is."""
+        if done.cancelled():  # given up (the node itself never does): nothing to broadcast
+            raise _store_down("add_chat")
+        try:
+            stored, created = done.result()
+        except ChatIdTaken:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "chatId is already used by another message in this room",
+                "add_chat",
+            ) from None
+        except StoreUnavailable:
+            raise _store_down("add_chat") from None
+        key = peer.room_key
+        text = encode_bytes("add_chat", stored.to_wire())
+        room = self.replicas.room(key)
+        unsent = self._unsent.get(key)
+        if room is not None and (created or (unsent is not None and stored.chat_id in unsent)):
+            if unsent is not None:
+                unsent.discard(stored.chat_id)
+            if not self.bus.up:  # went down while the store wrote it
+                self._unsent_to(key, stored.chat_id)
+                raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
+            self.bus.publish(
+                key,
+                Delivery(core.admitted_ids(room), text),
+                self._on_lost(peer, stored.chat_id),
+            )
+        else:
+            # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
+            peer.send(text_frame(text))
+
+    def _unsent_to(self, key: RoomKey, chat_id: str) -> None:
+        unsent = self._unsent.setdefault(key, set())
+        if len(unsent) < UNSENT_PER_ROOM:
+            unsent.add(chat_id)
+
+    def _on_lost(self, peer: Peer, chat_id: str) -> Callable[[], None]:
+        def lost() -> None:
+            self._unsent_to(peer.room_key, chat_id)
+            frame = error_frame(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
+            peer.send(text_frame(frame.encode()))
+
+        return lost
+
+    def forget_room(self, key: RoomKey) -> None:
+        self._unsent.pop(key, None)
+
+    async def run(self, peer: Peer, command: Command) -> None:
+        if isinstance(command, DeleteChat):
+            await self._delete(peer, command)
+        elif isinstance(command, GetRecentChats):
+            await self._recent(peer, command)
+        elif isinstance(command, RefreshToken):
+            await self._refresh_token(peer, command)
+
+    async def _delete(self, peer: Peer, command: DeleteChat) -> None:
+        key = peer.room_key
+        member = core.require_admitted(
+            self.replicas.member_room(peer, "delete_chat"), peer.client_id, "delete_chat"
+        )
+        require_bus(self.bus, "delete_chat")
+        try:
+            message = await self.history.get(key, command.chat_id)
+            if message is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
+            room = self.replicas.member_room(peer, "delete_chat")  # it may have changed
+            core.authorize_delete(room, peer.client_id, message.client_id)
+            deleted = await self.history.delete(key, command.chat_id)
+        except StoreUnavailable:
+            raise _store_down("delete_chat") from None
+        if not deleted:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
+        payload = {
+            "chatId": command.chat_id,
+            "clientId": peer.client_id,
+            "displayName": member.display_name,
+        }
+        now = self.replicas.room(key)
+        if now is not None:
+            text = encode_bytes("delete_chat", payload)
+            self.bus.publish(key, Delivery(core.admitted_ids(now), text))
+
+    async def _recent(self, peer: Peer, command: GetRecentChats) -> None:
+        event = command.reply_event
+        core.require_admitted(self.replicas.member_room(peer, event), peer.client_id, event)
+        try:
+            page = await self.history.page(peer.room_key, command.limit, command.before)
+        except StoreUnavailable:
+            raise _store_down(event) from None
+        payload = {
+            "messages": [message.to_wire() for message in page.messages],
+            "total": page.total,
+            "hasMore": page.has_more,
+        }
+        peer.send(text_frame(encode_bytes(event, payload)))
+
+    async def _refresh_token(self, peer: Peer, command: RefreshToken) -> None:
+        from callroom.auth.verifier import AuthError
+
+        try:
+            identity = await self.verifier.verify_for_refresh(command.token, peer.client_id)
+        except AuthError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                f"token is not a valid token for this session ({exc.reason})",
+                "refresh_token",
+            ) from None
+        if identity.expires_at <= peer.identity.expires_at:
+            # SPEC §5: only a newer exp extends the session; the old expiry stands.
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "token must expire later than the session's current token",
+                "refresh_token",
+            )
+        peer.identity = identity
+        self.schedule_expiry(peer, identity.expires_at)
+
+
+def _store_down(event: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE,
+        "the chat store is unavailable; nothing was done, retry later",
+        event,
+    )
