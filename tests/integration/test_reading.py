@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 from callroom.room.commands import Command
+from callroom.room.protocol import decode as protocol_decode
 from callroom.server import session as session_module
 from callroom.server.connection import Connection
 from callroom.server.reading import InlineQueue
@@ -71,7 +72,7 @@ async def test_a_frame_handed_to_the_loop_is_rate_limited_and_decoded_once(
     node = await start_node(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=3)
     (alice,) = await meeting(node, make_token)  # settling it sent a ping: 2 tokens left
     decoded: list[str] = []
-    decode = session_module.decode
+    decode = protocol_decode
 
     def counting(data: str, limits: Any) -> Command:
         decoded.append(data)
