@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -398,3 +400,12 @@ async def test_a_broken_stream_is_closed_as_the_mapper_says(
     session.stream_failed(UnmaskedFrame())
     assert peer.closes == [(CloseCode.PROTOCOL_ERROR, "client frames must be masked")]
     assert peer.sent == []
+
+
+def test_the_session_module_does_not_load_aiohttp() -> None:
+    """Sans-I/O: the session and what it imports know nothing of the socket library."""
+    probe = "import sys, callroom.server.session; print('aiohttp' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
