@@ -1,18 +1,28 @@
 """Error and close codes of the wire protocol, and the exceptions that carry them.
 
-Exception tree (one layer, the connection handler, turns these into wire answers):
+Exception tree. Code that finds an error raises one of these; exactly two places turn
+them into what a client is told: ``callroom.server.ws_answers`` (an ``error`` event or a
+close code, after the upgrade) and ``callroom.server.http_answers`` (an HTTP status and
+the JSON body of SPEC §1, before it and on every HTTP route).
 
 - ``CallroomError`` — base of every domain error.
   - ``ProtocolError(code, message, event)`` — a client frame was rejected; the sender gets
     an ``error`` event with ``code`` (SPEC §3.3) and the connection stays open.
-  - ``HandshakeRefused(status, code, message)`` — a connection is refused before the
-    WebSocket upgrade with an HTTP status and the JSON body of SPEC §1.
+  - ``HandshakeRefused(code, message)`` — a connection or HTTP request is refused with
+    the status of ``HANDSHAKE_STATUS`` and the JSON body of SPEC §1.
+  - ``AuthError(reason)`` (``callroom.auth.verifier``) — a refused token: 401 before the
+    upgrade (SPEC §1, §4), ``invalid_payload`` for a ``refresh_token`` (SPEC §5).
+  - ``ChatIdTaken`` (``callroom.chat.base``) — an ``add_chat`` whose ``chatId`` another
+    sender's message holds: ``invalid_payload`` (SPEC §3.1).
+  - ``StoreUnavailable(part)`` — a part the server needs (chat store, Redis) is down;
+    surfaced as ``unavailable`` (SPEC §3.3), as 503 over HTTP, and in ``/readyz``.
+  - ``ConnectionFailed(code, reason)`` — the member's byte stream broke the protocol
+    (e.g. ``UnmaskedFrame``, ``callroom.server.inbound``): the connection is closed with
+    ``code`` (SPEC §3.4, §9).
   - ``ConfigError(variable, message)`` — a bad setting; the process exits with code 2 and
     one line naming the variable (SPEC §6).
   - ``StartupError(message)`` — the process cannot start (a port in use, an address that
     is not this machine's); exit code 2 and one line naming the cause (SPEC §9 "CLI").
-  - ``StoreUnavailable(part)`` — a part the server needs (chat store, Redis) is down;
-    surfaced as ``unavailable`` (SPEC §3.3) and in ``/readyz``.
 """
 
 from __future__ import annotations
@@ -54,6 +64,11 @@ class CloseCode(IntEnum):
     """The client broke RFC 6455 (e.g. an unmasked frame, SPEC §9): fix the client."""
     UNSUPPORTED_DATA = 1003
     """A binary frame was received: fix the client, do not reconnect blindly."""
+    ABNORMAL_CLOSURE = 1006
+    """Never sent (RFC 6455 §7.1.5): the socket was dropped without a close frame; the
+    server's count for a heartbeat timeout (SPEC §3.4), and what the client sees then."""
+    INVALID_DATA = 1007
+    """A text frame that is not UTF-8 (RFC 6455 §8.1): fix the client."""
     POLICY_VIOLATION = 1008
     """Abuse: the sender kept flooding after ``rate_limited`` errors."""
     MESSAGE_TOO_BIG = 1009
@@ -122,16 +137,21 @@ class ProtocolError(CallroomError):
 
 
 class HandshakeRefused(CallroomError):
-    """A connection or HTTP request refused with a status and JSON body (SPEC §1, §4)."""
+    """A connection or HTTP request refused with a status and JSON body (SPEC §1, §4).
 
-    def __init__(self, code: HandshakeCode, message: str) -> None:
+    ``status`` replaces the code's usual one where docs/protocol.md gives another (a
+    request head too large: 431 ``bad_request``; aiohttp's 4xx for a malformed request).
+    """
+
+    def __init__(self, code: HandshakeCode, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._status = status
 
     @property
     def status(self) -> int:
-        return HANDSHAKE_STATUS[self.code]
+        return HANDSHAKE_STATUS[self.code] if self._status is None else self._status
 
 
 class ConfigError(CallroomError):
@@ -147,9 +167,32 @@ class StartupError(CallroomError):
     """The server cannot start; the process exits with code 2 (SPEC §9 "CLI")."""
 
 
+class ConnectionFailed(CallroomError):
+    """The member's byte stream broke the protocol: its connection is closed with
+    ``code`` (SPEC §3.4, §9), never answered with an ``error`` event."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 class StoreUnavailable(CallroomError):
     """A part the server needs is down (SPEC §3.3 ``unavailable``)."""
 
     def __init__(self, part: str, message: str = "") -> None:
         super().__init__(message or f"{part} is unavailable")
         self.part = part
+
+    @property
+    def summary(self) -> str:
+        """What a client is told is down (the message itself may name internals)."""
+        return _UNAVAILABLE.get(self.part, f"the {self.part} is unavailable")
+
+
+# The parts ``StoreUnavailable`` is raised for, as a client is told about them.
+_UNAVAILABLE = {
+    "store": "the chat store is unavailable",
+    "redis": "the room state is unavailable",
+    "token keys": "the token keys are unavailable",
+}

@@ -15,7 +15,7 @@ import pytest
 
 from callroom.chat.base import ChatMessage
 from callroom.errors import ErrorCode, ProtocolError
-from callroom.server.ws import PIPELINED_ADDS
+from callroom.server.session import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
 
 BURSTS = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}

@@ -84,7 +84,7 @@ async def test_every_route_of_the_server_is_documented(dev_node: Node) -> None:
     }
     served = {
         (route.resource.canonical, route.method)
-        for route in build_app(dev_node).router.routes()
+        for route in build_app(dev_node.state).router.routes()
         if route.resource is not None and route.method != "HEAD"
     }
     # The WebSocket endpoint is docs/protocol.md's; the Redoc script belongs to /docs,

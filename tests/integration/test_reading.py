@@ -15,9 +15,11 @@ import pytest
 import structlog
 
 from callroom.room.commands import Command
-from callroom.server import ws as ws_module
+from callroom.room.protocol import decode as protocol_decode
+from callroom.server import session as session_module
 from callroom.server.connection import Connection
 from callroom.server.reading import InlineQueue
+from callroom.server.session import Session
 from callroom_testing import TokenFactory, meeting, metric_value
 
 
@@ -27,15 +29,15 @@ def candidate(target: str, text: str) -> dict[str, Any]:
 
 @pytest.fixture
 def loop_frames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The text frames that reached the receive loop (``ws.on_text``), in order."""
+    """The text frames that reached the receive loop (``Session.receive_text``), in order."""
     seen: list[str] = []
-    on_text = ws_module.on_text
+    receive_text = Session.receive_text
 
-    async def counting(node: Any, conn: Connection, data: str) -> None:
+    async def counting(session: Session[Connection], data: str) -> None:
         seen.append(json.loads(data)["event"])
-        await on_text(node, conn, data)
+        await receive_text(session, data)
 
-    monkeypatch.setattr(ws_module, "on_text", counting)
+    monkeypatch.setattr(Session, "receive_text", counting)
     return seen
 
 
@@ -70,13 +72,13 @@ async def test_a_frame_handed_to_the_loop_is_rate_limited_and_decoded_once(
     node = await start_node(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=3)
     (alice,) = await meeting(node, make_token)  # settling it sent a ping: 2 tokens left
     decoded: list[str] = []
-    decode = ws_module.decode
+    decode = protocol_decode
 
     def counting(data: str, limits: Any) -> Command:
         decoded.append(data)
         return decode(data, limits)
 
-    monkeypatch.setattr(ws_module, "decode", counting)
+    monkeypatch.setattr(session_module, "decode", counting)
     # Two history reads use the last two tokens, each taken once although the fast lane
     # took the frame in before the receive loop ran it.
     for _ in range(2):
@@ -119,7 +121,7 @@ async def test_a_bug_in_decoding_is_answered_and_the_socket_stays(
     def broken(data: str, limits: Any) -> Command:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(ws_module, "decode", broken)
+    monkeypatch.setattr(session_module, "decode", broken)
     await bob.send("raise_hand")
     refused = await bob.expect("error")
     assert refused == {

@@ -24,8 +24,9 @@ from callroom.room.commands import (
     UnbanParticipant,
     UnlockRoom,
 )
-from callroom.server.access import RefusalLog, method_label
+from callroom.server.access import method_label
 from callroom.server.audit import audit_action
+from callroom.server.refusals import RefusalLog
 
 
 async def test_refusal_lines_are_limited_per_reason_per_second() -> None:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# Every event the server sends (room/control.py, membership.py, views.py, server/hub.py).
+# Every event the server sends (room/control.py, membership.py, views.py, runtime/chat.py).
 SERVER_EVENTS = {
     "room_state",
     "connect",

@@ -47,8 +47,6 @@ async def pair() -> AsyncIterator[Any]:
             "zoom",
             "room",
             "127.0.0.1",
-            rate_per_second=10,
-            burst=10,
             max_buffer=1 << 20,
             outbox=OutBox(),
         )

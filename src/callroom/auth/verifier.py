@@ -40,7 +40,7 @@ import orjson
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom.auth.jwks import JwksCache
 from callroom.config import Settings
-from callroom.errors import StoreUnavailable
+from callroom.errors import CallroomError, StoreUnavailable
 from callroom.room.model import Identity
 
 AuthFailureReason = Literal[
@@ -91,8 +91,11 @@ _MISSING_CLAIM_REASONS: Final[dict[str, AuthFailureReason]] = {
 _HOST_ROLES: Final = frozenset({"host", "moderator"})
 
 
-class AuthError(Exception):
+class AuthError(CallroomError):
     """A refused token; ``reason`` is one of ``AUTH_FAILURE_REASONS``.
+
+    Answered by the two mappers (``callroom.errors``): 401 ``unauthorized`` before the
+    upgrade and on the API (SPEC §1, §4); ``invalid_payload`` for a ``refresh_token``.
 
     The message is fixed per reason and never contains the token (SPEC §1).
     """

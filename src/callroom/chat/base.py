@@ -33,6 +33,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+from callroom.errors import CallroomError
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
@@ -64,8 +66,9 @@ class ChatPage:
     has_more: bool
 
 
-class ChatIdTaken(Exception):
-    """The ``chat_id`` is used by another sender's message in this room."""
+class ChatIdTaken(CallroomError):
+    """The ``chat_id`` is used by another sender's message in this room (answered
+    ``invalid_payload``, SPEC §3.1)."""
 
 
 class ChatHistory(Protocol):

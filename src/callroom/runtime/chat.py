@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage
+from callroom.chat.base import AddFuture, ChatMessage
 from callroom.errors import ErrorCode, ProtocolError, StoreUnavailable
 from callroom.room import core
 from callroom.room.commands import AddChat, Command, DeleteChat, GetRecentChats, RefreshToken
@@ -94,17 +94,10 @@ class RoomChat:
         """Broadcast a stored ``add_chat`` (SPEC §8: only once durable). A store failure
         raises ProtocolError; any other exception the future holds is raised as is."""
         if done.cancelled():  # given up (the node itself never does): nothing to broadcast
-            raise _store_down("add_chat")
-        try:
-            stored, created = done.result()
-        except ChatIdTaken:
-            raise ProtocolError(
-                ErrorCode.INVALID_PAYLOAD,
-                "chatId is already used by another message in this room",
-                "add_chat",
-            ) from None
-        except StoreUnavailable:
-            raise _store_down("add_chat") from None
+            raise StoreUnavailable("store")
+        # ChatIdTaken and StoreUnavailable go to the sender as they are
+        # (callroom.server.ws_answers says how).
+        stored, created = done.result()
         key = peer.room_key
         text = encode_bytes("add_chat", stored.to_wire())
         room = self.replicas.room(key)
@@ -154,15 +147,12 @@ class RoomChat:
             self.replicas.member_room(peer, "delete_chat"), peer.client_id, "delete_chat"
         )
         require_bus(self.bus, "delete_chat")
-        try:
-            message = await self.history.get(key, command.chat_id)
-            if message is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
-            room = self.replicas.member_room(peer, "delete_chat")  # it may have changed
-            core.authorize_delete(room, peer.client_id, message.client_id)
-            deleted = await self.history.delete(key, command.chat_id)
-        except StoreUnavailable:
-            raise _store_down("delete_chat") from None
+        message = await self.history.get(key, command.chat_id)
+        if message is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
+        room = self.replicas.member_room(peer, "delete_chat")  # it may have changed
+        core.authorize_delete(room, peer.client_id, message.client_id)
+        deleted = await self.history.delete(key, command.chat_id)
         if not deleted:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
         payload = {
@@ -178,10 +168,7 @@ class RoomChat:
     async def _recent(self, peer: Peer, command: GetRecentChats) -> None:
         event = command.reply_event
         core.require_admitted(self.replicas.member_room(peer, event), peer.client_id, event)
-        try:
-            page = await self.history.page(peer.room_key, command.limit, command.before)
-        except StoreUnavailable:
-            raise _store_down(event) from None
+        page = await self.history.page(peer.room_key, command.limit, command.before)
         payload = {
             "messages": [message.to_wire() for message in page.messages],
             "total": page.total,
@@ -190,16 +177,8 @@ class RoomChat:
         peer.send(text_frame(encode_bytes(event, payload)))
 
     async def _refresh_token(self, peer: Peer, command: RefreshToken) -> None:
-        from callroom.auth.verifier import AuthError
-
-        try:
-            identity = await self.verifier.verify_for_refresh(command.token, peer.client_id)
-        except AuthError as exc:
-            raise ProtocolError(
-                ErrorCode.INVALID_PAYLOAD,
-                f"token is not a valid token for this session ({exc.reason})",
-                "refresh_token",
-            ) from None
+        # An AuthError goes to the sender as it is (callroom.server.ws_answers).
+        identity = await self.verifier.verify_for_refresh(command.token, peer.client_id)
         if identity.expires_at <= peer.identity.expires_at:
             # SPEC §5: only a newer exp extends the session; the old expiry stands.
             raise ProtocolError(
@@ -209,11 +188,3 @@ class RoomChat:
             )
         peer.identity = identity
         self.schedule_expiry(peer, identity.expires_at)
-
-
-def _store_down(event: str) -> ProtocolError:
-    return ProtocolError(
-        ErrorCode.UNAVAILABLE,
-        "the chat store is unavailable; nothing was done, retry later",
-        event,
-    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import get_args
 
-from callroom.errors import ProtocolError, StoreUnavailable
 from callroom.room import core, placement
 from callroom.room.commands import Command, Ping, Signal
 from callroom.room.encode import PONG_FRAME_BYTES, encode_bytes
@@ -103,8 +102,7 @@ class RoomCommands:
             audit_command(cid, peer.room_key, command)  # SPEC §9: it took effect
 
     async def run_awaiting(self, peer: Peer, command: Command) -> None:
-        """Run a command of ``awaiting``; rule violations raise ProtocolError naming the
-        command's event (SPEC §3.3)."""
+        """Run a command of ``awaiting``; rule violations raise ProtocolError (SPEC §3.3)."""
         if type(command) in AWAITED_CHAT_COMMANDS:
             await self.chat.run(peer, command)
             return
@@ -120,14 +118,9 @@ class RoomCommands:
         def decide(record: RoomRecord | None) -> placement.Change:
             return placement.command(record, cid, session, command, rules)
 
-        try:
-            committed = await self.transitions.run(key, decide)
-        except StoreUnavailable:
-            raise room_unavailable(event) from None
-        except ProtocolError as exc:
-            if exc.event is None:
-                exc.event = event
-            raise
+        # A refusal or StoreUnavailable goes to the member as it is, naming its event
+        # (callroom.server.ws_answers).
+        committed = await self.transitions.run(key, decide)
         if committed is not None:
             audit_command(cid, key, command)  # SPEC §9: it took effect
             if not await self.replicas.seen(key, committed.version):

@@ -11,28 +11,22 @@ body. The WebSocket handler logs its own handshakes (``ws_handshake``, with the
 socket ends.
 
 Refusals are the lines a client controls the rate of, so they are rate limited per
-reason (``RefusalLog``): a flood of refused handshakes cannot fill the log. The
-counters (``callroom_http_requests_total``, ``callroom_handshake_refusals_total``)
-still count every one.
+reason (``callroom.server.refusals.RefusalLog``): a flood of refused handshakes cannot
+fill the log. The counters (``callroom_http_requests_total``,
+``callroom_handshake_refusals_total``) still count every one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from callroom.server.http_common import CLIENT_KEY, NODE_KEY
 from callroom.server.proxies import client_address
-
-if TYPE_CHECKING:
-    from callroom.server.node import Node
+from callroom.server.state import CLIENT_KEY, STATE_KEY, AppState
 
 log = structlog.get_logger("callroom.access")
 
@@ -43,61 +37,6 @@ LOGGED_KEY: web.RequestKey[bool] = web.RequestKey("callroom_logged", bool)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404, 405)
 MAX_PATH = 256  # characters of a path in a line: a client may send a long one
-
-# At most this many refusal lines per second for each reason; then one line saying how
-# many were left out (``refusals_suppressed``).
-REFUSAL_LINES_PER_SECOND = 10
-
-
-class RefusalLog:
-    """Per reason, at most ``per_second`` lines in each one-second window; the lines left
-    out are counted and reported in one ``refusals_suppressed`` line when the window ends.
-    """
-
-    def __init__(
-        self,
-        per_second: int = REFUSAL_LINES_PER_SECOND,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_second = per_second
-        self._clock = clock
-        self._windows: dict[str, tuple[float, int]] = {}  # reason → (window start, lines)
-        self._suppressed: dict[str, int] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def allow(self, reason: str) -> bool:
-        """Whether a refusal line for ``reason`` may be written now (counts it)."""
-        now = self._clock()
-        start, lines = self._windows.get(reason, (now, 0))
-        if now - start >= 1.0:
-            self.report(reason)
-            start, lines = now, 0
-        if lines < self.per_second:
-            self._windows[reason] = (start, lines + 1)
-            return True
-        suppressed = self._suppressed.get(reason, 0)
-        if not suppressed:
-            # Reported when the window ends even if no refusal comes after it.
-            delay = max(0.0, start + 1.0 - now)
-            self._timers[reason] = asyncio.get_running_loop().call_later(delay, self.report, reason)
-        self._suppressed[reason] = suppressed + 1
-        return False
-
-    def report(self, reason: str) -> int:
-        """Write the ``refusals_suppressed`` line of ``reason``'s window, if any; the
-        number of lines it stands for."""
-        timer = self._timers.pop(reason, None)
-        if timer is not None:
-            timer.cancel()
-        count = self._suppressed.pop(reason, 0)
-        if count:
-            log.warning("refusals_suppressed", reason=reason, suppressed=count)
-        return count
-
-    def close(self) -> None:
-        """Report every window now (the node stops)."""
-        for reason in list(self._suppressed):
-            self.report(reason)
 
 
 def route_label(request: web.Request) -> str:
@@ -130,7 +69,7 @@ def _reason(response: web.StreamResponse) -> str:
 
 
 def record(
-    node: Node,
+    state: AppState,
     request: web.Request,
     status: int,
     *,
@@ -142,12 +81,12 @@ def record(
     started = request.get(STARTED_KEY)
     elapsed = 0.0 if started is None else time.perf_counter() - started
     route = route_label(request)
-    node.metrics.http_requests.labels(
+    state.metrics.http_requests.labels(
         route=route, method=method_label(request.method), status=str(status)
     ).inc()
-    node.metrics.http_seconds.labels(route=route).observe(elapsed)
+    state.metrics.http_seconds.labels(route=route).observe(elapsed)
     request[LOGGED_KEY] = True
-    if status >= 400 and not node.refusal_log.allow(f"{event}:{reason}"):
+    if status >= 400 and not state.refusal_log.allow(f"{event}:{reason}"):
         return
     fields: dict[str, object] = {
         "method": request.method[:16],
@@ -167,11 +106,11 @@ def record(
 async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The client's address for the handlers; one access line per request."""
     request[STARTED_KEY] = time.perf_counter()
-    node = request.app[NODE_KEY]
+    state = request.app[STATE_KEY]
     headers = request.headers
     request[CLIENT_KEY] = client_address(
         request.remote,
-        node.trusted_proxies,
+        state.trusted_proxies,
         headers.getall("Forwarded", ()),
         headers.getall("X-Forwarded-For", ()),
     )
@@ -179,13 +118,13 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:  # e.g. 413 from reading a body that is too large
         if not request.get(LOGGED_KEY):
-            record(node, request, exc.status, reason=str(exc.status))
+            record(state, request, exc.status, reason=str(exc.status))
         raise
     except Exception:
         if not request.get(LOGGED_KEY):
-            record(node, request, 500, reason="internal_error")
+            record(state, request, 500, reason="internal_error")
         raise
     if not request.get(LOGGED_KEY):
         status = response.status
-        record(node, request, status, reason=_reason(response) if status >= 400 else None)
+        record(state, request, status, reason=_reason(response) if status >= 400 else None)
     return response

@@ -1,4 +1,7 @@
-"""One member's WebSocket: frames out without an await per frame, bounded buffering.
+"""One member's WebSocket as the runtime sees it (the ``Peer`` of ``callroom.runtime.peer``):
+frames out without an await per frame, bounded buffering, bounded closes.
+
+What comes in is the session's (``server/session.py``); this is the way out.
 
 Outgoing frames (``framing.text_frame`` bytes, built once per broadcast) are collected
 per connection during one turn of the event loop and written with one
@@ -14,20 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from callroom.errors import CloseCode
 from callroom.logs import NODE_ID
 from callroom.room.keys import room_key
-from callroom.server.inbound import FrameBudget
 
 if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client import Counter
 
     from callroom.room.model import Identity
+    from callroom.runtime.peer import Peer
 
 log = structlog.get_logger(__name__)
 
@@ -68,16 +71,13 @@ class Connection:
         "_close_task",
         "_out",
         "_transport",
-        "adds",
         "alive",
-        "budget",
         "client_id",
         "close_aborts",
         "closing",
         "conn_id",
         "detached",
         "expiry_handle",
-        "handoff",
         "identity",
         "ip",
         "kind",
@@ -98,8 +98,6 @@ class Connection:
         room_id: str,
         ip: str,
         *,
-        rate_per_second: float,
-        burst: int,
         max_buffer: int,
         outbox: OutBox,
         slow_counter: Counter | None = None,
@@ -117,9 +115,6 @@ class Connection:
         self.max_buffer = max_buffer
         self.slow_counter = slow_counter
         self.outbox = outbox
-        # SPEC §6: RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST per connection, charged by
-        # cost as frames arrive; flooding on after rate_limited errors closes with 1008.
-        self.budget = FrameBudget(rate_per_second, burst)
         self.close_aborts = close_aborts
         self._transport: asyncio.Transport | None = None
         # Frames not yet written: queued before the upgrade, or during this loop turn.
@@ -132,41 +127,8 @@ class Connection:
         self.detached = False
         self.on_close_code: int | None = None
         self.expiry_handle: asyncio.TimerHandle | None = None
-        # This connection's add_chat commands still waiting for the store, oldest first
-        # (``pipeline``). A list, not a deque: most connections never have one in flight.
-        # Each with its frame's start time (for the handling-time metric).
-        self.adds: list[tuple[asyncio.Future[Any], float]] = []
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
-        # What ``ws.take_inline`` found in a frame it queued for the receive loop instead of
-        # finishing it (the intake and its start time); the loop takes that frame next.
-        self.handoff: tuple[Any, float] | None = None
-
-    # -- add_chat pipelining (docs/architecture.md "Chat pipelining") ----------------
-    #
-    # An ``add_chat`` is answered only once the store committed it (SPEC §3.1), which
-    # takes a thread hop and an fsync. Waiting for that before reading the member's next
-    # frame would cap one sender at one message per commit; instead consecutive
-    # ``add_chat`` frames are handed to the store while frames are read on, so the store
-    # can commit them together. Each is tracked here by the store's future until it is
-    # answered. Order still holds: the adds are answered oldest first (a callback on each
-    # future answers every done add at the head of this list), and every other frame
-    # first waits, with ``settle``, for the adds before it.
-
-    def pipeline(self, add: asyncio.Future[Any], started: float) -> None:
-        """Track an ``add_chat`` handed to the store; ``ws._answer_adds`` takes it out
-        once it is answered, oldest first."""
-        self.adds.append((add, started))
-
-    async def settle(self) -> None:
-        """Return once every ``add_chat`` started before this call is answered."""
-        if self.adds:
-            await asyncio.wait([add for add, _ in self.adds])
-
-    async def settle_oldest(self) -> None:
-        """Return once the oldest ``add_chat`` in flight is answered (backpressure)."""
-        if self.adds:
-            await asyncio.wait([self.adds[0][0]])
 
     def attach(self, transport: asyncio.Transport) -> None:
         """The upgrade is done: write what was queued (``room_state`` first, SPEC §1)."""
@@ -278,3 +240,9 @@ class Connection:
 def is_leave(client_close_code: int | None) -> bool:
     """SPEC §2: a member that closes with 1000 has left; any other end is a drop."""
     return client_close_code == CloseCode.NORMAL
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_peer(conn: Connection) -> Peer:
+        return conn  # mypy: a Connection is the runtime's Peer

@@ -28,19 +28,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from callroom.errors import HandshakeCode, HandshakeRefused
+from callroom.server.http_answers import error_response, http_answer
 from callroom.server.proxies import Network, is_trusted, parse_address
 
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
     from prometheus_client import Counter
 
-    from callroom.server.access import RefusalLog
+    from callroom.server.refusals import RefusalLog
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +136,7 @@ class GuardedRequestHandler(RequestHandler):
             self._counted = True
             return
         guard.closed("too_many_unfinished", self._ip)
-        self._refuse(429, "Too Many Requests", "too_many_connections", "too many connections")
+        self._refuse(HandshakeRefused(HandshakeCode.TOO_MANY_CONNECTIONS, "too many connections"))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_counting()
@@ -165,12 +168,8 @@ class GuardedRequestHandler(RequestHandler):
         self._head_bytes += len(data)
         if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             self._guard.closed("head_too_large", self._ip, bytes=self._head_bytes)
-            self._refuse(
-                431,
-                "Request Header Fields Too Large",
-                "bad_request",
-                f"the request head is over {MAX_REQUEST_HEAD_BYTES} bytes",
-            )
+            message = f"the request head is over {MAX_REQUEST_HEAD_BYTES} bytes"
+            self._refuse(HandshakeRefused(HandshakeCode.BAD_REQUEST, message, status=431))
 
     def _head_deadline(self) -> None:
         self._deadline = None
@@ -178,7 +177,7 @@ class GuardedRequestHandler(RequestHandler):
             self._guard.closed("handshake_timeout", self._ip, bytes=self._head_bytes)
             self.force_close()
 
-    def _refuse(self, status: int, phrase: str, code: str, message: str) -> None:
+    def _refuse(self, refusal: HandshakeRefused) -> None:
         """Answer with the JSON error body (SPEC §1) and close, outside any request.
 
         The close lingers: the answer goes out with a FIN, what the client still sends is
@@ -190,11 +189,13 @@ class GuardedRequestHandler(RequestHandler):
         if transport is None or self._refused:
             return
         self._refused = True
-        body = json.dumps({"error": code, "message": message}).encode()
+        answer = http_answer(refusal)
+        body = json.dumps(answer.body).encode()
+        phrase = HTTPStatus(answer.status).phrase.encode()
         transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, phrase.encode(), len(body), body)
+            % (answer.status, phrase, len(body), body)
         )
         if transport.can_write_eof():
             transport.write_eof()
@@ -213,9 +214,9 @@ class GuardedRequestHandler(RequestHandler):
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         self._guard.closed("malformed_request", self._ip, error=type(exc).__name__)
-        response = web.json_response(
-            {"error": "bad_request", "message": "malformed HTTP request"}, status=status
-        )
+        message = "malformed HTTP request"
+        refusal = HandshakeRefused(HandshakeCode.BAD_REQUEST, message, status=status)
+        response = error_response(http_answer(refusal))
         response.force_close()
         return response
 

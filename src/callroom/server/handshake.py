@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from callroom.errors import HandshakeCode, HandshakeRefused
-from callroom.server.http_common import CLIENT_KEY
+from callroom.server.state import CLIENT_KEY
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -3,7 +3,8 @@ the ICE servers, the OpenAPI document, and the dev-mode key and token routes (SP
 
 API routes take ``Authorization: Bearer <JWT>`` and answer errors with the JSON body of
 SPEC §1 (401 ``unauthorized``, 403 ``forbidden``, 404 ``not_found``, 422
-``invalid_payload``).
+``invalid_payload``, 503 ``unavailable`` when the rooms or the chat store cannot be read):
+each handler raises, and ``callroom.server.http_answers`` says what the client is told.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable
 from functools import cache
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -23,16 +23,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
 from callroom.config import Settings
-from callroom.errors import HandshakeCode, HandshakeRefused, StoreUnavailable
+from callroom.errors import HandshakeCode, HandshakeRefused
 from callroom.room import core
 from callroom.room.keys import room_key
 from callroom.room.model import Identity, Room
 from callroom.server.audit import audit
 from callroom.server.handshake import KINDS, ROOM_ID_RE, bearer_token
-from callroom.server.http_common import NODE_KEY, json_error
+from callroom.server.state import STATE_KEY
 
 routes = web.RouteTableDef()
-T = TypeVar("T")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -44,7 +43,7 @@ async def health(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def ready(request: web.Request) -> web.Response:
-    failing = await request.app[NODE_KEY].readiness()
+    failing = await request.app[STATE_KEY].readiness()
     if failing:
         return web.json_response({"status": "unavailable", "failing": failing}, status=503)
     return web.json_response({"status": "ready"})
@@ -52,9 +51,9 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    await node.readiness()  # callroom_ready{part} as of this scrape (SPEC §9)
-    body = node.metrics.render()
+    state = request.app[STATE_KEY]
+    await state.readiness()  # callroom_ready{part} as of this scrape (SPEC §9)
+    body = state.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -62,7 +61,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _caller(request: web.Request) -> Identity:
-    return await request.app[NODE_KEY].authenticate(bearer_token(request))
+    return await request.app[STATE_KEY].authenticate(bearer_token(request))
 
 
 def _room_key(request: web.Request) -> tuple[str, str]:
@@ -78,16 +77,6 @@ def _is_admitted(room: Room | None, identity: Identity) -> bool:
     return member is not None and member.role.admitted
 
 
-async def _rooms_call(call: Awaitable[T]) -> T:
-    """A call into the rooms (in Redis on many nodes): 503 when they cannot be read."""
-    try:
-        return await call
-    except StoreUnavailable:
-        raise HandshakeRefused(
-            HandshakeCode.UNAVAILABLE, "the room state is unavailable, retry later"
-        ) from None
-
-
 def _forbidden() -> HandshakeRefused:
     return HandshakeRefused(HandshakeCode.FORBIDDEN, "you may not see or change this room")
 
@@ -97,7 +86,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     identity = await _caller(request)
     if not identity.is_admin:
         raise _forbidden()
-    rooms = await _rooms_call(request.app[NODE_KEY].hub.all_rooms())
+    rooms = await request.app[STATE_KEY].hub.all_rooms()
     return web.json_response({"rooms": [core.room_summary(room) for room in rooms]})
 
 
@@ -105,7 +94,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def get_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
-    room = await _rooms_call(request.app[NODE_KEY].hub.find_room(room_key(kind, room_id)))
+    room = await request.app[STATE_KEY].hub.find_room(room_key(kind, room_id))
     if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()
     if room is None:
@@ -119,23 +108,26 @@ async def get_room(request: web.Request) -> web.Response:
 async def delete_room(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
-    hub = request.app[NODE_KEY].hub
-    room = await _rooms_call(hub.find_room(room_key(kind, room_id)))
+    hub = request.app[STATE_KEY].hub
+    key = room_key(kind, room_id)
+    room = await hub.find_room(key)
     member = room.members.get(identity.client_id) if room is not None else None
     if not identity.is_admin and (member is None or not core.acts_as_host(member)):
         raise _forbidden()
-    if not await _rooms_call(hub.end(room_key(kind, room_id))):
+    if not await hub.end(key):
         raise HandshakeRefused(HandshakeCode.NOT_FOUND, "no such room")
-    audit(
-        "end_room", actor=identity.client_id, target=None, room=room_key(kind, room_id), via="api"
-    )
+    audit("end_room", actor=identity.client_id, target=None, room=key, via="api")
     return web.json_response({"status": "ended", "kind": kind, "roomId": room_id})
+
+
+def _invalid(message: str) -> HandshakeRefused:
+    return HandshakeRefused(HandshakeCode.INVALID_PAYLOAD, message)
 
 
 def _query_limit(request: web.Request) -> int:
     raw = request.query.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise HandshakeRefused(HandshakeCode.INVALID_PAYLOAD, "limit must be an integer 1-100")
+        raise _invalid("limit must be an integer 1-100")
     return int(raw)
 
 
@@ -143,21 +135,16 @@ def _query_limit(request: web.Request) -> int:
 async def room_messages(request: web.Request) -> web.Response:
     identity = await _caller(request)
     kind, room_id = _room_key(request)
-    node = request.app[NODE_KEY]
+    state = request.app[STATE_KEY]
     key = room_key(kind, room_id)
-    room = await _rooms_call(node.hub.find_room(key))
+    room = await state.hub.find_room(key)
     if not identity.is_admin and not _is_admitted(room, identity):
         raise _forbidden()
     limit = _query_limit(request)
     before = request.query.get("before") or None
     if before is not None and len(before) > 64:
-        raise HandshakeRefused(HandshakeCode.INVALID_PAYLOAD, "before must be a chatId")
-    try:
-        page = await node.history.page(key, limit, before)
-    except StoreUnavailable:
-        raise HandshakeRefused(
-            HandshakeCode.UNAVAILABLE, "the chat store is unavailable, retry later"
-        ) from None
+        raise _invalid("before must be a chatId")
+    page = await state.history.page(key, limit, before)  # StoreUnavailable: 503
     return web.json_response(
         {"messages": [m.to_wire() for m in page.messages], "hasMore": page.has_more}
     )
@@ -166,7 +153,7 @@ async def room_messages(request: web.Request) -> web.Response:
 @routes.get("/api/v1/ice-servers")
 async def ice_servers(request: web.Request) -> web.Response:
     identity = await _caller(request)
-    settings = request.app[NODE_KEY].settings
+    settings = request.app[STATE_KEY].settings
     servers: list[dict[str, Any]] = []
     if settings.STUN_URLS:
         servers.append({"urls": list(settings.STUN_URLS)})
@@ -249,28 +236,29 @@ def mint_dev_token(
 
 @dev_routes.get("/dev/jwks.json")
 async def dev_jwks(request: web.Request) -> web.Response:
-    keys = request.app[NODE_KEY].dev_keys
+    keys = request.app[STATE_KEY].dev_keys
     assert keys is not None
     return web.json_response(keys.jwks())
 
 
 @dev_routes.post("/dev/token")
 async def dev_token(request: web.Request) -> web.Response:
-    keys = request.app[NODE_KEY].dev_keys
+    state = request.app[STATE_KEY]
+    keys = state.dev_keys
     assert keys is not None
     try:
         body = await request.json()
     except ValueError:
-        return json_error(HandshakeCode.INVALID_PAYLOAD, "body must be a JSON object")
+        body = None
     if not isinstance(body, dict):
-        return json_error(HandshakeCode.INVALID_PAYLOAD, "body must be a JSON object")
+        raise _invalid("body must be a JSON object")
     sub, name, roles = body.get("sub"), body.get("name"), body.get("roles", [])
     if not isinstance(sub, str) or not 1 <= len(sub) <= 128:
-        return json_error(HandshakeCode.INVALID_PAYLOAD, "sub must be a string of 1-128 chars")
+        raise _invalid("sub must be a string of 1-128 chars")
     if name is not None and not isinstance(name, str):
-        return json_error(HandshakeCode.INVALID_PAYLOAD, "name must be a string")
+        raise _invalid("name must be a string")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        return json_error(HandshakeCode.INVALID_PAYLOAD, "roles must be a list of strings")
+        raise _invalid("roles must be a list of strings")
     ttl = 3600
-    token = mint_dev_token(request.app[NODE_KEY].settings, keys, sub, name, roles, ttl)
+    token = mint_dev_token(state.settings, keys, sub, name, roles, ttl)
     return web.json_response({"token": token, "expiresIn": ttl}, headers=NO_STORE)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from callroom.errors import CloseCode, ConnectionFailed
 from callroom.server.limits import TokenBucket
 
 # Payload bytes a token pays for: a chat message or an ICE candidate costs one token, an
@@ -61,8 +62,11 @@ class FrameBudget:
         return self.violations.take()
 
 
-class UnmaskedFrame(Exception):
-    """A client frame without a mask (RFC 6455 §5.1)."""
+class UnmaskedFrame(ConnectionFailed):
+    """A client frame without a mask (RFC 6455 §5.1: the server must close; 1002)."""
+
+    def __init__(self) -> None:
+        super().__init__(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
 
 
 class FrameGate:

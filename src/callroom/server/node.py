@@ -38,20 +38,14 @@ from callroom.chat.cached import CachedChatHistory
 from callroom.chat.memory import MemoryChatHistory
 from callroom.chat.sql import SqlChatHistory
 from callroom.config import MEMORY_DATABASE, Settings
-from callroom.errors import (
-    CloseCode,
-    HandshakeCode,
-    HandshakeRefused,
-    StartupError,
-    StoreUnavailable,
-)
+from callroom.errors import CloseCode, StartupError, StoreUnavailable
 from callroom.logs import NODE_ID
 from callroom.metrics import Metrics
 from callroom.room.model import Identity
 from callroom.room.protocol import ProtocolLimits
 from callroom.runtime.build import build_hub
 from callroom.runtime.hub import Hub
-from callroom.server.access import RefusalLog
+from callroom.server.app import build_app
 from callroom.server.connection import Connection, OutBox
 from callroom.server.guard import (
     LINGERING_SECONDS,
@@ -64,6 +58,8 @@ from callroom.server.guard import (
 from callroom.server.heartbeat import Heartbeat
 from callroom.server.limits import ConnectionLimiter
 from callroom.server.proxies import parse_networks
+from callroom.server.refusals import RefusalLog
+from callroom.server.state import AppState
 
 log = structlog.get_logger(__name__)
 
@@ -166,10 +162,11 @@ class Node:
             chat_max_length=settings.CHAT_MAX_LENGTH, max_sdp_bytes=settings.MAX_SDP_BYTES
         )
         # Outgoing bytes a slow consumer may have buffered before it is closed.
-        self.max_buffer = max(1 << 20, 16 * settings.MAX_MESSAGE_BYTES)
+        self._max_buffer = max(1 << 20, 16 * settings.MAX_MESSAGE_BYTES)
         self.outbox = OutBox()
         self.history = history if history is not None else build_history(settings, self.metrics)
-        self.draining = False
+        self._draining = False
+        self._state: AppState | None = None
         self.port = 0
         self._sock: socket.socket | None = None
         self._runner: web.AppRunner | None = None
@@ -191,13 +188,38 @@ class Node:
         return self._verifier
 
     @property
+    def state(self) -> AppState:
+        """What the request handlers use (``server/state.py``), built by ``start``."""
+        assert self._state is not None, "node not started"
+        return self._state
+
+    # Both are the handlers' too once the node has started (tests change them live).
+    @property
+    def draining(self) -> bool:
+        return self._state.draining if self._state is not None else self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        if self._state is not None:
+            self._state.draining = value
+
+    @property
+    def max_buffer(self) -> int:
+        return self._state.max_buffer if self._state is not None else self._max_buffer
+
+    @max_buffer.setter
+    def max_buffer(self, value: int) -> None:
+        self._max_buffer = value
+        if self._state is not None:
+            self._state.max_buffer = value
+
+    @property
     def url(self) -> str:
         host = "127.0.0.1" if self.settings.HOST in ("0.0.0.0", "") else self.settings.HOST
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        from callroom.server.app import build_app
-
         settings = self.settings
         sock = listen_socket(settings.HOST, settings.PORT)
         self._sock = sock
@@ -223,7 +245,23 @@ class Node:
         )
         self._heartbeat.start()
 
-        app = build_app(self)
+        self._state = AppState(
+            settings=settings,
+            metrics=metrics,
+            hub=self._hub,
+            history=self.history,
+            authenticate=self.authenticate,
+            readiness=self.readiness,
+            limiter=self.limiter,
+            protocol_limits=self.protocol_limits,
+            outbox=self.outbox,
+            refusal_log=self.refusal_log,
+            trusted_proxies=self.trusted_proxies,
+            dev_keys=self.dev_keys,
+            max_buffer=self._max_buffer,
+            draining=self._draining,
+        )
+        app = build_app(self._state)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         server = self._runner.server
@@ -269,12 +307,13 @@ class Node:
         gc.set_threshold(50_000, 50, 100)
 
     async def authenticate(self, token: str | None) -> Identity:
-        """Verify a token or refuse with 401, counting the reason (SPEC §1, §4)."""
+        """Verify a token; an ``AuthError`` (answered 401, SPEC §1, §4) is counted by
+        its reason."""
         try:
             return await self.verifier.verify(token)
         except AuthError as exc:
             self.metrics.auth_failures.labels(reason=exc.reason).inc()
-            raise HandshakeRefused(HandshakeCode.UNAUTHORIZED, str(exc)) from None
+            raise
 
     async def readiness(self) -> list[str]:
         """Names of the parts that are not usable (SPEC §4 ``/readyz``); each part's
