@@ -250,25 +250,6 @@ async def test_control_busy_meeting_on_two_nodes_without_a_restart_passes_every_
     assert len(findings.passed) >= 20, findings.passed  # the checks did run
 
 
-# Today's runtime fails these (issue 18 lists why); the marks go when the new runtime
-# lands. strict: a pass is reported too, so a mark is not left behind by mistake.
-ROLES_LOST = pytest.mark.xfail(
-    strict=True,
-    reason="issue 18: Redis back empty, ClusterHub.resync finds no record and closes every "
-    "member with 1001 (no write-back from the replicas): whoever rejoins first hosts a new "
-    "room, the others wait in its lobby, so roles, hands, room commands and the history "
-    "route (403) are lost to them",
-)
-RESYNC_GIVES_UP = pytest.mark.xfail(
-    strict=True,
-    reason="issue 18: ClusterHub.resync sends its first load on the room-command connection "
-    "still open to the dead Redis, gets redis_write_failed and returns without retrying: "
-    "the room stays missing from Redis while /readyz says 200, room commands answer "
-    "forbidden with error.event null, a new joiner hosts a second room, history 403",
-)
-
-
-@ROLES_LOST
 async def test_busy_meeting_on_two_nodes_lives_through_a_redis_restart(
     meeting_of: Callable[[int], Awaitable[Meeting]],
 ) -> None:
@@ -278,7 +259,6 @@ async def test_busy_meeting_on_two_nodes_lives_through_a_redis_restart(
     (await restart_during_meeting(meeting, busy=True)).verdict()
 
 
-@RESYNC_GIVES_UP
 async def test_quiet_meeting_on_two_nodes_lives_through_a_redis_restart(
     meeting_of: Callable[[int], Awaitable[Meeting]],
 ) -> None:
@@ -288,7 +268,6 @@ async def test_quiet_meeting_on_two_nodes_lives_through_a_redis_restart(
     (await restart_during_meeting(meeting, busy=False)).verdict()
 
 
-@ROLES_LOST
 async def test_meeting_on_one_node_lives_through_a_redis_restart(
     meeting_of: Callable[[int], Awaitable[Meeting]],
 ) -> None:
