@@ -25,43 +25,23 @@ Contract every backend keeps:
 - A backend whose concurrent adds commit in the order they were called says so with a
   class attribute ``adds_commit_in_call_order = True`` (``SqlChatHistory``'s group
   commit does): ``CachedChatHistory`` then lets one room's adds share a transaction.
+
+The values (``ChatMessage``, ``ChatPage``) are the room core's (``callroom.room.chat``,
+where the chat rules live); they are importable from here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
+from callroom.room.chat import ChatMessage, ChatPage
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    chat_id: str
-    client_id: str
-    display_name: str
-    timestamp: int  # ms since epoch, server clock
-    chat_content: str
-
-    def to_wire(self) -> dict[str, Any]:
-        """ChatInfo of SPEC §3."""
-        return {
-            "clientId": self.client_id,
-            "displayName": self.display_name,
-            "chatId": self.chat_id,
-            "timestamp": self.timestamp,
-            "chatContent": self.chat_content,
-        }
+__all__ = ["AddFuture", "ChatHistory", "ChatIdTaken", "ChatMessage", "ChatPage"]
 
 
 AddFuture: TypeAlias = asyncio.Future[tuple[ChatMessage, bool]]
 """What ``add`` returns, as a future (``submit``): the stored message and whether it is new."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChatPage:
-    messages: list[ChatMessage]  # oldest first
-    total: int
-    has_more: bool
 
 
 class ChatIdTaken(Exception):
