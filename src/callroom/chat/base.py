@@ -1,9 +1,10 @@
 """The chat history port (SPEC §3.1 chat rows, §4 messages route, §8).
 
 Backends: ``MemoryChatHistory`` (``callroom.chat.memory``: the unit-test fixture and the
-window kept in memory) and ``SqlChatHistory`` (``callroom.chat.sql``: SQLite by default,
-PostgreSQL in production). ``CachedChatHistory`` puts the memory window of the last
-``CHAT_HISTORY_LIMIT`` messages per room in front of a durable store.
+single-node mode without a database) and ``SqlChatHistory`` (``callroom.chat.sql``:
+SQLite by default, PostgreSQL in production, with the memory window of the last
+``CHAT_HISTORY_LIMIT`` messages per room kept by its writer, the one ordering point of
+the history: ``callroom.chat.writer``).
 
 Contract every backend keeps:
 
@@ -21,10 +22,9 @@ Contract every backend keeps:
   ``has_more`` (older ones exist). An unknown ``before`` gives an empty page.
 - Any backend failure raises ``StoreUnavailable("store")`` and leaves nothing
   half-written.
+- Adds commit in the order they were called, and so do a room's deletes with its adds
+  (the history order is the call order).
 - ``room`` is the room key ``"{kind}:{roomId}"``.
-- A backend whose concurrent adds commit in the order they were called says so with a
-  class attribute ``adds_commit_in_call_order = True`` (``SqlChatHistory``'s group
-  commit does): ``CachedChatHistory`` then lets one room's adds share a transaction.
 
 The values (``ChatMessage``, ``ChatPage``) are the room core's (``callroom.room.chat``,
 where the chat rules live); they are importable from here too.
