@@ -1,7 +1,7 @@
 """The chat history schema (SPEC §3.1 chat rows, §4 messages route): its one column list.
 
 ``chat_messages`` below is where the table's columns are written; everything else
-derives from it: the SQLAlchemy statements of ``callroom.chat.sql``, the SQL text the
+derives from it: the SQLAlchemy statements of ``callroom.chat.database``, the SQL text the
 batch writers run on their raw connections (``callroom.chat.sqlite_writer``,
 ``callroom.chat.pg_writer``), and the rows they exchange (``ROW_COLUMNS``, ``NewRow``).
 The message columns are those of ``ChatMessage``, in its field order (checked below at

@@ -72,8 +72,14 @@ class ChatMessage:
     chat_content: str
 
     def to_wire(self) -> dict[str, Any]:
-        """ChatInfo of SPEC §3 (``chat_info``) as the untyped dict the encoder takes."""
-        return _payload(chat_info(self))
+        """ChatInfo of SPEC §3 as the untyped dict the encoder takes (``chat_info``: typed)."""
+        return {
+            "clientId": self.client_id,
+            "displayName": self.display_name,
+            "chatId": self.chat_id,
+            "timestamp": self.timestamp,
+            "chatContent": self.chat_content,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +92,8 @@ class ChatPage:
 
 
 def chat_info(message: ChatMessage) -> ChatInfo:
-    """ChatInfo of SPEC §3."""
-    return {
-        "clientId": message.client_id,
-        "displayName": message.display_name,
-        "chatId": message.chat_id,
-        "timestamp": message.timestamp,
-        "chatContent": message.chat_content,
-    }
+    """ChatInfo of SPEC §3, typed."""
+    return cast("ChatInfo", message.to_wire())
 
 
 def _payload(payload: ChatInfo | DeletedChat | RecentChats) -> dict[str, Any]:
