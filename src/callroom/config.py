@@ -25,7 +25,7 @@ SUPPORTED_ALGORITHMS = frozenset(
 # DATABASE_URL=memory:// keeps chat in memory only (lost on restart): for tests and for
 # measuring what the durable store costs (docs/performance.md). Never the default.
 MEMORY_DATABASE = "memory://"
-# The schemes ``callroom.chat.sql.async_url`` maps to its async drivers.
+# The schemes ``callroom.chat.engine.async_url`` maps to its async drivers.
 _DATABASE_SCHEMES = frozenset(
     {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg"}
 )

@@ -196,18 +196,21 @@ async def test_memory_history_serves_the_room_but_keeps_nothing_across_restarts(
 async def test_a_closed_rooms_memory_window_is_freed_and_its_history_kept(
     start_node: Any, make_token: TokenFactory, tmp_path: Path
 ) -> None:
-    from callroom.chat.cached import CachedChatHistory
+    from callroom.chat.sql import SqlChatHistory
 
     node = await start_node(DATABASE_URL=f"sqlite:///{tmp_path / 'window.db'}")
-    assert isinstance(node.history, CachedChatHistory)
+    assert isinstance(node.history, SqlChatHistory)
+    assert node.history.windows is not None
     alice = await open_client(ws(node, make_token("alice", "Alice"), "window"))
     await alice.expect("room_state")
     await alice.send("add_chat", {"chatContent": "kept", "chatId": "k1"})
     await alice.expect("add_chat")
-    assert "chat:window" in node.history._rooms  # the window, warm
+    await alice.send("get_recent_chats", {})
+    await alice.expect("get_recent_chats")
+    assert "chat:window" in node.history.windows  # the window, warm
 
     await alice.close()
     await wait_until(lambda: "chat:window" not in node.hub.rooms)
-    assert "chat:window" not in node.history._rooms  # freed with the room
+    assert "chat:window" not in node.history.windows  # freed with the room
     page = await node.history.page("chat:window", 10)
     assert [m.chat_id for m in page.messages] == ["k1"]

@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing, contextmanager, nullcontext, suppress
 from functools import partial
@@ -31,18 +31,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from callroom.chat import admin, sqlite_writer
-from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage, ChatPage
-from callroom.chat.cached import CachedChatHistory
+from callroom.chat.base import ChatIdTaken, ChatMessage, ChatPage
+from callroom.chat.engine import CONNECT_TIMEOUT, alembic_config, async_url, make_engine
 from callroom.chat.pg_writer import PgBatchWriter
-from callroom.chat.sql import (
-    COMMIT_INTERVAL,
-    CONNECT_TIMEOUT,
-    SqlChatHistory,
-    alembic_config,
-    async_url,
-    make_engine,
-)
-from callroom.chat.sqlite_writer import Key, NewRow, SqliteBatchWriter
+from callroom.chat.sql import SqlChatHistory
+from callroom.chat.sqlite_writer import SqliteBatchWriter
+from callroom.chat.writer import COMMIT_INTERVAL
 from callroom.errors import ConfigError, StoreUnavailable
 from callroom_testing import (
     PG_ADMIN_DB,
@@ -111,9 +105,13 @@ async def opened(
     statement_timeout: float = 5.0,
     max_batch: int = 500,
     commit_interval: float = COMMIT_INTERVAL,
+    window: int | None = None,
+    max_rooms: int = 1000,
 ) -> AsyncIterator[SqlChatHistory]:
     store = SqlChatHistory(
         database_url,
+        window=window,
+        max_rooms=max_rooms,
         retry_interval=0,
         purge_batch=purge_batch,
         max_batch=max_batch,
@@ -127,9 +125,18 @@ async def opened(
         await store.close()
 
 
+@pytest.fixture(params=[None, 3], ids=["plain", "window"])
+async def store(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[SqlChatHistory]:
+    """The store, without a memory window and with one smaller than most histories here
+    (so that pages cross it): both keep the same contract."""
+    async with opened(database_url, window=request.param) as store:
+        await store.check()
+        yield store
+
+
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlChatHistory]:
-    async with opened(database_url) as store:
+async def windowed(database_url: str) -> AsyncIterator[SqlChatHistory]:
+    async with opened(database_url, window=5) as store:
         await store.check()
         yield store
 
@@ -256,22 +263,6 @@ async def test_concurrent_adds_of_one_chat_id_store_exactly_one(
         assert page.messages[1] == winners[0][0]
 
 
-async def test_cached_window_pages_past_itself_into_the_store(
-    store: SqlChatHistory, room: str
-) -> None:
-    cached = CachedChatHistory(store, window=3)
-    await cached.page(room, 1)  # the room starts empty: the window is warm
-    for n in range(7):
-        assert await cached.add(room, msg(n)) == (msg(n), True)
-    cases = [(2, None), (3, None), (5, None), (2, "m5"), (2, "m4"), (10, "m2"), (1, "m0")]
-    for limit, before in cases:
-        assert await cached.page(room, limit, before) == await store.page(room, limit, before)
-    page = await cached.page(room, 2, before="m5")
-    assert (ids(page), page.total, page.has_more) == (["m3", "m4"], 7, True)
-    # A cold window (a restarted node) answers the same, from the store.
-    assert await CachedChatHistory(store, window=3).page(room, 4) == await store.page(room, 4)
-
-
 # --- when the store hangs, is down, or comes back --------------------------------------
 
 
@@ -368,13 +359,13 @@ async def test_a_store_that_never_answers_fails_within_the_connect_timeout() -> 
             assert store.last_error is not None
             assert "Timeout" in store.last_error
             # Callers that queue behind a probe share its answer: one probe for three.
-            probes = store._failed_probes
+            probes = store.database.failed_probes
             started = time.monotonic()
             outcomes = await asyncio.gather(
                 *(store.check() for _ in range(3)), return_exceptions=True
             )
             assert all(isinstance(o, StoreUnavailable) for o in outcomes)
-            assert store._failed_probes == probes + 1
+            assert store.database.failed_probes == probes + 1
             assert time.monotonic() - started < 2.0
         finally:
             await store.close()
@@ -493,7 +484,7 @@ class PgCommitHooks:
 
 @contextmanager
 def before_writer_commits(store: SqlChatHistory, hook: Callable[..., None]) -> Iterator[None]:
-    writer = store._batch_writer
+    writer = store.database.batch_writer
     hooks = writer._commit
     if isinstance(hooks, CommitHooks | PgCommitHooks):  # nested: patched by an outer block
         hooks.hooks.append(hook)
@@ -523,15 +514,15 @@ def counted_commits(store: SqlChatHistory) -> Iterator[list[None]]:
 def insert_sent(store: SqlChatHistory) -> Iterator[asyncio.Event]:
     """Set once a batch's INSERT went to the database (where it may wait for a lock)."""
     sent = asyncio.Event()
-    writer = store._batch_writer
+    writer = store.database.batch_writer
     if isinstance(writer, SqliteBatchWriter):
         # SQLite: the batch went to the writer thread, which waits for the lock at BEGIN.
         loop = asyncio.get_running_loop()
         run = writer._run
 
-        def sending(rows: Sequence[NewRow]) -> tuple[set[Key], dict[Key, ChatMessage]]:
+        def sending(work: Callable[[sqlite3.Connection], object]) -> object:
             loop.call_soon_threadsafe(sent.set)
-            return run(rows)
+            return run(work)
 
         with patch.object(writer, "_run", sending):
             yield sent
@@ -763,12 +754,15 @@ async def test_close_finishes_the_batch_in_flight_and_fails_the_queued_adds(
                 in_flight = asyncio.create_task(store.add(room, msg(1)))
                 await sent.wait()
                 queued = [asyncio.create_task(store.add(room, msg(n))) for n in (2, 3)]
+                queued.append(asyncio.create_task(store.delete(room, "m1")))
                 await settle()
                 closing = asyncio.create_task(store.close())
                 await settle()
                 assert not closing.done()  # it waits for the batch in flight
                 with pytest.raises(StoreUnavailable):
                     await store.add(room, msg(4))  # refused at once while closing
+                with pytest.raises(StoreUnavailable):
+                    await store.delete(room, "m1")
         await closing
         assert await in_flight == (msg(1), True)
         for task in queued:
@@ -795,7 +789,7 @@ async def test_a_cancelled_writer_fails_its_batch_and_the_queue(
                 await sent.wait()
                 queued = asyncio.create_task(store.add(room, msg(2)))
                 await settle()
-                writer = store._writer
+                writer = store.writer.task
                 assert writer is not None
                 writer.cancel()
             for task in (in_flight, queued):
@@ -812,7 +806,7 @@ async def test_a_writer_cancelled_before_it_ran_fails_the_queue(
 ) -> None:
     first = asyncio.create_task(store.add(room, msg(1)))
     await asyncio.sleep(0)  # one turn: ``first`` queued m1 and created the writer, not run
-    writer = store._writer
+    writer = store.writer.task
     assert writer is not None
     writer.cancel()
     with pytest.raises(StoreUnavailable):
@@ -824,105 +818,6 @@ async def test_a_writer_cancelled_before_it_ran_fails_the_queue(
     assert ids(await store.page(room, 10)) == ["m3"]
 
 
-# --- the cached window over the group commit ---------------------------------------------
-
-
-async def test_cached_adds_of_one_room_share_transactions_and_keep_the_window_exact(
-    store: SqlChatHistory, room: str
-) -> None:
-    cached = CachedChatHistory(store, window=10)
-    assert await cached.add(room, msg(0)) == (msg(0), True)
-    await cached.page(room, 1)  # warm
-    numbers = random.Random(3).sample(range(1, 41), 40)
-    calls = [msg(n, client=f"user{n % 4}") for n in numbers]
-    calls += [calls[5], msg(numbers[6], client="mallory")]  # a retry, a taken chat_id
-    with counted_commits(store) as commits:
-        outcomes = await asyncio.gather(
-            *(cached.add(room, message) for message in calls), return_exceptions=True
-        )
-    assert len(commits) == 1  # one room, one transaction (no lock per add)
-    assert outcomes[:40] == [(message, True) for message in calls[:40]]
-    assert outcomes[40] == (calls[5], False)
-    assert isinstance(outcomes[41], ChatIdTaken)
-    with counted_commits(store) as reads:  # a page of the store is one transaction too
-        window = await cached.page(room, 10)
-    assert reads == []  # still warm: from memory
-    assert window == await store.page(room, 10)
-    assert window.messages == calls[30:40]
-
-
-async def test_cached_deletes_and_loads_wait_for_the_adds_in_flight(
-    store: SqlChatHistory, room: str
-) -> None:
-    cached = CachedChatHistory(store, window=5)
-    assert await cached.add(room, msg(0)) == (msg(0), True)
-    # Cold window: the page loads it after the adds called before it, and before the
-    # adds called after it; the delete likewise.
-    before = [cached.add(room, msg(n)) for n in range(1, 6)]
-    loaded = cached.page(room, 5)
-    middle = [cached.add(room, msg(n)) for n in range(6, 9)]
-    deleted = cached.delete(room, "m7")
-    after = [cached.add(room, msg(n)) for n in range(9, 12)]
-    results = await asyncio.gather(*before, loaded, *middle, deleted, *after)
-    assert results[5] == ChatPage([msg(n) for n in range(1, 6)], 6, True)  # m0..m5 stored
-    assert results[9] is True
-    window = await cached.page(room, 5)
-    assert window == await store.page(room, 5)
-    assert ids(window) == ["m6", "m8", "m9", "m10", "m11"]
-    assert window.total == 11
-
-
-class SlowToAnswer(SqlChatHistory):
-    """Commits in call order, but answers ``held`` messages only once they are released."""
-
-    held: dict[str, asyncio.Event]  # set on the instance
-
-    answering: set[asyncio.Future[None]]  # set on the instance
-
-    def submit(
-        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
-    ) -> AddFuture:
-        gate = self.held.get(message.chat_id)
-        if gate is None:
-            return super().submit(room, message, into=into)
-        future = into if into is not None else asyncio.get_running_loop().create_future()
-        committed = super().submit(room, message)  # committed here ...
-        self.answering.add(asyncio.ensure_future(self._answer(gate, committed, future)))
-        return future
-
-    @staticmethod
-    async def _answer(
-        gate: asyncio.Event,
-        committed: AddFuture,
-        future: AddFuture,
-    ) -> None:
-        result = await committed
-        await gate.wait()  # ... but the caller hears of it only later
-        future.set_result(result)
-
-
-async def test_cached_window_turns_cold_when_adds_return_out_of_order(
-    database_url: str, room: str
-) -> None:
-    store = SlowToAnswer(database_url, retry_interval=0)
-    store.held = {"m1": asyncio.Event()}
-    store.answering = set()
-    try:
-        cached = CachedChatHistory(store, window=5)
-        await cached.page(room, 5)  # warm and empty
-        first = asyncio.create_task(cached.add(room, msg(1)))
-        second = asyncio.create_task(cached.add(room, msg(2)))
-        assert await second == (msg(2), True)  # one batch, but m2 returns before m1
-        store.held["m1"].set()
-        assert await first == (msg(1), True)
-        # The window could not tell where m2 lies: it reloads from the store.
-        with counted_commits(store) as reads:
-            assert ids(await cached.page(room, 5)) == ["m1", "m2"]
-        assert len(reads) == 1
-    finally:
-        await store.close()
-
-
 async def test_a_read_or_delete_on_a_locked_store_times_out_and_changes_nothing(
     database_url: str, room: str
 ) -> None:
@@ -931,6 +826,10 @@ async def test_a_read_or_delete_on_a_locked_store_times_out_and_changes_nothing(
         async with store_locked(database_url):
             with pytest.raises(StoreUnavailable):
                 await store.delete(room, "m1")
+            if database_url.startswith("postgresql"):  # (SQLite's WAL lets readers through)
+                await store.check()
+                with pytest.raises(StoreUnavailable):
+                    await store.page(room, 10)
         assert store.last_error is not None
         assert ids(await store.page(room, 10)) == ["m1"]
         assert await store.delete(room, "m1") is True
@@ -941,7 +840,7 @@ async def test_a_postgres_batch_whose_connection_dies_stores_nothing_and_reconne
 ) -> None:
     async with opened(pg_database) as store:
         [older] = await add_all(store, room, 0)
-        writer = store._batch_writer
+        writer = store.database.batch_writer
         assert isinstance(writer, PgBatchWriter)
         connection = writer._connection
         assert connection is not None
@@ -964,6 +863,258 @@ async def test_a_postgres_batch_whose_connection_dies_stores_nothing_and_reconne
         assert writer._connection not in (None, connection)
 
 
+# --- the memory window, kept by the writer in commit order --------------------------------
+
+
+@asynccontextmanager
+async def engine_reads(store: SqlChatHistory) -> AsyncIterator[list[None]]:
+    """One entry per transaction on the store's engine (its reads) while the block runs."""
+    reads: list[None] = []
+
+    def count(_connection: Connection) -> None:
+        reads.append(None)
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    try:
+        yield reads
+    finally:
+        event.remove(store.engine.sync_engine, "commit", count)
+
+
+async def test_the_window_answers_as_the_store_does_and_pages_past_itself_into_it(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=3) as windowed, opened(database_url) as plain:
+        await windowed.page(room, 1)  # the room starts empty: the window is warm
+        for n in range(7):
+            assert await windowed.add(room, msg(n)) == (msg(n), True)
+        cases = [(2, None), (3, None), (5, None), (2, "m5"), (2, "m4"), (10, "m2"), (1, "m0")]
+        for limit, before in cases:
+            assert await windowed.page(room, limit, before) == await plain.page(room, limit, before)
+        page = await windowed.page(room, 2, before="m5")  # m3 lies in the store only
+        assert (ids(page), page.total, page.has_more) == (["m3", "m4"], 7, True)
+        async with engine_reads(windowed) as reads:
+            page = await windowed.page(room, 2, before="m6")
+        assert (ids(page), page.total, page.has_more) == (["m4", "m5"], 7, True)
+        assert reads == []  # inside the window: from memory
+    # A cold window (a restarted node) answers the same, from the store.
+    async with opened(database_url, window=3) as restarted, opened(database_url) as plain:
+        assert await restarted.page(room, 4) == await plain.page(room, 4)
+
+
+async def test_one_rooms_adds_share_transactions_and_the_window_stays_exact(
+    windowed: SqlChatHistory, room: str
+) -> None:
+    assert await windowed.add(room, msg(0)) == (msg(0), True)
+    await windowed.page(room, 1)  # warm
+    numbers = random.Random(3).sample(range(1, 41), 40)
+    calls = [msg(n, client=f"user{n % 4}") for n in numbers]
+    calls += [calls[5], msg(numbers[6], client="mallory")]  # a retry, a taken chat_id
+    with counted_commits(windowed) as commits:
+        outcomes = await asyncio.gather(
+            *(windowed.add(room, message) for message in calls), return_exceptions=True
+        )
+    assert len(commits) == 1  # one room, one transaction (no lock per add)
+    assert outcomes[:40] == [(message, True) for message in calls[:40]]
+    assert outcomes[40] == (calls[5], False)
+    assert isinstance(outcomes[41], ChatIdTaken)
+    async with engine_reads(windowed) as reads:
+        window = await windowed.page(room, 5)
+        assert await windowed.get(room, calls[39].chat_id) == calls[39]
+    assert reads == []  # still warm: from memory
+    assert window.messages == calls[35:40]
+    assert window == await windowed.database.page(room, 5)
+
+
+async def test_deletes_and_window_loads_run_in_call_order_with_the_adds(
+    windowed: SqlChatHistory, room: str
+) -> None:
+    assert await windowed.add(room, msg(0)) == (msg(0), True)
+    # Cold window: the page loads it after the adds called before it, and before the
+    # adds called after it; the delete likewise.
+    before = [windowed.add(room, msg(n)) for n in range(1, 6)]
+    loaded = windowed.page(room, 5)
+    middle = [windowed.add(room, msg(n)) for n in range(6, 9)]
+    deleted = windowed.delete(room, "m7")
+    after = [windowed.add(room, msg(n)) for n in range(9, 12)]
+    results = await asyncio.gather(*before, loaded, *middle, deleted, *after)
+    assert results[5] == ChatPage([msg(n) for n in range(1, 6)], 6, True)  # m0..m5 stored
+    assert results[9] is True
+    async with engine_reads(windowed) as reads:
+        window = await windowed.page(room, 5)
+    assert reads == []
+    assert window == await windowed.database.page(room, 5)
+    assert ids(window) == ["m6", "m8", "m9", "m10", "m11"]
+    assert window.total == 11
+
+
+async def test_an_add_given_up_once_its_batch_was_taken_is_in_the_window(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=5) as store:
+        await store.page(room, 5)  # warm and empty
+        with insert_sent(store) as sent:
+            async with store_locked(database_url):
+                witness = asyncio.create_task(store.add(room, msg(1)))
+                taken = asyncio.create_task(store.add(room, msg(2)))
+                await sent.wait()  # m1 and m2 are in one batch, waiting for the lock
+                taken.cancel()
+        assert await witness == (msg(1), True)
+        with pytest.raises(asyncio.CancelledError):
+            await taken
+        # The window follows what was committed, not who heard of it.
+        async with engine_reads(store) as reads:
+            assert ids(await store.page(room, 5)) == ["m1", "m2"]
+        assert reads == []
+
+
+async def test_concurrent_first_reads_load_the_window_once(
+    windowed: SqlChatHistory, room: str
+) -> None:
+    await add_all(windowed, room, 1, 2)
+    async with engine_reads(windowed) as reads:
+        first, second = await asyncio.gather(windowed.page(room, 5), windowed.page(room, 1))
+    assert (ids(first), ids(second)) == (["m1", "m2"], ["m2"])
+    assert len(reads) == 1
+
+
+async def test_a_failed_write_forgets_the_window_of_its_room(database_url: str, room: str) -> None:
+    async with opened(database_url, window=5, statement_timeout=0.3) as store:
+        await add_all(store, room, 1, 2)
+        assert ids(await store.page(room, 5)) == ["m1", "m2"]  # warm
+
+        def disk_fails(_connection: object) -> None:
+            raise OSError("disk I/O error")
+
+        with before_writer_commits(store, disk_fails), pytest.raises(StoreUnavailable):
+            await store.add(room, msg(3))
+        await store.check()  # the store is found again (reads of its own)
+        # A failed commit may still have happened: the window is reloaded, not trusted.
+        async with engine_reads(store) as reads:
+            assert ids(await store.page(room, 5)) == ["m1", "m2"]
+        assert len(reads) == 1
+        async with store_locked(database_url):
+            with pytest.raises(StoreUnavailable):
+                await store.delete(room, "m1")
+        await store.check()
+        async with engine_reads(store) as reads:
+            assert ids(await store.page(room, 5)) == ["m1", "m2"]
+            assert ids(await store.page(room, 5)) == ["m1", "m2"]
+        assert len(reads) == 1  # reloaded once, then from memory
+
+
+async def test_a_delete_whose_caller_gave_up_before_its_turn_is_not_run(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=5) as store:
+        await add_all(store, room, 0)
+        with insert_sent(store) as sent:
+            async with store_locked(database_url):
+                in_flight = asyncio.create_task(store.add(room, msg(1)))
+                await sent.wait()
+                given_up = asyncio.create_task(store.delete(room, "m0"))
+                after = asyncio.create_task(store.delete(room, "m1"))
+                await settle()
+                given_up.cancel()
+        assert await in_flight == (msg(1), True)
+        assert await after is True
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        assert await store.page(room, 5) == ChatPage([msg(0)], 1, False)
+        assert await store.database.page(room, 5) == ChatPage([msg(0)], 1, False)
+
+
+async def test_invalidate_during_a_window_load_discards_what_it_read(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=5) as store, opened(database_url) as other_node:
+        await add_all(store, room, 1)
+        read = store.database.page
+        taken = asyncio.Event()
+        gate = asyncio.Event()
+
+        async def held(room: str, limit: int, before: str | None = None) -> ChatPage:
+            page = await read(room, limit, before)  # the snapshot is taken here ...
+            taken.set()
+            await gate.wait()  # ... and answered only later
+            return page
+
+        with patch.object(store.database, "page", held):
+            load = asyncio.create_task(store.page(room, 5))
+            await taken.wait()  # the load read [m1] and is held
+            await other_node.add(room, msg(2))  # another node adds m2 ...
+            store.invalidate(room)  # ... and its add_chat arrives over the bus
+            store.invalidate(f"{room}-never-seen")  # nothing to forget
+            gate.set()
+            # The stale read is not kept (nor answered): the page is read anew.
+            assert ids(await load) == ["m1", "m2"]
+        assert ids(await store.page(room, 5)) == ["m1", "m2"]
+
+
+async def test_invalidate_while_adds_wait_leaves_the_room_cold(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=5) as store:
+        await add_all(store, room, 1)
+        assert ids(await store.page(room, 5)) == ["m1"]  # warm
+        with insert_sent(store) as sent:
+            async with store_locked(database_url):
+                in_flight = asyncio.create_task(store.add(room, msg(2)))
+                await sent.wait()
+                waiting = asyncio.create_task(store.add(room, msg(3)))
+                await settle()
+                store.invalidate(room)  # the room closes while its adds are stored
+                assert room not in (store.windows or ())
+        assert await in_flight == (msg(2), True)
+        assert await waiting == (msg(3), True)
+        assert room not in (store.windows or ())
+        assert ids(await store.page(room, 5)) == ["m1", "m2", "m3"]
+
+
+async def test_a_purge_forgets_every_window_and_close_forgets_them_too(
+    database_url: str, room: str
+) -> None:
+    async with opened(database_url, window=5) as store:
+        await store.add(room, msg(1, ts=100))
+        await store.add(room, msg(2, ts=300))
+        await store.add(f"{room}-b", msg(3, ts=100))
+        assert ids(await store.page(room, 5)) == ["m1", "m2"]
+        assert ids(await store.page(f"{room}-b", 5)) == ["m3"]
+        assert await store.purge_older_than(200) == 2
+        assert await store.page(room, 5) == ChatPage([msg(2, ts=300)], 1, False)
+        assert await store.page(f"{room}-b", 5) == ChatPage([], 0, False)
+        assert store.windows is not None
+        assert len(store.windows) == 2
+        await store.close()
+        assert len(store.windows) == 0  # others may write while it is closed
+
+
+async def test_at_most_max_rooms_windows_are_kept(database_url: str, room: str) -> None:
+    async with opened(database_url, window=5, max_rooms=2) as store:
+        rooms = [f"{room}-{n}" for n in range(3)]
+        for where in rooms:
+            await store.add(where, msg(1))
+            await store.page(where, 5)
+        async with engine_reads(store) as reads:
+            await store.page(rooms[2], 5)
+        assert reads == []  # recently used: still in memory
+        async with engine_reads(store) as reads:
+            assert ids(await store.page(rooms[0], 5)) == ["m1"]
+        assert len(reads) == 1  # least recently used: was dropped
+
+
+async def test_get_looks_in_the_window_then_in_the_store(database_url: str, room: str) -> None:
+    async with opened(database_url, window=2) as store:
+        await add_all(store, room, 1, 2, 3)
+        async with engine_reads(store) as reads:
+            assert await store.get(room, "m3") == msg(3)  # cold: asks the store
+            await store.page(room, 1)  # loads m2, m3
+            assert await store.get(room, "m3") == msg(3)  # from the window
+            assert await store.get(room, "m1") == msg(1)  # older than the window
+            assert await store.get(room, "nope") is None
+        assert len(reads) == 4
+
+
 # --- the SQLite batch writer: one thread, one connection, one call per batch -------------
 
 
@@ -972,8 +1123,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def writer_of(store: SqlChatHistory) -> SqliteBatchWriter:
-    assert isinstance(store._batch_writer, SqliteBatchWriter)
-    return store._batch_writer
+    assert isinstance(store.database.batch_writer, SqliteBatchWriter)
+    return store.database.batch_writer
 
 
 async def on_writer_thread(store: SqlChatHistory, sql: str) -> object:

@@ -1,19 +1,21 @@
-"""The ChatHistory contract on the in-memory backend and the cached window (SPEC §3.1 chat).
+"""The ChatHistory contract on the in-memory backend, and the memory window (SPEC §3.1, §6).
 
-The durable backends run the same contract in tests/integration/test_chat_store.py.
+The durable backends run the same contract in tests/integration/test_chat_store.py, with
+and without the window; the window's order with the store's writer is tested there too.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from callroom.chat.base import AddFuture, ChatHistory, ChatIdTaken, ChatMessage, ChatPage
-from callroom.chat.cached import CachedChatHistory
+from callroom.chat.base import ChatHistory, ChatIdTaken, ChatMessage, ChatPage
 from callroom.chat.memory import MemoryChatHistory
-from callroom.errors import StoreUnavailable
+from callroom.chat.window import Windows
 
 ROOM = "chat:lobby"
 T0 = 1_700_000_000_000
@@ -40,18 +42,9 @@ def ids(page: ChatPage) -> list[str]:
     return [m.chat_id for m in page.messages]
 
 
-async def settle() -> None:
-    """Let every task that is ready run up to its next wait (no wall-clock wait)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
-@pytest.fixture(params=["memory", "cached"])
-async def history(request: pytest.FixtureRequest) -> AsyncIterator[ChatHistory]:
+@pytest.fixture
+async def history() -> AsyncIterator[ChatHistory]:
     backend: ChatHistory = MemoryChatHistory()
-    if request.param == "cached":
-        # A window smaller than the histories below, so pages cross it.
-        backend = CachedChatHistory(MemoryChatHistory(), window=3)
     await backend.start()
     await backend.check()
     yield backend
@@ -171,339 +164,162 @@ def test_memory_limit_must_be_positive() -> None:
         MemoryChatHistory(limit_per_room=0)
 
 
-# --- the cached window -----------------------------------------------------------------
+# --- the memory window (pure: the writer that keeps it is tested with the real stores) ---
 
 
-async def answer_after(gate: asyncio.Event, committed: AddFuture, future: AddFuture) -> None:
-    """... but the caller hears of it only once ``gate`` is set."""
-    await gate.wait()
-    if not future.done():  # the caller may have given up
-        future.set_result(committed.result())
+def store_page(messages: list[ChatMessage], limit: int, before: str | None = None) -> ChatPage:
+    """What the store answers (SPEC §3.1 get_recent_chats), from a room's whole history."""
+    ids = [m.chat_id for m in messages]
+    if before is None:
+        end = len(messages)
+    elif before in ids:
+        end = ids.index(before)
+    else:
+        return ChatPage([], len(messages), False)
+    start = max(0, end - limit)
+    return ChatPage(messages[start:end], len(messages), start > 0)
 
 
-class SpyStore(MemoryChatHistory):
-    """A memory store that counts reads, can fail, and can hold a read after taking it."""
+def loaded(size: int, *messages: ChatMessage, room: str = ROOM, max_rooms: int = 10) -> Windows:
+    windows = Windows(size, max_rooms=max_rooms)
+    windows.loaded(room, store_page(list(messages), size))
+    return windows
+
+
+def test_a_cold_room_answers_nothing_and_a_loaded_one_answers_what_it_holds() -> None:
+    windows = Windows(3)
+    assert ROOM not in windows
+    assert windows.page(ROOM, 10) is None
+    assert windows.get(ROOM, "m1") is None
+    history = [msg(n) for n in range(5)]
+    windows.loaded(ROOM, store_page(history, 3))
+    assert ROOM in windows
+    assert len(windows) == 1
+    for limit, before in [(1, None), (3, None), (2, "m4"), (1, "m3")]:
+        assert windows.page(ROOM, limit, before) == store_page(history, limit, before)
+    assert windows.get(ROOM, "m3") == msg(3)
+
+
+def test_pages_reaching_past_the_window_or_naming_an_older_message_go_to_the_store() -> None:
+    windows = loaded(3, *(msg(n) for n in range(5)))  # holds m2, m3, m4 of 5
+    assert windows.page(ROOM, 4) is None
+    assert windows.page(ROOM, 2, before="m3") is None  # m1 is not held
+    assert windows.page(ROOM, 1, before="m1") is None  # older than the window
+    assert windows.page(ROOM, 1, before="nope") is None  # unknown: the store says empty
+    assert windows.get(ROOM, "m1") is None  # only the store can tell
+
+
+def test_a_window_holding_the_whole_history_answers_any_limit() -> None:
+    history = [msg(1), msg(2)]
+    windows = loaded(5, *history)
+    assert windows.page(ROOM, 50) == ChatPage(history, 2, False)
+    assert windows.page(ROOM, 50, before="m2") == ChatPage([msg(1)], 2, False)
+    assert loaded(5).page(ROOM, 10) == ChatPage([], 0, False)  # an empty room is known
+
+
+def test_adds_and_deletes_keep_the_window_the_suffix_of_the_store() -> None:
+    history = [msg(n) for n in range(4)]
+    windows = loaded(3, *history)
+    windows.added(ROOM, msg(4))
+    history.append(msg(4))
+    assert windows.page(ROOM, 3) == store_page(history, 3)  # m0..m1 fell out
+    windows.deleted(ROOM, "m3")  # inside the window
+    windows.deleted(ROOM, "m0")  # older than the window: only the total changes
+    history = [m for m in history if m.chat_id not in ("m3", "m0")]
+    assert windows.page(ROOM, 2) == ChatPage([msg(2), msg(4)], 3, True)
+    assert windows.page(ROOM, 3) is None  # m1 is in the store only
+    windows.added("chat:cold", msg(9))  # a cold room stays cold
+    windows.deleted("chat:cold", "m9")
+    assert "chat:cold" not in windows
+
+
+def test_forget_turns_rooms_cold_and_the_least_recently_used_room_goes_first() -> None:
+    windows = loaded(2, max_rooms=2)
+    windows.loaded("chat:b", ChatPage([], 0, False))
+    windows.page(ROOM, 1)  # ROOM used last
+    windows.loaded("chat:c", ChatPage([], 0, False))
+    assert "chat:b" not in windows
+    assert ROOM in windows
+    assert "chat:c" in windows
+    windows.forget(ROOM)
+    windows.forget("chat:never-seen")
+    assert ROOM not in windows
+    windows.forget_all()
+    assert len(windows) == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        Windows(0)
+    with pytest.raises(ValueError, match="at least 1"):
+        Windows(3, max_rooms=0)
+
+
+ROOMS = ("chat:a", "chat:b")
+
+
+class WindowMachine(RuleBasedStateMachine):
+    """The windows, told of every change in the store's order, answer what the store does.
+
+    The store is a list per room; each step changes it and tells the windows as the
+    store's writer does (``callroom.chat.writer``). After every step, whatever a window
+    answers (every page, every message) is the store's answer.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.pages: list[tuple[str, int, str | None]] = []
-        self.gets = 0
-        self.failing = False
-        self.page_gate: asyncio.Event | None = None
-        self.page_taken = asyncio.Event()
-        self.delete_gate: asyncio.Event | None = None
-        self.add_gates: dict[str, asyncio.Event] = {}
-        self.answering: set[asyncio.Future[None]] = set()
-        self.calls: list[str] = []
+        self.store: dict[str, list[ChatMessage]] = {room: [] for room in ROOMS}
+        self.windows = Windows(3)
+        self.count = 0
 
-    async def start(self) -> None:
-        self.calls.append("start")
+    @initialize(size=st.integers(1, 4), max_rooms=st.integers(1, 3))
+    def configure(self, size: int, max_rooms: int) -> None:
+        self.windows = Windows(size, max_rooms=max_rooms)
 
-    async def close(self) -> None:
-        self.calls.append("close")
+    @rule(room=st.sampled_from(ROOMS))
+    def add(self, room: str) -> None:
+        self.count += 1
+        message = msg(self.count)
+        self.store[room].append(message)
+        self.windows.added(room, message)
 
-    async def check(self) -> None:
-        if self.failing:
-            raise StoreUnavailable("store")
+    @rule(room=st.sampled_from(ROOMS), data=st.data())
+    def delete(self, room: str, data: st.DataObject) -> None:
+        messages = self.store[room]
+        if messages:
+            message = data.draw(st.sampled_from(messages))
+            messages.remove(message)
+            self.windows.deleted(room, message.chat_id)  # told only of a real removal
 
-    def submit(
-        self, room: str, message: ChatMessage, *, into: AddFuture | None = None
-    ) -> AddFuture:
-        future = into if into is not None else asyncio.get_running_loop().create_future()
-        if self.failing:
-            future.set_exception(StoreUnavailable("store"))
-            return future
-        gate = self.add_gates.get(message.chat_id)
-        if gate is None:
-            return super().submit(room, message, into=future)
-        committed = super().submit(room, message)  # committed here ...
-        self.answering.add(asyncio.ensure_future(answer_after(gate, committed, future)))
-        return future
+    @rule(room=st.sampled_from(ROOMS))
+    def load(self, room: str) -> None:
+        self.windows.loaded(room, store_page(self.store[room], self.windows.size))
+        # A window just loaded answers its own page.
+        expected = store_page(self.store[room], self.windows.size)
+        assert self.windows.page(room, self.windows.size) == expected
 
-    async def delete(self, room: str, chat_id: str) -> bool:
-        if self.failing:
-            raise StoreUnavailable("store")
-        if self.delete_gate is not None:
-            await self.delete_gate.wait()
-        return await super().delete(room, chat_id)
+    @rule(room=st.sampled_from(ROOMS))
+    def forget(self, room: str) -> None:
+        self.windows.forget(room)
+        assert room not in self.windows
 
-    async def get(self, room: str, chat_id: str) -> ChatMessage | None:
-        self.gets += 1
-        return await super().get(room, chat_id)
+    @rule(cutoff=st.integers(0, 30))
+    def purge(self, cutoff: int) -> None:
+        for room in ROOMS:
+            self.store[room] = [m for m in self.store[room] if m.timestamp >= T0 + cutoff]
+        self.windows.forget_all()
 
-    async def page(self, room: str, limit: int, before: str | None = None) -> ChatPage:
-        self.pages.append((room, limit, before))
-        result = await super().page(room, limit, before)  # the snapshot is taken here ...
-        self.page_taken.set()
-        if self.page_gate is not None:
-            await self.page_gate.wait()  # ... and answered only later
-        return result
-
-
-async def test_cached_serves_pages_inside_the_warm_window_from_memory() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(cached, *range(8))
-    assert ids(await cached.page(ROOM, 3)) == ["m5", "m6", "m7"]
-    assert store.pages == [(ROOM, 5, None)]  # one load of the window, nothing else
-    for limit, before in [(2, None), (2, "m6"), (3, "m6"), (5, None)]:
-        assert await cached.page(ROOM, limit, before) == await MemoryChatHistory.page(
-            store, ROOM, limit, before
-        )
-    assert store.pages == [(ROOM, 5, None)]
+    @invariant()
+    def every_answer_is_the_stores(self) -> None:
+        for room in ROOMS:
+            known = [m.chat_id for m in self.store[room]]
+            for before in (None, *known, "nope"):
+                for limit in range(1, 6):
+                    got = self.windows.page(room, limit, before)
+                    if got is not None:
+                        assert got == store_page(self.store[room], limit, before)
+            for chat_id in (*known, "nope"):
+                found = self.windows.get(room, chat_id)
+                assert found is None or found in self.store[room]
+        assert len(self.windows) <= self.windows.max_rooms
 
 
-async def test_cached_pages_past_the_window_come_from_the_store() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=3)
-    await add_all(cached, *range(6))
-    await cached.page(ROOM, 1)  # warm: m3, m4, m5
-    for limit, before in [(2, "m4"), (4, None), (1, "m3"), (2, "m1")]:
-        store.pages.clear()
-        page = await cached.page(ROOM, limit, before)
-        assert store.pages == [(ROOM, limit, before)]
-        assert page == await MemoryChatHistory.page(store, ROOM, limit, before)
-    page = await cached.page(ROOM, 2, before="m4")
-    assert (ids(page), page.total, page.has_more) == (["m2", "m3"], 6, True)
-
-
-async def test_cached_window_holding_the_whole_history_answers_any_limit() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(cached, 1, 2)
-    assert await cached.page(ROOM, 50) == ChatPage([msg(1), msg(2)], 2, False)
-    assert await cached.page(ROOM, 50, before="m2") == ChatPage([msg(1)], 2, False)
-    assert store.pages == [(ROOM, 5, None)]
-
-
-async def test_cached_total_follows_adds_retries_and_deletes() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=3)
-    await add_all(cached, *range(5))
-    await cached.page(ROOM, 1)  # warm
-    await add_all(cached, 5)
-    assert await cached.add(ROOM, msg(5)) == (msg(5), False)  # a retry: nothing new
-    assert await cached.delete(ROOM, "m4") is True  # inside the window
-    assert await cached.delete(ROOM, "m0") is True  # older than the window
-    assert await cached.delete(ROOM, "m0") is False
-    page = await cached.page(ROOM, 2)
-    assert (ids(page), page.total, page.has_more) == (["m3", "m5"], 4, True)
-    assert store.pages == [(ROOM, 3, None)]  # all of it from memory
-    assert page == await MemoryChatHistory.page(store, ROOM, 2)
-
-
-async def test_cached_store_failure_caches_nothing_and_reloads_the_window() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=3)
-    await add_all(cached, 1, 2)
-    await cached.page(ROOM, 10)  # warm
-    store.failing = True
-    with pytest.raises(StoreUnavailable):
-        await cached.add(ROOM, msg(3))
-    with pytest.raises(StoreUnavailable):
-        await cached.check()
-    store.failing = False
-    store.pages.clear()
-    assert ids(await cached.page(ROOM, 10)) == ["m1", "m2"]
-    assert store.pages == [(ROOM, 3, None)]  # the window was reloaded, not trusted
-    store.failing = True
-    with pytest.raises(StoreUnavailable):
-        await cached.delete(ROOM, "m1")
-    store.failing = False
-    store.pages.clear()
-    assert ids(await cached.page(ROOM, 10)) == ["m1", "m2"]
-    assert store.pages == [(ROOM, 3, None)]
-
-
-async def test_cached_get_looks_in_the_window_then_in_the_store() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=2)
-    await add_all(cached, 1, 2, 3)
-    assert await cached.get(ROOM, "m3") == msg(3)  # cold: asks the store
-    assert store.gets == 1
-    await cached.page(ROOM, 1)
-    assert await cached.get(ROOM, "m3") == msg(3)
-    assert store.gets == 1  # from the window
-    assert await cached.get(ROOM, "m1") == msg(1)  # older than the window
-    assert await cached.get(ROOM, "nope") is None
-    assert store.gets == 3
-
-
-async def test_cached_add_during_a_window_load_is_not_lost() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(store, 1)
-    store.page_gate = asyncio.Event()
-    load = asyncio.create_task(cached.page(ROOM, 5))
-    await store.page_taken.wait()  # the load read [m1] and is held
-    add = asyncio.create_task(cached.add(ROOM, msg(2)))
-    await settle()
-    store.page_gate.set()
-    assert ids(await load) == ["m1"]
-    assert await add == (msg(2), True)
-    store.page_gate = None
-    assert await cached.page(ROOM, 5) == ChatPage([msg(1), msg(2)], 2, False)
-
-
-async def test_cached_add_given_up_in_flight_turns_the_window_cold() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await cached.page(ROOM, 5)  # warm and empty
-    store.add_gates = {"m1": asyncio.Event()}
-    add = asyncio.create_task(cached.add(ROOM, msg(1)))
-    await settle()
-    add.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await add
-    store.add_gates["m1"].set()
-    # The commit may have happened (here it did): the window is reloaded, not trusted.
-    store.pages.clear()
-    assert ids(await cached.page(ROOM, 5)) == ["m1"]
-    assert store.pages == [(ROOM, 5, None)]
-
-
-async def test_cached_operations_behind_a_delete_run_after_it_in_call_order() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(cached, 1, 2)
-    await cached.page(ROOM, 5)  # warm
-    store.delete_gate = asyncio.Event()
-    first = asyncio.create_task(cached.delete(ROOM, "m1"))  # has the room, held at the gate
-    await settle()
-    held = asyncio.create_task(cached.add(ROOM, msg(3)))
-    given_up_delete = asyncio.create_task(cached.delete(ROOM, "m2"))
-    given_up_add = asyncio.create_task(cached.add(ROOM, msg(4)))
-    after = asyncio.create_task(cached.add(ROOM, msg(5)))
-    await settle()
-    assert await store.page(ROOM, 5) == ChatPage([msg(1), msg(2)], 2, False)  # all wait
-    given_up_delete.cancel()
-    given_up_add.cancel()
-    await settle()
-    store.delete_gate.set()
-    assert await first is True
-    assert await held == (msg(3), True)
-    assert await after == (msg(5), True)
-    for task in (given_up_delete, given_up_add):
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    expected = ChatPage([msg(2), msg(3), msg(5)], 3, False)
-    assert await store.page(ROOM, 5) == expected  # m2 stays, m4 was never stored
-    store.pages.clear()
-    assert await cached.page(ROOM, 5) == expected
-    assert store.pages == []  # the window stayed exact: served from memory
-    assert cached._rooms[ROOM].users == 0  # nothing holds the entry: it may be evicted
-
-
-async def test_cached_delete_given_the_room_but_cancelled_passes_it_on() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(cached, 1, 2)
-    await cached.page(ROOM, 5)  # warm
-    store.delete_gate = asyncio.Event()
-    second = asyncio.create_task(cached.delete(ROOM, "m2"))  # in line behind this task's
-    behind = asyncio.create_task(cached.add(ROOM, msg(3)))  # held behind ``second``
-
-    async def open_gate() -> None:
-        await settle()
-        assert store.delete_gate is not None
-        store.delete_gate.set()
-
-    opener = asyncio.create_task(open_gate())
-    assert await cached.delete(ROOM, "m1") is True  # releases the room to ``second`` ...
-    second.cancel()  # ... which gives up before it could run
-    with pytest.raises(asyncio.CancelledError):
-        await second
-    assert await behind == (msg(3), True)  # the room was passed on
-    await opener
-    store.pages.clear()
-    assert await cached.page(ROOM, 5) == ChatPage([msg(2), msg(3)], 2, False)
-    assert store.pages == []
-
-
-async def test_cached_concurrent_first_reads_load_the_window_once() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(store, 1, 2)
-    store.page_gate = asyncio.Event()
-    first = asyncio.create_task(cached.page(ROOM, 5))
-    await store.page_taken.wait()
-    second = asyncio.create_task(cached.page(ROOM, 1))
-    await settle()
-    store.page_gate.set()
-    assert ids(await first) == ["m1", "m2"]
-    assert ids(await second) == ["m2"]
-    assert store.pages == [(ROOM, 5, None)]
-
-
-async def test_cached_window_turns_cold_when_adds_are_answered_out_of_order() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await cached.page(ROOM, 5)  # warm and empty
-    store.add_gates = {"m1": asyncio.Event()}
-    first = asyncio.create_task(cached.add(ROOM, msg(1)))
-    second = asyncio.create_task(cached.add(ROOM, msg(2)))
-    assert await second == (msg(2), True)  # m1 was committed first but is answered last
-    store.add_gates["m1"].set()
-    assert await first == (msg(1), True)
-    # The window could not tell where m2 lies: the next page reloads it, in store order.
-    store.pages.clear()
-    assert ids(await cached.page(ROOM, 5)) == ["m1", "m2"]
-    assert store.pages == [(ROOM, 5, None)]
-
-
-def test_cached_needs_a_store_that_commits_adds_in_call_order() -> None:
-    class Unordered(MemoryChatHistory):
-        adds_commit_in_call_order = False
-
-    with pytest.raises(ValueError, match="call order"):
-        CachedChatHistory(Unordered(), window=5)
-
-
-async def test_cached_invalidate_during_a_load_discards_what_it_read() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await add_all(store, 1)
-    store.page_gate = asyncio.Event()
-    load = asyncio.create_task(cached.page(ROOM, 5))
-    await store.page_taken.wait()  # the load read [m1] and is held
-    await store.add(ROOM, msg(2))  # another node adds m2 ...
-    cached.invalidate(ROOM)  # ... and its add_chat arrives over the bus
-    store.page_gate.set()
-    # The stale read is not installed (nor answered): the page is read from the store anew.
-    assert ids(await load) == ["m1", "m2"]
-    store.page_gate = None
-    assert ids(await cached.page(ROOM, 5)) == ["m1", "m2"]
-    cached.invalidate("chat:never-seen")  # nothing to forget
-
-
-async def test_cached_purge_turns_every_window_cold() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await cached.add(ROOM, msg(1, ts=100))
-    await cached.add(ROOM, msg(2, ts=300))
-    assert ids(await cached.page(ROOM, 5)) == ["m1", "m2"]
-    assert await cached.purge_older_than(200) == 1
-    assert await cached.page(ROOM, 5) == ChatPage([msg(2, ts=300)], 1, False)
-
-
-async def test_cached_keeps_at_most_max_rooms_windows() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5, max_rooms=2)
-    for room in ("chat:a", "chat:b", "chat:c"):
-        await add_all(cached, 1, room=room)
-        await cached.page(room, 5)
-    store.pages.clear()
-    await cached.page("chat:c", 5)
-    assert store.pages == []  # recently used: still in memory
-    await cached.page("chat:a", 5)
-    assert store.pages == [("chat:a", 5, None)]  # least recently used: was dropped
-
-
-async def test_cached_passes_start_and_close_to_the_store() -> None:
-    store = SpyStore()
-    cached = CachedChatHistory(store, window=5)
-    await cached.start()
-    await cached.close()
-    assert store.calls == ["start", "close"]
-    with pytest.raises(ValueError, match="window"):
-        CachedChatHistory(store, window=0)
+WindowMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestWindowMachine = WindowMachine.TestCase

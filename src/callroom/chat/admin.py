@@ -15,7 +15,8 @@ from pathlib import Path
 
 from alembic import command
 
-from callroom.chat.sql import SqlChatHistory, alembic_config, async_url
+from callroom.chat.engine import alembic_config, async_url
+from callroom.chat.sql import SqlChatHistory
 from callroom.errors import ConfigError
 
 DAY_MS = 24 * 60 * 60 * 1000

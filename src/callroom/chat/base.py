@@ -1,9 +1,10 @@
 """The chat history port (SPEC §3.1 chat rows, §4 messages route, §8).
 
 Backends: ``MemoryChatHistory`` (``callroom.chat.memory``: the unit-test fixture and the
-window kept in memory) and ``SqlChatHistory`` (``callroom.chat.sql``: SQLite by default,
-PostgreSQL in production). ``CachedChatHistory`` puts the memory window of the last
-``CHAT_HISTORY_LIMIT`` messages per room in front of a durable store.
+single-node mode without a database) and ``SqlChatHistory`` (``callroom.chat.sql``:
+SQLite by default, PostgreSQL in production, with the memory window of the last
+``CHAT_HISTORY_LIMIT`` messages per room kept by its writer, the one ordering point of
+the history: ``callroom.chat.writer``).
 
 Contract every backend keeps:
 
@@ -21,49 +22,27 @@ Contract every backend keeps:
   ``has_more`` (older ones exist). An unknown ``before`` gives an empty page.
 - Any backend failure raises ``StoreUnavailable("store")`` and leaves nothing
   half-written.
+- Adds commit in the order they were called, and so do a room's deletes with its adds
+  (the history order is the call order).
 - ``room`` is the room key ``"{kind}:{roomId}"``.
-- A backend whose concurrent adds commit in the order they were called says so with a
-  class attribute ``adds_commit_in_call_order = True`` (``SqlChatHistory``'s group
-  commit does): ``CachedChatHistory`` then lets one room's adds share a transaction.
+
+The values (``ChatMessage``, ``ChatPage``) are the room core's (``callroom.room.chat``,
+where the chat rules live); they are importable from here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from callroom.errors import CallroomError
+from callroom.room.chat import ChatMessage, ChatPage
 
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    chat_id: str
-    client_id: str
-    display_name: str
-    timestamp: int  # ms since epoch, server clock
-    chat_content: str
-
-    def to_wire(self) -> dict[str, Any]:
-        """ChatInfo of SPEC §3."""
-        return {
-            "clientId": self.client_id,
-            "displayName": self.display_name,
-            "chatId": self.chat_id,
-            "timestamp": self.timestamp,
-            "chatContent": self.chat_content,
-        }
+__all__ = ["AddFuture", "ChatHistory", "ChatIdTaken", "ChatMessage", "ChatPage"]
 
 
 AddFuture: TypeAlias = asyncio.Future[tuple[ChatMessage, bool]]
 """What ``add`` returns, as a future (``submit``): the stored message and whether it is new."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChatPage:
-    messages: list[ChatMessage]  # oldest first
-    total: int
-    has_more: bool
 
 
 class ChatIdTaken(CallroomError):

@@ -11,15 +11,12 @@ Every method completes without awaiting anything, so each one is atomic on the e
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
 
 from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage, ChatPage
 
 
 class MemoryChatHistory:
     """``ChatHistory`` in a dict per room (insertion order is the history order)."""
-
-    adds_commit_in_call_order: ClassVar[bool] = True  # each add is done when called
 
     def __init__(self, limit_per_room: int | None = None) -> None:
         if limit_per_room is not None and limit_per_room < 1:

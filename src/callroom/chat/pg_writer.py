@@ -1,73 +1,103 @@
-"""The lean durable write path of ``SqlChatHistory`` on PostgreSQL (SPEC §8).
+"""Every write of the chat history on PostgreSQL, on a connection of its own (SPEC §8).
 
-A group-commit batch runs on an ``asyncpg`` connection of the writer's own, outside
-SQLAlchemy: ``BEGIN``, one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING
-RETURNING`` (one prepared statement whatever the batch size, cached by asyncpg), the
-``SELECT`` of the rows that were already there (only when there are some), ``COMMIT``.
-Through SQLAlchemy's pool (a pre-ping on every checkout) and its execution layer the same
-transaction took several times the CPU (docs/performance.md, "Micro-measurements").
+The store's writer (``callroom.chat.writer``) runs each change of the history here, one
+at a time in its order, on an ``asyncpg`` connection of this writer's own, outside
+SQLAlchemy: a group-commit batch of adds (``insert``: ``BEGIN``, one ``INSERT ... SELECT
+FROM unnest(...) ON CONFLICT DO NOTHING RETURNING``, one prepared statement whatever the
+batch size, cached by asyncpg, the ``SELECT`` of the rows that were already there (only
+when there are some), ``COMMIT``), a ``delete``, a retention ``purge`` batch (one
+statement each, its own transaction). Through SQLAlchemy's pool (a pre-ping on every
+checkout) and its execution layer a batch took several times the CPU (docs/performance.md,
+"Micro-measurements").
+The SQL text is built from the one column list (``callroom.chat.models``).
 
 The connection has the engine's connect arguments (connect timeout, server-side
 ``statement_timeout``, client-side ``command_timeout``). A connection that failed, or whose
-batch was cancelled, is dropped; the next batch opens a new one.
+call was cancelled, is dropped; the next call opens a new one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 from asyncpg import Connection
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from callroom.chat.base import ChatMessage
-from callroom.chat.sqlite_writer import Key, NewRow
+from callroom.chat.models import (
+    KEY_COLUMNS,
+    ROW_COLUMNS,
+    Key,
+    NewRow,
+    chat_messages,
+    message_of,
+)
 from callroom.errors import StoreUnavailable
 
 CLOSE_TIMEOUT: Final = 3.0  # seconds for a graceful close
 
+_T = TypeVar("_T")
+
+
+def _array_of(column: str) -> str:
+    """The PostgreSQL array type of a column, from the table (``TEXT[]``, ``BIGINT[]``)."""
+    dialect = PGDialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
+    return f"{chat_messages.c[column].type.compile(dialect=dialect)}[]"
+
+
+_ROW: Final = ", ".join(ROW_COLUMNS)
+_KEY: Final = ", ".join(KEY_COLUMNS)
+_UNNEST_ROWS: Final = ", ".join(
+    f"${n}::{_array_of(column)}" for n, column in enumerate(ROW_COLUMNS, 1)
+)
+_UNNEST_KEYS: Final = ", ".join(
+    f"${n}::{_array_of(column)}" for n, column in enumerate(KEY_COLUMNS, 1)
+)
+# Placeholders only: every value is a parameter (hence the noqa on the f-strings).
 _INSERT: Final = (
-    "INSERT INTO chat_messages (room, chat_id, client_id, display_name, timestamp, chat_content)"
-    " SELECT room, chat_id, client_id, display_name, timestamp, chat_content"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])"
-    " WITH ORDINALITY AS new (room, chat_id, client_id, display_name, timestamp,"
-    " chat_content, position)"
+    f"INSERT INTO chat_messages ({_ROW}) SELECT {_ROW}"  # noqa: S608
+    f" FROM unnest({_UNNEST_ROWS}) WITH ORDINALITY AS new ({_ROW}, position)"
     " ORDER BY position"  # the ids, hence the history order, follow the batch
-    " ON CONFLICT (room, chat_id) DO NOTHING RETURNING room, chat_id"
+    f" ON CONFLICT ({_KEY}) DO NOTHING RETURNING {_KEY}"
 )
 _SELECT_TAKEN: Final = (
-    "SELECT room, chat_id, client_id, display_name, timestamp, chat_content"
-    " FROM chat_messages WHERE (room, chat_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    f"SELECT {_ROW} FROM chat_messages"  # noqa: S608
+    f" WHERE ({_KEY}) IN (SELECT * FROM unnest({_UNNEST_KEYS}))"
+)
+_DELETE: Final = "DELETE FROM chat_messages WHERE " + " AND ".join(  # noqa: S608
+    f"{column} = ${n}" for n, column in enumerate(KEY_COLUMNS, 1)
+)
+_PURGE: Final = (
+    "DELETE FROM chat_messages WHERE id IN"
+    " (SELECT id FROM chat_messages WHERE timestamp < $1 LIMIT $2)"
 )
 
 
 class PgBatchWriter:
-    """Stores batches of rows in one transaction each, on a connection of its own."""
+    """Runs each write of the history in one transaction, on a connection of its own."""
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
         self._connection: Any = None  # an asyncpg Connection
 
-    async def write(self, rows: Sequence[NewRow]) -> tuple[set[Key], dict[Key, ChatMessage]]:
+    async def insert(self, rows: Sequence[NewRow]) -> tuple[set[Key], dict[Key, ChatMessage]]:
         """Insert ``rows`` (unique keys, in order) in one committed transaction.
 
         Returns the keys inserted and the stored message of every other key. Raises the
         driver's error (or ``OSError``) when the store fails; nothing is then written.
         """
-        if self._connection is None or self._connection.is_closed():
-            # (closed: the server ended it since the last batch, as the pool's pre-ping
-            # would find; a new connection, so that this batch need not fail for it)
-            self._connection = await self._connect()
-        connection = self._connection
-        try:
-            return await self._transaction(connection, rows)
-        except BaseException:
-            if connection.is_closed() or connection.is_in_transaction():
-                # Broken, or cancelled in the middle: start the next batch afresh.
-                self._connection = None
-                connection.terminate()
-            raise
+        return await self._call(lambda connection: self._transaction(connection, rows))
+
+    async def delete(self, room: str, chat_id: str) -> bool:
+        """Remove the message; whether there was one."""
+        return await self._call(lambda connection: _deleted(connection, _DELETE, room, chat_id)) > 0
+
+    async def purge(self, cutoff_ms: int, limit: int) -> int:
+        """Remove at most ``limit`` messages older than ``cutoff_ms``; how many."""
+        return await self._call(lambda connection: _deleted(connection, _PURGE, cutoff_ms, limit))
 
     async def close(self) -> None:
         """Close the connection (nothing is in flight: the store's ``close`` waited)."""
@@ -76,6 +106,21 @@ class PgBatchWriter:
             # asyncpg aborts the connection itself when a graceful close fails.
             with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await connection.close(timeout=CLOSE_TIMEOUT)
+
+    async def _call(self, work: Callable[[Connection], Awaitable[_T]]) -> _T:
+        if self._connection is None or self._connection.is_closed():
+            # (closed: the server ended it since the last call, as the pool's pre-ping
+            # would find; a new connection, so that this call need not fail for it)
+            self._connection = await self._connect()
+        connection = self._connection
+        try:
+            return await work(connection)
+        except BaseException:
+            if connection.is_closed() or connection.is_in_transaction():
+                # Broken, or cancelled in the middle: start the next call afresh.
+                self._connection = None
+                connection.terminate()
+            raise
 
     async def _transaction(
         self, connection: Connection, rows: Sequence[NewRow]
@@ -92,14 +137,15 @@ class PgBatchWriter:
                 rooms = [row[0] for row in taken]
                 chat_ids = [row[1] for row in taken]
                 for record in await connection.fetch(_SELECT_TAKEN, rooms, chat_ids):
-                    existing[record[0], record[1]] = ChatMessage(*record[1:])
+                    message = message_of(record[1:])
+                    existing[record[0], message.chat_id] = message
                 if len(existing) < len(taken):  # pragma: no cover - deleted in between
                     # Rolls the whole batch back; its callers may retry safely.
                     raise StoreUnavailable("store", "chat message changed concurrently, retry")
             await self._commit(transaction, connection)
         except Exception:
             if not connection.is_closed():
-                await transaction.rollback()  # if that fails too, ``write`` drops it
+                await transaction.rollback()  # if that fails too, ``_call`` drops it
             raise
         return inserted, existing
 
@@ -108,3 +154,9 @@ class PgBatchWriter:
 
     async def _commit(self, transaction: Any, connection: Connection) -> None:
         await transaction.commit()
+
+
+async def _deleted(connection: Connection, sql: str, *arguments: object) -> int:
+    """Run a DELETE (its own transaction); how many rows it removed."""
+    status: str = await connection.execute(sql, *arguments)  # "DELETE <count>"
+    return int(status.rsplit(" ", 1)[1])

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callroom.chat.base import AddFuture, ChatMessage
+from callroom.chat.base import AddFuture
 from callroom.errors import ErrorCode, ProtocolError, StoreUnavailable
-from callroom.room import core
+from callroom.room import chat
 from callroom.room.commands import AddChat, Command, DeleteChat, GetRecentChats, RefreshToken
 from callroom.room.encode import encode_bytes, error_frame
 from callroom.room.keys import RoomKey
+from callroom.room.model import Effects, Send
 from callroom.runtime.messages import Delivery
 from callroom.runtime.peer import Peer
 from callroom.runtime.ports import RoomBus
@@ -77,17 +78,15 @@ class RoomChat:
 
     def submit(self, peer: Peer, command: AddChat) -> AddFuture:
         """The room's rules now (a violation raises ProtocolError), then the store."""
-        member = core.require_admitted(
-            self.replicas.member_room(peer, "add_chat"), peer.client_id, "add_chat"
+        room = self.replicas.member_room(peer, "add_chat")
+        message = chat.new_message(
+            room,
+            peer.client_id,
+            command,
+            now_ms=int(time.time() * 1000),
+            new_chat_id=self.new_chat_id,
         )
         require_bus(self.bus, "add_chat")
-        message = ChatMessage(
-            chat_id=command.chat_id or self.new_chat_id(),
-            client_id=peer.client_id,
-            display_name=member.display_name,
-            timestamp=int(time.time() * 1000),
-            chat_content=command.chat_content,
-        )
         return self.history.submit(peer.room_key, message)
 
     def stored(self, peer: Peer, done: AddFuture) -> None:
@@ -99,23 +98,22 @@ class RoomChat:
         # (callroom.server.ws_answers says how).
         stored, created = done.result()
         key = peer.room_key
-        text = encode_bytes("add_chat", stored.to_wire())
         room = self.replicas.room(key)
         unsent = self._unsent.get(key)
-        if room is not None and (created or (unsent is not None and stored.chat_id in unsent)):
-            if unsent is not None:
-                unsent.discard(stored.chat_id)
-            if not self.bus.up:  # went down while the store wrote it
-                self._unsent_to(key, stored.chat_id)
-                raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
-            self.bus.publish(
-                key,
-                Delivery(core.admitted_ids(room), text),
-                self._on_lost(peer, stored.chat_id),
-            )
-        else:
+        retry_unsent = unsent is not None and stored.chat_id in unsent
+        broadcast = room is not None and (created or retry_unsent)
+        (send,) = _sends(chat.stored(room, peer.client_id, stored, broadcast))
+        text = encode_bytes(send.event, send.payload)
+        if not broadcast:
             # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
             peer.send(text_frame(text))
+            return
+        if unsent is not None:
+            unsent.discard(stored.chat_id)
+        if not self.bus.up:  # went down while the store wrote it
+            self._unsent_to(key, stored.chat_id)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
+        self.bus.publish(key, Delivery(send.recipients, text), self._on_lost(peer, stored.chat_id))
 
     def _unsent_to(self, key: RoomKey, chat_id: str) -> None:
         unsent = self._unsent.setdefault(key, set())
@@ -143,38 +141,23 @@ class RoomChat:
 
     async def _delete(self, peer: Peer, command: DeleteChat) -> None:
         key = peer.room_key
-        member = core.require_admitted(
-            self.replicas.member_room(peer, "delete_chat"), peer.client_id, "delete_chat"
-        )
+        deleter = chat.may_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id)
         require_bus(self.bus, "delete_chat")
-        message = await self.history.get(key, command.chat_id)
-        if message is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
-        room = self.replicas.member_room(peer, "delete_chat")  # it may have changed
-        core.authorize_delete(room, peer.client_id, message.client_id)
-        deleted = await self.history.delete(key, command.chat_id)
-        if not deleted:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such chat message", "delete_chat")
-        payload = {
-            "chatId": command.chat_id,
-            "clientId": peer.client_id,
-            "displayName": member.display_name,
-        }
-        now = self.replicas.room(key)
-        if now is not None:
-            text = encode_bytes("delete_chat", payload)
-            self.bus.publish(key, Delivery(core.admitted_ids(now), text))
+        found = await self.history.get(key, command.chat_id)
+        # The room as it is now: a member demoted or sent away meanwhile is refused.
+        chat.check_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id, found)
+        removed = await self.history.delete(key, command.chat_id)
+        for send in _sends(
+            chat.deleted(self.replicas.room(key), deleter, command.chat_id, removed)
+        ):
+            self.bus.publish(key, Delivery(send.recipients, encode_bytes(send.event, send.payload)))
 
     async def _recent(self, peer: Peer, command: GetRecentChats) -> None:
         event = command.reply_event
-        core.require_admitted(self.replicas.member_room(peer, event), peer.client_id, event)
+        chat.may_read(self.replicas.member_room(peer, event), peer.client_id, event)
         page = await self.history.page(peer.room_key, command.limit, command.before)
-        payload = {
-            "messages": [message.to_wire() for message in page.messages],
-            "total": page.total,
-            "hasMore": page.has_more,
-        }
-        peer.send(text_frame(encode_bytes(event, payload)))
+        for send in _sends(chat.recent_chats(peer.client_id, event, page)):
+            peer.send(text_frame(encode_bytes(send.event, send.payload)))
 
     async def _refresh_token(self, peer: Peer, command: RefreshToken) -> None:
         # An AuthError goes to the sender as it is (callroom.server.ws_answers).
@@ -188,3 +171,8 @@ class RoomChat:
             )
         peer.identity = identity
         self.schedule_expiry(peer, identity.expires_at)
+
+
+def _sends(effects: Effects) -> list[Send]:
+    """The frames of a chat rule's effects (chat rules only send)."""
+    return [action for action in effects.actions if isinstance(action, Send)]

@@ -34,7 +34,6 @@ from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
 from callroom.auth.jwks import JwksCache
 from callroom.auth.verifier import AuthError, TokenVerifier
 from callroom.chat.base import ChatHistory
-from callroom.chat.cached import CachedChatHistory
 from callroom.chat.memory import MemoryChatHistory
 from callroom.chat.sql import SqlChatHistory
 from callroom.config import MEMORY_DATABASE, Settings
@@ -95,18 +94,19 @@ def build_history(settings: Settings, metrics: Metrics | None = None) -> ChatHis
         return MemoryChatHistory(limit_per_room=settings.CHAT_HISTORY_LIMIT)
     on_commit = None if metrics is None else metrics.observe_store_commit
     on_failure = None if metrics is None else metrics.store_failures.inc
-    store = SqlChatHistory(settings.DATABASE_URL, on_commit=on_commit, on_failure=on_failure)
-    if settings.REDIS_URL:
-        if store.engine.dialect.name == "sqlite":
-            # Accepted (one machine may run several nodes on one file), but on many
-            # machines each node would keep a history of its own (SPEC §9).
-            log.warning(
-                "redis_with_sqlite",
-                message="REDIS_URL is set with a SQLite DATABASE_URL: nodes on other "
-                "machines do not share this chat history; use PostgreSQL",
-            )
-        return store
-    return CachedChatHistory(store, settings.CHAT_HISTORY_LIMIT)
+    window = None if settings.REDIS_URL else settings.CHAT_HISTORY_LIMIT
+    store = SqlChatHistory(
+        settings.DATABASE_URL, window=window, on_commit=on_commit, on_failure=on_failure
+    )
+    if settings.REDIS_URL and store.engine.dialect.name == "sqlite":
+        # Accepted (one machine may run several nodes on one file), but on many
+        # machines each node would keep a history of its own (SPEC §9).
+        log.warning(
+            "redis_with_sqlite",
+            message="REDIS_URL is set with a SQLite DATABASE_URL: nodes on other "
+            "machines do not share this chat history; use PostgreSQL",
+        )
+    return store
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

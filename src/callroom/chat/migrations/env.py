@@ -1,6 +1,6 @@
 """Alembic environment of the chat history store, configured in code (no ``alembic.ini``).
 
-``callroom.chat.sql.alembic_config`` builds the configuration. Three ways in:
+``callroom.chat.engine.alembic_config`` builds the configuration. Three ways in:
 
 - ``SqlChatHistory.start`` passes its own connection in ``config.attributes["connection"]``
   (inside a transaction of the running event loop): the migrations run on it.
@@ -20,8 +20,8 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from callroom.chat.engine import make_engine
 from callroom.chat.models import metadata
-from callroom.chat.sql import make_engine
 
 # An arbitrary constant shared by every callroom node ("call" in ASCII).
 MIGRATION_LOCK_ID = 0x63616C6C
