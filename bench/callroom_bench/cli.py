@@ -26,9 +26,9 @@ from rich.progress import (
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
+from callroom_bench.params import DEFAULTS, Params, Scenario
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
-from callroom_bench.scenarios import DEFAULTS, Params, Scenario
 from callroom_bench.servers import ServerKind
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 

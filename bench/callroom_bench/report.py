@@ -26,7 +26,7 @@ from rich import box
 from rich.table import Table
 
 from callroom import __version__
-from callroom_bench.scenarios import (
+from callroom_bench.params import (
     IdleResult,
     JoinResult,
     Params,

@@ -16,8 +16,9 @@ from rich.progress import Progress
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
+from callroom_bench.params import Params, Result
 from callroom_bench.report import build_report, compare_ratios, median_round_ratios, median_runs
-from callroom_bench.scenarios import RUNNERS, Params, Result
+from callroom_bench.scenarios import RUNNERS
 from callroom_bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
 from callroom_bench.target import DEV_KEY_FILE, BenchError, Minter, Target
 

@@ -107,3 +107,47 @@ def test_imports_count_under_type_checking_and_in_functions(tmp_path: Path) -> N
         "callroom.server.node",
         "callroom.server.app",
     }
+
+
+# SPEC-independent house rules (issue 18): one module per idea, none much over 400 lines,
+# and no module reaching into another's private names.
+MAX_MODULE_LINES = 420
+BENCH = SRC.parent / "bench" / "callroom_bench"
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from x import _name`` of a callroom module (the module's own privates are its
+    business; another module importing them ties the two together unseen)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.level or "callroom" in (node.module or "")):
+            found += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    offenders = {
+        str(path.relative_to(SRC.parent)): names
+        for path in [*(SRC / "callroom").rglob("*.py"), *BENCH.rglob("*.py")]
+        if (names := private_imports(path))
+    }
+    assert offenders == {}
+
+
+def test_a_private_import_is_found(tmp_path: Path) -> None:
+    module = tmp_path / "probe.py"
+    module.write_text("from callroom.runtime.hub import Hub, _deliver\nfrom . import _x\n")
+    assert private_imports(module) == ["callroom.runtime.hub._deliver", "None._x"]
+
+
+def test_no_module_is_much_over_400_lines() -> None:
+    sizes = {
+        str(path.relative_to(SRC.parent)): lines
+        for path in [*(SRC / "callroom").rglob("*.py"), *BENCH.rglob("*.py")]
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert sizes == {}
