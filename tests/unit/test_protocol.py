@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import callroom.room.protocol as protocol_module
+import callroom.room.strict_json as strict_json_module
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.commands import (
     AcceptScreenshare,
@@ -765,7 +765,7 @@ def test_a_frame_that_is_orjsons_own_writing_is_settled_by_one_comparison(
     def slow_check(frame: str, doc: Any) -> bool:
         raise AssertionError("the stdlib duplicate check ran")
 
-    monkeypatch.setattr(protocol_module, "_free_of_duplicate_keys_slow", slow_check)
+    monkeypatch.setattr(strict_json_module, "_free_of_duplicate_keys_slow", slow_check)
     assert decode('{"event":"ping","payload":{"s":"\\u0001:"}}', LIMITS) == Ping()
     with pytest.raises(AssertionError, match="stdlib duplicate check"):
         decode('{"event": "ping", "payload": {"s": "\\u0001:"}}', LIMITS)
