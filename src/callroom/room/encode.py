@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from callroom.errors import ErrorCode
+from callroom.room.events import Event
 
 __all__ = [
     "PONG_FRAME",
@@ -77,10 +78,10 @@ def error_frame(code: ErrorCode, message: str, event: str | None) -> str:
     ``event`` must be a name the server trusts (``ProtocolError.event`` from the protocol
     layer is one): the frame goes back to the sender as is.
     """
-    return encode("error", {"code": code.value, "message": message, "event": event})
+    return encode(Event.ERROR, {"code": code.value, "message": message, "event": event})
 
 
-PONG_FRAME: Final[str] = encode("pong", {})
+PONG_FRAME: Final[str] = encode(Event.PONG, {})
 """The reply to ``ping`` (SPEC §3.1), built once."""
 
 PONG_FRAME_BYTES: Final[bytes] = PONG_FRAME.encode()

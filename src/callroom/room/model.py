@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from callroom.errors import CloseCode
+from callroom.room.events import Event
 
 
 class Role(StrEnum):
@@ -87,7 +88,7 @@ class Send:
     """
 
     recipients: tuple[str, ...]
-    event: str
+    event: Event
     payload: dict[str, Any]
 
 
@@ -105,7 +106,7 @@ class SendView:
     recipient: str
     own: dict[str, Any]
     shared: dict[str, Any]
-    event: ClassVar[str] = "room_state"
+    event: ClassVar[Event] = Event.ROOM_STATE
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -136,7 +137,7 @@ class Effects:
     room_closed: bool = False  # the room is gone (last member left, or ended)
 
     def send(
-        self, recipients: tuple[str, ...] | list[str], event: str, payload: dict[str, Any]
+        self, recipients: tuple[str, ...] | list[str], event: Event, payload: dict[str, Any]
     ) -> None:
         if recipients:
             self.actions.append(Send(tuple(recipients), event, payload))

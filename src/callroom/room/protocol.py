@@ -26,8 +26,8 @@ The ``event`` of a raised ``ProtocolError`` (echoed in the ``error`` payload, SP
   ``CLIENT_EVENTS`` to ``"unknown"`` (SPEC §4).
 
 The parts: ``callroom.room.strict_json`` (check 1), ``callroom.room.validators`` (check 3:
-one validator per event, and the choices made where SPEC §3.1 is silent) and
-``callroom.room.limits`` (the numbers).
+one validator per event, and the choices made where SPEC §3.1 is silent),
+``callroom.room.limits`` (the numbers) and ``callroom.room.events`` (the names of check 2).
 This module keeps the names the node imports: ``decode``, ``ProtocolLimits``,
 ``CLIENT_EVENTS``, ``canonical_event`` and ``EVENT_LABELS``.
 """
@@ -39,6 +39,7 @@ from typing import Final
 
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.commands import Command
+from callroom.room.events import ALIASES, CLIENT_EVENTS
 from callroom.room.limits import ProtocolLimits
 from callroom.room.strict_json import invalid_json, loads_strict
 from callroom.room.validators import VALIDATORS, field_error
@@ -57,11 +58,10 @@ UNKNOWN_EVENT_LABEL: Final = "unknown"
 
 _ECHOABLE_NAME: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
 
-_ALIASES: Final = {"recents_chat": "get_recent_chats", "waiting_request": "request_waiting"}
-_CANONICAL: Final[dict[str, str]] = {name: _ALIASES.get(name, name) for name in VALIDATORS}
-
-CLIENT_EVENTS: Final[frozenset[str]] = frozenset(VALIDATORS)
-"""Every event name a client may send (SPEC §3.1), aliases included."""
+# Plain strings, not Event members: these are metric label values (SPEC §4).
+_CANONICAL: Final[dict[str, str]] = {
+    name.value: ALIASES.get(name, name).value for name in CLIENT_EVENTS
+}
 
 EVENT_LABELS: Final[frozenset[str]] = frozenset(_CANONICAL.values()) | {UNKNOWN_EVENT_LABEL}
 """Every value ``canonical_event`` can return: the bounded metric label set (SPEC §4)."""
