@@ -7,14 +7,13 @@ store); the room core uses them for everything else.
 
 from __future__ import annotations
 
-from typing import Any
-
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.events import Event
 from callroom.room.model import Member, Role, Room
+from callroom.room.payloads import ClientInfo
 
 
-def client_info(member: Member) -> dict[str, Any]:
+def client_info(member: Member) -> ClientInfo:
     """``ClientInfo`` of SPEC §3."""
     return {"clientId": member.client_id, "displayName": member.display_name}
 

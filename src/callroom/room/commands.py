@@ -8,9 +8,9 @@ are snake_case here; the wire names are camelCase (SPEC §3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from callroom.room.events import Event, RecentChatsEvent, RequestWaitingEvent, SignalEvent
+from callroom.room.payloads import SignalFields
 
 __all__ = [
     "AcceptScreenshare",
@@ -165,12 +165,12 @@ class Signal:
 
     ``fields`` holds the validated fields to forward (``sdp`` and ``type``; or
     ``candidate``, ``sdpMid``, ``sdpMLineIndex``; or ``reason``), wire names, without
-    ``targetClientId``; the node stamps the sender's ClientInfo in.
+    ``targetClientId``; the room core stamps the target and the sender's ClientInfo in.
     """
 
     event: SignalEvent
     target_client_id: str
-    fields: dict[str, Any]
+    fields: SignalFields
 
 
 Command = (

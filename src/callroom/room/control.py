@@ -9,7 +9,7 @@ permission helpers of ``callroom.room.access``.
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from typing import assert_never, cast
 
 from callroom.errors import CloseCode, ErrorCode, ProtocolError
 from callroom.room.access import (
@@ -51,6 +51,7 @@ from callroom.room.commands import (
 from callroom.room.events import Event
 from callroom.room.membership import admit, end_room, ensure_host, remove, set_role
 from callroom.room.model import Effects, MediaState, Member, Role, Room, RoomRules
+from callroom.room.payloads import MediaStateChanged, SignalRelay
 from callroom.room.views import send_room_states
 
 
@@ -337,7 +338,7 @@ def _set_media_state(room: Room, actor_id: str, command: SetMediaState) -> Effec
         video=old.video if command.video is None else command.video,
     )
     room.media[actor_id] = new
-    payload: dict[str, Any] = {**client_info(actor), "audio": new.audio, "video": new.video}
+    payload: MediaStateChanged = {**client_info(actor), "audio": new.audio, "video": new.video}
     effects = Effects()
     effects.send(admitted_ids(room), Event.MEDIA_STATE, payload)
     return effects
@@ -352,13 +353,19 @@ def _signal(room: Room, actor_id: str, command: Signal) -> Effects:
             "targetClientId is not another admitted member of this room",
             command.event,
         )
-    # SPEC §3.1: only the target gets it, with the sender's ClientInfo stamped in (over
-    # anything the sender put there); targetClientId is kept for client compatibility.
-    payload = {
-        **command.fields,
-        "targetClientId": target.client_id,
-        **client_info(actor),
-    }
+    # SPEC §3.1: only the target gets it, with the sender's ClientInfo stamped in (after
+    # the sender's fields, which the decoder limited to the event's own); targetClientId
+    # is kept for client compatibility. The cast: mypy cannot spread a union of
+    # TypedDicts, and each member of `fields` gives its own member of SignalRelay.
+    payload = cast(
+        SignalRelay,
+        {
+            **command.fields,
+            "targetClientId": target.client_id,
+            "clientId": actor.client_id,
+            "displayName": actor.display_name,
+        },
+    )
     effects = Effects()
     effects.send((target.client_id,), command.event, payload)
     return effects

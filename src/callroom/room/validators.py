@@ -38,7 +38,7 @@ closure reads its ``Event`` from a cell, where ``Event.OFFER`` would be a descri
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeGuard
+from typing import Final, Literal, TypeGuard
 
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.commands import (
@@ -81,20 +81,21 @@ from callroom.room.limits import (
     TOKEN_MAX_BYTES,
     ProtocolLimits,
 )
+from callroom.room.payloads import IceCandidate
 
-__all__ = ["VALIDATORS", "Payload", "Validator", "field_error"]
+__all__ = ["VALIDATORS", "ClientPayload", "Validator", "field_error"]
 
-Payload = dict[str, Any]
+ClientPayload = dict[str, object]
 """A client frame's ``payload`` object as parsed (SPEC §3: extra fields allowed)."""
 
-Validator = Callable[[Payload, ProtocolLimits, str], Command]
+Validator = Callable[[ClientPayload, ProtocolLimits, str], Command]
 
 
 # --- field checks (SPEC §3.1, §3.3) ---------------------------------------------------
 # The happy path builds no strings: messages are formatted only when a check fails.
 
 
-def field_error(event: str, field: str, value: Any, expected: str) -> ProtocolError:
+def field_error(event: str, field: str, value: object, expected: str) -> ProtocolError:
     """``invalid_payload`` naming ``field`` (SPEC §3.3), for the event as sent."""
     # A required field given as null counts as missing (SPEC §3.1: null = absent).
     if value is None:
@@ -112,21 +113,21 @@ def _valid_string(value: object, max_length: int) -> TypeGuard[str]:
     return type(value) is str and 0 < len(value) <= max_length and "\x00" not in value
 
 
-def _required_string(payload: Payload, field: str, event: str, max_length: int) -> str:
+def _required_string(payload: ClientPayload, field: str, event: str, max_length: int) -> str:
     value = payload.get(field)
     if _valid_string(value, max_length):
         return value
     raise field_error(event, field, value, _string_expected(max_length))
 
 
-def _optional_string(payload: Payload, field: str, event: str, max_length: int) -> str | None:
+def _optional_string(payload: ClientPayload, field: str, event: str, max_length: int) -> str | None:
     value = payload.get(field)
     if value is None or _valid_string(value, max_length):
         return value
     raise field_error(event, field, value, _string_expected(max_length) + ", or null")
 
 
-def _optional_bool(payload: Payload, field: str, event: str) -> bool | None:
+def _optional_bool(payload: ClientPayload, field: str, event: str) -> bool | None:
     # type() is exact: JSON 1/0 arrive as int, never as bool (SPEC §3.1 strict types).
     value = payload.get(field)
     if value is None or type(value) is bool:
@@ -150,7 +151,7 @@ def _utf8_longer_than(value: str, max_bytes: int) -> bool:
 def _no_payload(command: Command) -> Validator:
     """Events whose payload is ``{}``: any fields they carry are ignored (SPEC §3)."""
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         return command
 
     return validate
@@ -159,7 +160,7 @@ def _no_payload(command: Command) -> Validator:
 def _required_target(make: Callable[[str], Command]) -> Validator:
     """Host controls naming a member by ``clientId`` (required)."""
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         return make(_required_string(payload, "clientId", event, CLIENT_ID_MAX_LENGTH))
 
     return validate
@@ -168,13 +169,13 @@ def _required_target(make: Callable[[str], Command]) -> Validator:
 def _optional_target(make: Callable[[str | None], Command]) -> Validator:
     """``lower_hand``/``stop_screenshare``: ``clientId`` absent or null means the sender."""
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         return make(_optional_string(payload, "clientId", event, CLIENT_ID_MAX_LENGTH))
 
     return validate
 
 
-def _add_chat(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _add_chat(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     raw = payload.get("chatContent")
     content = raw.strip() if type(raw) is str else ""
     if not content or len(content) > limits.chat_max_length or "\x00" in content:
@@ -188,11 +189,11 @@ def _add_chat(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
     return AddChat(chat_content=content, chat_id=chat_id)
 
 
-def _delete_chat(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _delete_chat(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     return DeleteChat(chat_id=_required_string(payload, "chatId", event, CHAT_ID_MAX_LENGTH))
 
 
-def _get_recent_chats(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _get_recent_chats(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     raw = payload.get("limit")
     if raw is None:
         limit = RECENT_LIMIT_DEFAULT
@@ -210,20 +211,20 @@ def _get_recent_chats(payload: Payload, limits: ProtocolLimits, event: str) -> C
     return GetRecentChats(limit=limit, before=before, reply_event=reply_event)
 
 
-def _kick_participant(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _kick_participant(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     client_id = _required_string(payload, "clientId", event, CLIENT_ID_MAX_LENGTH)
     ban = _optional_bool(payload, "ban", event)
     return KickParticipant(client_id=client_id, ban=ban is True)
 
 
-def _set_media_state(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _set_media_state(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     return SetMediaState(
         audio=_optional_bool(payload, "audio", event),
         video=_optional_bool(payload, "video", event),
     )
 
 
-def _refresh_token(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+def _refresh_token(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
     token = payload.get("token")
     if type(token) is not str or not token or _utf8_longer_than(token, TOKEN_MAX_BYTES):
         # The message never contains the token (SPEC §1).
@@ -233,7 +234,7 @@ def _refresh_token(payload: Payload, limits: ProtocolLimits, event: str) -> Comm
     return RefreshToken(token=token)
 
 
-def _target_client_id(payload: Payload, event: str) -> str:
+def _target_client_id(payload: ClientPayload, event: str) -> str:
     return _required_string(payload, "targetClientId", event, CLIENT_ID_MAX_LENGTH)
 
 
@@ -241,7 +242,7 @@ def _session_description(kind: Literal[Event.OFFER, Event.ANSWER]) -> Validator:
     """``offer``/``answer``: ``targetClientId``, ``sdp``, and ``type`` = the event's name."""
     sdp_type: Literal["offer", "answer"] = "offer" if kind is Event.OFFER else "answer"
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         target = _target_client_id(payload, kind)
         sdp = payload.get("sdp")
         if type(sdp) is not str or not sdp or _utf8_longer_than(sdp, limits.max_sdp_bytes):
@@ -261,7 +262,7 @@ def _session_description(kind: Literal[Event.OFFER, Event.ANSWER]) -> Validator:
 def _candidate(kind: Literal[Event.CANDIDATE]) -> Validator:
     """``candidate``: ``targetClientId``, ``candidate``, optional ``sdpMid``/``sdpMLineIndex``."""
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         target = _target_client_id(payload, event)
         candidate = payload.get("candidate")
         # Empty is allowed: "" is WebRTC's end-of-candidates marker.
@@ -279,7 +280,7 @@ def _candidate(kind: Literal[Event.CANDIDATE]) -> Validator:
                 event, "sdpMLineIndex", index, f"an integer 0-{SDP_MLINE_INDEX_MAX}, or null"
             )
         # The optional keys are always relayed (as null when absent): one shape for receivers.
-        fields = {"candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": index}
+        fields: IceCandidate = {"candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": index}
         return Signal(event=kind, target_client_id=target, fields=fields)
 
     return validate
@@ -288,7 +289,7 @@ def _candidate(kind: Literal[Event.CANDIDATE]) -> Validator:
 def _renegotiate(kind: Literal[Event.RENEGOTIATE]) -> Validator:
     """``renegotiate``: ``targetClientId``, optional ``reason``."""
 
-    def validate(payload: Payload, limits: ProtocolLimits, event: str) -> Command:
+    def validate(payload: ClientPayload, limits: ProtocolLimits, event: str) -> Command:
         target = _target_client_id(payload, event)
         reason = _optional_string(payload, "reason", event, REASON_MAX_LENGTH)
         return Signal(event=kind, target_client_id=target, fields={"reason": reason})

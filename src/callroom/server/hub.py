@@ -36,6 +36,7 @@ from callroom.room.commands import (
 )
 from callroom.room.encode import (
     PONG_FRAME_BYTES,
+    Payload,
     encode_bytes,
     encode_split_bytes,
     encode_tail,
@@ -55,7 +56,7 @@ log = structlog.get_logger(__name__)
 PONG_BYTES = text_frame(PONG_FRAME_BYTES)
 
 
-def event_frame(event: str, payload: dict[str, Any]) -> bytes:
+def event_frame(event: str, payload: Payload) -> bytes:
     """The WebSocket frame of one event, encoded once for all its recipients."""
     return text_frame(encode_bytes(event, payload))
 
