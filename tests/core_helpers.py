@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from callroom.room.commands import AcceptWaiting
 from callroom.room.core import handle, join, new_room
 from callroom.room.model import Effects, Identity, Role, Room, RoomRules, Send, SendView
+from callroom.room.payloads import ClientInfo, RoomState
+
+# A payload of any event, as the tests read it (every ServerPayload is such a Mapping).
+Payload = Mapping[str, object]
 
 RULES = RoomRules()
 
@@ -15,7 +20,7 @@ def who(cid: str, **kw: Any) -> Identity:
     return Identity(cid, f"name-{cid}", **kw)
 
 
-def info(cid: str) -> dict[str, str]:
+def info(cid: str) -> ClientInfo:
     return {"clientId": cid, "displayName": f"name-{cid}"}
 
 
@@ -38,7 +43,7 @@ def setup(
     return room
 
 
-def sends(effects: Effects) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
+def sends(effects: Effects) -> list[tuple[tuple[str, ...], str, Payload]]:
     return [
         (a.recipients, a.event, a.payload)
         for a in effects.actions
@@ -46,7 +51,7 @@ def sends(effects: Effects) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]
     ]
 
 
-def received(effects: Effects, cid: str) -> list[tuple[str, dict[str, Any]]]:
+def received(effects: Effects, cid: str) -> list[tuple[str, Payload]]:
     return [(e, p) for r, e, p in sends(effects) if cid in r]
 
 
@@ -55,11 +60,11 @@ def events(effects: Effects, cid: str) -> list[str]:
 
 
 def state_recipients(effects: Effects) -> list[str]:
-    return [r[0] for r, e, _ in sends(effects) if e == "room_state"]
+    return [a.recipient for a in effects.actions if isinstance(a, SendView)]
 
 
-def last_state(effects: Effects, cid: str) -> dict[str, Any]:
-    states = [p for e, p in received(effects, cid) if e == "room_state"]
+def last_state(effects: Effects, cid: str) -> RoomState:
+    states = [a.payload for a in effects.actions if isinstance(a, SendView) and a.recipient == cid]
     assert states, f"{cid} got no room_state"
     return states[-1]
 

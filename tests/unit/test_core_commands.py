@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -42,7 +42,9 @@ from callroom.room.core import (
     room_state_for,
     room_to_dict,
 )
+from callroom.room.events import Event
 from callroom.room.model import Close, Effects, MediaState, Role, Room, RoomRules, Send
+from callroom.room.payloads import SessionDescription
 from core_helpers import (
     RULES,
     events,
@@ -82,7 +84,7 @@ def test_ping_gets_pong_to_the_sender_only() -> None:
     [
         AddChat("hi", None),
         DeleteChat("c1"),
-        GetRecentChats(50, None, "recents_chat"),
+        GetRecentChats(50, None, Event.RECENTS_CHAT),
         RefreshToken("t"),
     ],
 )
@@ -93,8 +95,8 @@ def test_chat_and_token_rows_are_run_by_the_node(command: Command) -> None:
 
 def test_event_names_follow_the_wire_names() -> None:
     assert event_name(RequestWaiting()) == "request_waiting"
-    assert event_name(GetRecentChats(5, None, "recents_chat")) == "recents_chat"
-    assert event_name(Signal("answer", "x", {})) == "answer"
+    assert event_name(GetRecentChats(5, None, Event.RECENTS_CHAT)) == "recents_chat"
+    assert event_name(Signal(Event.ANSWER, "x", {"sdp": "v=0", "type": "answer"})) == "answer"
     assert event_name(KickParticipant("x", ban=False)) == "kick_participant"
 
 
@@ -208,9 +210,9 @@ def test_deny_waiting_tells_closes_4003_and_updates_hosts() -> None:
     room = setup(participants=("p",), waiting=("w", "v"))
     effects = run(room, "h", DenyWaiting("w"))
     assert "w" not in room.members
-    assert effects.actions[0] == Send(("w",), "deny_waiting", info("w"))
+    assert effects.actions[0] == Send(("w",), Event.DENY_WAITING, info("w"))
     assert effects.actions[1] == Close("w", CloseCode.DENIED, "denied by a host")
-    assert effects.actions[2] == Send(("h",), "deny_waiting", info("w"))
+    assert effects.actions[2] == Send(("h",), Event.DENY_WAITING, info("w"))
     assert state_recipients(effects) == ["h"]
     assert last_state(effects, "h")["waitingUsers"] == [info("v")]
     assert events(effects, "p") == events(effects, "v") == []
@@ -255,7 +257,7 @@ def test_accept_screenshare_grants_and_tells_member_hosts_then_everyone() -> Non
     effects = run(room, "h", AcceptScreenshare("p"))
     assert room.members["p"].role is Role.SCREENSHARE
     assert room.remembered["p"] is Role.PARTICIPANT  # sharing is not remembered
-    assert effects.actions[0] == Send(("p", "h"), "accept_screenshare", info("p"))
+    assert effects.actions[0] == Send(("p", "h"), Event.ACCEPT_SCREENSHARE, info("p"))
     assert state_recipients(effects) == ["h", "p", "q", "w"]
     assert last_state(effects, "q")["sharingScreen"] == [info("p")]
     assert last_state(effects, "q")["participants"] == [info("q")]
@@ -331,7 +333,7 @@ def test_kick_closes_4004_tells_the_admitted_and_updates_views() -> None:
     assert "p" not in room.members
     assert room.hands == []
     assert effects.actions[0] == Close("p", CloseCode.KICKED, "removed by a host")
-    assert effects.actions[1] == Send(("h", "q"), "disconnect", info("p"))
+    assert effects.actions[1] == Send(("h", "q"), Event.DISCONNECT, info("p"))
     assert state_recipients(effects) == ["h", "q"]
     assert "p" not in room.remembered
     assert room.banned == set()
@@ -542,8 +544,9 @@ def test_set_media_state_from_a_waiting_member_is_forbidden() -> None:
 
 def test_signal_goes_to_the_target_only_with_the_sender_stamped_in() -> None:
     room = setup(participants=("p", "q"))
-    fields = {"sdp": "v=0", "type": "offer", "clientId": "spoofed", "displayName": "x"}
-    effects = run(room, "p", Signal("offer", "q", fields))
+    # The decoder drops a sender's own clientId/displayName; the core overrides them anyway.
+    spoofed = {"sdp": "v=0", "type": "offer", "clientId": "spoofed", "displayName": "x"}
+    effects = run(room, "p", Signal(Event.OFFER, "q", cast(SessionDescription, spoofed)))
     assert sends(effects) == [
         (
             ("q",),
@@ -556,17 +559,26 @@ def test_signal_goes_to_the_target_only_with_the_sender_stamped_in() -> None:
 def test_signal_reaches_a_target_in_its_reconnect_grace() -> None:
     room = setup(participants=("p",))
     drop(room, "p")
-    effects = run(room, "h", Signal("candidate", "p", {"candidate": "c", "sdpMid": None}))
+    effects = run(
+        room,
+        "h",
+        Signal(Event.CANDIDATE, "p", {"candidate": "c", "sdpMid": None, "sdpMLineIndex": None}),
+    )
     assert sends(effects)[0][0] == ("p",)
     assert sends(effects)[0][2]["sdpMid"] is None
+    # In this order on the wire: the sender's fields, then what the server stamps.
+    stamped = ["targetClientId", "clientId", "displayName"]
+    assert list(sends(effects)[0][2]) == ["candidate", "sdpMid", "sdpMLineIndex", *stamped]
 
 
 @pytest.mark.parametrize("target", ["w", "ghost", "p"])
 def test_signal_to_a_non_admitted_member_or_to_oneself_is_target_not_found(target: str) -> None:
     room = setup(participants=("p",), waiting=("w",))
-    rejects(room, "p", Signal("renegotiate", target, {}), ErrorCode.TARGET_NOT_FOUND)
+    rejects(
+        room, "p", Signal(Event.RENEGOTIATE, target, {"reason": None}), ErrorCode.TARGET_NOT_FOUND
+    )
 
 
 def test_signal_from_a_waiting_member_is_forbidden() -> None:
     room = setup(waiting=("w",))
-    rejects(room, "w", Signal("offer", "h", {"sdp": "x", "type": "offer"}), ErrorCode.FORBIDDEN)
+    rejects(room, "w", Signal(Event.OFFER, "h", {"sdp": "x", "type": "offer"}), ErrorCode.FORBIDDEN)

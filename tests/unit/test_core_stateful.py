@@ -13,7 +13,8 @@ room_state equal to its current view.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, get_args
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -43,7 +44,9 @@ from callroom.room.commands import (
     UnbanParticipant,
     UnlockRoom,
 )
+from callroom.room.events import SERVER_EVENTS, Event, SignalEvent
 from callroom.room.model import Close, Effects, Identity, Role, Room, RoomRules, SendView
+from callroom.room.payloads import RoomState, ServerPayload, SignalFields
 
 CLIENTS = ("a", "b", "c", "d", "e", "t", "z")  # t: token host, z: admin
 WAITING_MAY_GET = {"room_state", "accept_waiting", "deny_waiting", "pong"}
@@ -74,13 +77,21 @@ def commands(targets: st.SearchStrategy[str]) -> st.SearchStrategy[Command]:
         st.just(UnlockRoom()),
         st.just(EndRoom()),
         st.builds(SetMediaState, optional_bool, optional_bool),
-        st.builds(
-            Signal,
-            st.sampled_from(["offer", "answer", "candidate", "renegotiate"]),
-            targets,
-            st.just({"sdp": "v=0"}),
-        ),
+        st.builds(signal, st.sampled_from(list(SIGNAL_FIELDS)), targets),
     )
+
+
+# What the decoder gives each signaling event (callroom.room.validators).
+SIGNAL_FIELDS: dict[SignalEvent, SignalFields] = {
+    Event.OFFER: {"sdp": "v=0", "type": "offer"},
+    Event.ANSWER: {"sdp": "v=0", "type": "answer"},
+    Event.CANDIDATE: {"candidate": "c", "sdpMid": None, "sdpMLineIndex": None},
+    Event.RENEGOTIATE: {"reason": None},
+}
+
+
+def signal(event: SignalEvent, target: str) -> Signal:
+    return Signal(event, target, SIGNAL_FIELDS[event])
 
 
 ALL_ROLES = frozenset(Role)
@@ -135,7 +146,10 @@ def identity(cid: str, renamed: bool) -> Identity:
     )
 
 
-def views(room: Room) -> dict[str, dict[str, Any]]:
+PAYLOAD_KEYS = {frozenset(record.__required_keys__) for record in get_args(ServerPayload)}
+
+
+def views(room: Room) -> dict[str, RoomState]:
     return {cid: core.room_state_for(room, cid) for cid in room.members}
 
 
@@ -237,7 +251,9 @@ class RoomMachine(RuleBasedStateMachine):
             RaiseHand(),
             LowerHand(None),
             SetMediaState(True, None),
-            Signal("offer", data.draw(st.sampled_from(others)), {"sdp": "v=0", "type": "offer"}),
+            Signal(
+                Event.OFFER, data.draw(st.sampled_from(others)), {"sdp": "v=0", "type": "offer"}
+            ),
         ]
         if role is Role.WAITING:
             choices = [RequestWaiting()]
@@ -281,16 +297,19 @@ class RoomMachine(RuleBasedStateMachine):
         room: Room,
         effects: Effects,
         old_roles: dict[str, Role],
-        old_views: dict[str, dict[str, Any]],
+        old_views: dict[str, RoomState],
         *,
         membership: bool,
     ) -> None:
         known = set(old_roles) | set(room.members)
-        last_state: dict[str, dict[str, Any]] = {}
+        last_state: dict[str, RoomState] = {}
         for action in effects.actions:
             if isinstance(action, Close):
                 assert action.client_id in old_roles
                 continue
+            assert action.event in SERVER_EVENTS, action.event  # a name the server sends
+            # The payload has the keys of one of the typed records (callroom.room.payloads).
+            assert frozenset(action.payload) in PAYLOAD_KEYS, (action.event, action.payload)
             for cid in action.recipients:
                 assert cid in known, (cid, action.event)
                 was_waiting = old_roles.get(cid) is Role.WAITING
@@ -298,6 +317,7 @@ class RoomMachine(RuleBasedStateMachine):
                 if was_waiting or (member is not None and member.role is Role.WAITING):
                     assert action.event in WAITING_MAY_GET, (cid, action.event)  # (2)
                 if action.event == "room_state":
+                    assert isinstance(action, SendView)  # each recipient its own view
                     last_state[cid] = action.payload
                     if action.payload["role"] == "waiting":
                         self.check_waiting_view(cid, action.payload)  # (2)
@@ -316,7 +336,7 @@ class RoomMachine(RuleBasedStateMachine):
                     assert cid in last_state, f"{cid}'s view changed but it got no room_state"
 
     @staticmethod
-    def check_waiting_view(cid: str, state: dict[str, Any]) -> None:
+    def check_waiting_view(cid: str, state: Mapping[str, object]) -> None:
         assert state["waitingUsers"] == [{"clientId": cid, "displayName": state["displayName"]}]
         for key in ("hosts", "participants", "handsRaised", "sharingScreen"):
             assert state[key] == []

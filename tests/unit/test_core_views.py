@@ -34,6 +34,8 @@ from callroom.room.core import (
     room_to_dict,
 )
 from callroom.room.model import Member, Role, Room, RoomRules, SendView
+from callroom.room.payloads import MemberLists, RoomState, RoomSummary
+from callroom.room.serialize import MemberRecord, RoomRecord
 from core_helpers import RULES, info, who
 
 
@@ -121,6 +123,32 @@ def test_room_state_payloads_are_strict_json() -> None:
     for cid in room.members:
         state = room_state_for(room, cid)
         assert json.loads(json.dumps(state, allow_nan=False)) == state
+
+
+def test_the_typed_records_name_exactly_the_keys_built_in_wire_order() -> None:
+    # TypedDicts are not checked at run time: this holds them to what is built. The
+    # order is what the encoder writes (byte-identical frames and REST bodies).
+    room = busy_room()
+    lists = ["hosts", "participants", "handsRaised", "waitingUsers", "sharingScreen"]
+    for cid in room.members:
+        state = room_state_for(room, cid)
+        assert set(state) == RoomState.__required_keys__
+        assert list(state) == [
+            "clientId",
+            "displayName",
+            "role",
+            "roomId",
+            *lists,
+            "locked",
+            "media",
+        ]
+        assert list(member_view(room, cid)) == [*lists, "media"]
+    assert list(host_view(room)) == [*lists, "media"]
+    assert set(host_view(room)) == MemberLists.__required_keys__
+    assert set(room_summary(room)) == RoomSummary.__required_keys__
+    data = room_to_dict(room)
+    assert set(data) == RoomRecord.__required_keys__
+    assert set(data["members"][0]) == MemberRecord.__required_keys__
 
 
 def test_host_view_lists_the_room_as_a_host_sees_it() -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import callroom.room.protocol as protocol_module
+import callroom.room.strict_json as strict_json_module
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.commands import (
     AcceptScreenshare,
@@ -42,6 +42,7 @@ from callroom.room.commands import (
     UnbanParticipant,
     UnlockRoom,
 )
+from callroom.room.core import event_name
 from callroom.room.encode import (
     PONG_FRAME,
     PONG_FRAME_BYTES,
@@ -51,6 +52,7 @@ from callroom.room.encode import (
     encode_tail,
     error_frame,
 )
+from callroom.room.events import Event
 from callroom.room.protocol import (
     CLIENT_EVENTS,
     EVENT_LABELS,
@@ -149,15 +151,19 @@ VALID_CASES: list[tuple[str, Any, Command]] = [
     ("add_chat", {"chatContent": "é" * 1000, "chatId": "k" * 64}, AddChat("é" * 1000, "k" * 64)),
     ("add_chat", {"chatContent": " " * 50 + "a" * 1000 + "\t"}, AddChat("a" * 1000, None)),
     ("delete_chat", {"chatId": "c1"}, DeleteChat("c1")),
-    ("get_recent_chats", None, GetRecentChats(50, None, "get_recent_chats")),
-    ("get_recent_chats", {"limit": 1, "before": "c9"}, GetRecentChats(1, "c9", "get_recent_chats")),
-    ("get_recent_chats", {"limit": 100}, GetRecentChats(100, None, "get_recent_chats")),
+    ("get_recent_chats", None, GetRecentChats(50, None, Event.GET_RECENT_CHATS)),
+    (
+        "get_recent_chats",
+        {"limit": 1, "before": "c9"},
+        GetRecentChats(1, "c9", Event.GET_RECENT_CHATS),
+    ),
+    ("get_recent_chats", {"limit": 100}, GetRecentChats(100, None, Event.GET_RECENT_CHATS)),
     (
         "get_recent_chats",
         {"limit": None, "before": None},
-        GetRecentChats(50, None, "get_recent_chats"),
+        GetRecentChats(50, None, Event.GET_RECENT_CHATS),
     ),
-    ("recents_chat", {"limit": 7}, GetRecentChats(7, None, "recents_chat")),
+    ("recents_chat", {"limit": 7}, GetRecentChats(7, None, Event.RECENTS_CHAT)),
     ("raise_hand", {}, RaiseHand()),
     ("lower_hand", {}, LowerHand(None)),
     ("lower_hand", {"clientId": None}, LowerHand(None)),
@@ -193,40 +199,42 @@ VALID_CASES: list[tuple[str, Any, Command]] = [
     (
         "offer",
         {"targetClientId": "bob", "sdp": SDP, "type": "offer"},
-        Signal("offer", "bob", {"sdp": SDP, "type": "offer"}),
+        Signal(Event.OFFER, "bob", {"sdp": SDP, "type": "offer"}),
     ),
     (
         "answer",
         {"targetClientId": "bob", "sdp": SDP, "type": "answer"},
-        Signal("answer", "bob", {"sdp": SDP, "type": "answer"}),
+        Signal(Event.ANSWER, "bob", {"sdp": SDP, "type": "answer"}),
     ),
     (
         "offer",
         {"targetClientId": "bob", "sdp": "s" * 32768, "type": "offer"},
-        Signal("offer", "bob", {"sdp": "s" * 32768, "type": "offer"}),
+        Signal(Event.OFFER, "bob", {"sdp": "s" * 32768, "type": "offer"}),
     ),
     (
         "candidate",
         {"targetClientId": "bob", "candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0},
-        Signal("candidate", "bob", {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}),
+        Signal(Event.CANDIDATE, "bob", {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}),
     ),
     (
         "candidate",  # end-of-candidates: empty candidate, optional keys absent
         {"targetClientId": "bob", "candidate": ""},
-        Signal("candidate", "bob", {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}),
+        Signal(Event.CANDIDATE, "bob", {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}),
     ),
     (
         "candidate",
         {"targetClientId": "bob", "candidate": "c" * 4096, "sdpMid": None, "sdpMLineIndex": 65535},
         Signal(
-            "candidate", "bob", {"candidate": "c" * 4096, "sdpMid": None, "sdpMLineIndex": 65535}
+            Event.CANDIDATE,
+            "bob",
+            {"candidate": "c" * 4096, "sdpMid": None, "sdpMLineIndex": 65535},
         ),
     ),
-    ("renegotiate", {"targetClientId": "bob"}, Signal("renegotiate", "bob", {"reason": None})),
+    ("renegotiate", {"targetClientId": "bob"}, Signal(Event.RENEGOTIATE, "bob", {"reason": None})),
     (
         "renegotiate",
         {"targetClientId": "bob", "reason": "ice restart"},
-        Signal("renegotiate", "bob", {"reason": "ice restart"}),
+        Signal(Event.RENEGOTIATE, "bob", {"reason": "ice restart"}),
     ),
 ]
 
@@ -247,7 +255,7 @@ def test_every_client_event_has_a_valid_case() -> None:
 def test_missing_payload_is_read_as_empty_object() -> None:
     assert decode(frame("ping", with_payload=False), LIMITS) == Ping()
     assert decode(frame("lower_hand", with_payload=False), LIMITS) == LowerHand(None)
-    expected = GetRecentChats(50, None, "get_recent_chats")
+    expected = GetRecentChats(50, None, Event.GET_RECENT_CHATS)
     assert decode(frame("get_recent_chats", with_payload=False), LIMITS) == expected
 
 
@@ -262,7 +270,9 @@ def test_chat_content_limit_comes_from_limits() -> None:
 def test_sdp_limit_counts_utf8_bytes() -> None:
     small = ProtocolLimits(max_sdp_bytes=10)
     ok = {"targetClientId": "bob", "sdp": "ééééé", "type": "offer"}  # 5 chars, 10 bytes
-    assert accepted("offer", ok, small) == Signal("offer", "bob", {"sdp": "ééééé", "type": "offer"})
+    assert accepted("offer", ok, small) == Signal(
+        Event.OFFER, "bob", {"sdp": "ééééé", "type": "offer"}
+    )
     too_long = {"targetClientId": "bob", "sdp": "éééééa", "type": "offer"}  # 6 chars, 11 bytes
     assert_names_field(rejected(frame("offer", too_long), small), "offer", "sdp")
 
@@ -289,8 +299,8 @@ def test_spoofed_sender_identity_in_add_chat_is_ignored() -> None:
 
 
 def test_aliases_reply_under_the_name_sent() -> None:
-    assert accepted("recents_chat", {}) == GetRecentChats(50, None, "recents_chat")
-    assert accepted("get_recent_chats", {}) == GetRecentChats(50, None, "get_recent_chats")
+    assert accepted("recents_chat", {}) == GetRecentChats(50, None, Event.RECENTS_CHAT)
+    assert accepted("get_recent_chats", {}) == GetRecentChats(50, None, Event.GET_RECENT_CHATS)
     assert accepted("waiting_request", {}) == accepted("request_waiting", {})
 
 
@@ -427,6 +437,21 @@ def test_server_only_event_is_unknown(name: str) -> None:
     err = rejected(frame(name, {}))
     assert err.code is ErrorCode.UNKNOWN_EVENT
     assert err.event == name
+
+
+def test_the_hand_lists_cover_the_table_of_event_names() -> None:
+    # A name added to callroom.room.events must be added here too, so that the tests
+    # above decide which way it goes.
+    assert set(SERVER_ONLY_EVENTS) == set(Event) - CLIENT_EVENTS
+
+
+@pytest.mark.parametrize("name", sorted(CLIENT_EVENTS))
+def test_every_client_event_of_the_table_has_a_validator(name: str) -> None:
+    # An empty payload is fine for some events and invalid_payload for the others; it
+    # is never unknown_event: decoding and the table of names agree.
+    result = outcome(frame(name, {}))
+    assert not isinstance(result, ProtocolError) or result.code is ErrorCode.INVALID_PAYLOAD
+    assert isinstance(result, ProtocolError) or event_name(result) == name  # aliases kept
 
 
 @pytest.mark.parametrize(
@@ -765,7 +790,7 @@ def test_a_frame_that_is_orjsons_own_writing_is_settled_by_one_comparison(
     def slow_check(frame: str, doc: Any) -> bool:
         raise AssertionError("the stdlib duplicate check ran")
 
-    monkeypatch.setattr(protocol_module, "_free_of_duplicate_keys_slow", slow_check)
+    monkeypatch.setattr(strict_json_module, "_free_of_duplicate_keys_slow", slow_check)
     assert decode('{"event":"ping","payload":{"s":"\\u0001:"}}', LIMITS) == Ping()
     with pytest.raises(AssertionError, match="stdlib duplicate check"):
         decode('{"event": "ping", "payload": {"s": "\\u0001:"}}', LIMITS)
@@ -817,7 +842,9 @@ def test_a_frame_encoded_in_two_parts_is_the_frame_encoded_whole(
 
 
 def test_encoded_frame_round_trips_through_decode() -> None:
-    signal = Signal("candidate", "bob", {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0})
+    signal = Signal(
+        Event.CANDIDATE, "bob", {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
+    )
     text = encode("candidate", {"targetClientId": "bob", **signal.fields})
     assert decode(text, LIMITS) == signal
 

@@ -7,13 +7,13 @@ store); the room core uses them for everything else.
 
 from __future__ import annotations
 
-from typing import Any
-
 from callroom.errors import ErrorCode, ProtocolError
+from callroom.room.events import Event
 from callroom.room.model import Member, Role, Room
+from callroom.room.payloads import ClientInfo
 
 
-def client_info(member: Member) -> dict[str, Any]:
+def client_info(member: Member) -> ClientInfo:
     """``ClientInfo`` of SPEC §3."""
     return {"clientId": member.client_id, "displayName": member.display_name}
 
@@ -51,10 +51,10 @@ def require_host(room: Room, actor_id: str, event: str) -> Member:
 
 def authorize_delete(room: Room, actor_id: str, author_id: str) -> None:
     """SPEC §3.1 ``delete_chat``: the author or a host, and only while admitted."""
-    member = require_admitted(room, actor_id, "delete_chat")
+    member = require_admitted(room, actor_id, Event.DELETE_CHAT)
     if actor_id != author_id and not acts_as_host(member):
         raise ProtocolError(
-            ErrorCode.FORBIDDEN, "only the author or a host may delete a message", "delete_chat"
+            ErrorCode.FORBIDDEN, "only the author or a host may delete a message", Event.DELETE_CHAT
         )
 
 

@@ -20,38 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import TypedDict
 
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.room.access import admitted_ids, authorize_delete, require_admitted
 from callroom.room.commands import AddChat
+from callroom.room.events import Event, RecentChatsEvent
 from callroom.room.model import Effects, Member, Room
-
-
-class ChatInfo(TypedDict):
-    """``ChatInfo`` of SPEC §3: the ``add_chat`` payload and each message of a page."""
-
-    clientId: str
-    displayName: str
-    chatId: str
-    timestamp: int
-    chatContent: str
-
-
-class DeletedChat(TypedDict):
-    """The ``delete_chat`` payload (SPEC §3.1): the message and who deleted it."""
-
-    chatId: str
-    clientId: str
-    displayName: str
-
-
-class RecentChats(TypedDict):
-    """The ``get_recent_chats`` reply (SPEC §3.1)."""
-
-    messages: list[ChatInfo]  # oldest first
-    total: int  # messages in the room's whole history
-    hasMore: bool  # older ones exist
+from callroom.room.payloads import ChatDeleted, ChatInfo, RecentChats
 
 
 class MessagesPage(TypedDict):
@@ -71,8 +47,8 @@ class ChatMessage:
     timestamp: int  # ms since epoch, server clock
     chat_content: str
 
-    def to_wire(self) -> dict[str, Any]:
-        """ChatInfo of SPEC §3 as the untyped dict the encoder takes (``chat_info``: typed)."""
+    def to_wire(self) -> ChatInfo:
+        """ChatInfo of SPEC §3."""
         return {
             "clientId": self.client_id,
             "displayName": self.display_name,
@@ -92,13 +68,8 @@ class ChatPage:
 
 
 def chat_info(message: ChatMessage) -> ChatInfo:
-    """ChatInfo of SPEC §3, typed."""
-    return cast("ChatInfo", message.to_wire())
-
-
-def _payload(payload: ChatInfo | DeletedChat | RecentChats) -> dict[str, Any]:
-    """A typed payload as ``Send.payload`` (an untyped dict, room/model.py): no copy."""
-    return cast("dict[str, Any]", payload)
+    """ChatInfo of SPEC §3."""
+    return message.to_wire()
 
 
 # --- add_chat --------------------------------------------------------------------------
@@ -142,7 +113,7 @@ def stored(room: Room | None, sender_id: str, message: ChatMessage, created: boo
     """
     effects = Effects()
     recipients = admitted_ids(room) if created and room is not None else (sender_id,)
-    effects.send(recipients, "add_chat", message.to_wire())
+    effects.send(recipients, Event.ADD_CHAT, message.to_wire())
     return effects
 
 
@@ -192,12 +163,12 @@ def deleted(room: Room | None, deleter: Member, chat_id: str, removed: bool) -> 
         raise _no_such_message()
     effects = Effects()
     if room is not None:
-        payload: DeletedChat = {
+        payload: ChatDeleted = {
             "chatId": chat_id,
             "clientId": deleter.client_id,
             "displayName": deleter.display_name,
         }
-        effects.send(admitted_ids(room), "delete_chat", _payload(payload))
+        effects.send(admitted_ids(room), Event.DELETE_CHAT, payload)
     return effects
 
 
@@ -215,7 +186,7 @@ def may_read(room: Room, actor_id: str, event: str) -> Member:
     return require_admitted(room, actor_id, event)
 
 
-def recent_chats(reader_id: str, event: str, page: ChatPage) -> Effects:
+def recent_chats(reader_id: str, event: RecentChatsEvent, page: ChatPage) -> Effects:
     """The reply to ``get_recent_chats`` (SPEC §3.1): to the sender only, under the event
     name it sent, ``{messages (oldest first), total, hasMore}`` of the store's page."""
     payload: RecentChats = {
@@ -224,7 +195,7 @@ def recent_chats(reader_id: str, event: str, page: ChatPage) -> Effects:
         "hasMore": page.has_more,
     }
     effects = Effects()
-    effects.send((reader_id,), event, _payload(payload))
+    effects.send((reader_id,), event, payload)
     return effects
 
 

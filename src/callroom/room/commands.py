@@ -8,7 +8,38 @@ are snake_case here; the wire names are camelCase (SPEC §3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+
+from callroom.room.events import Event, RecentChatsEvent, RequestWaitingEvent, SignalEvent
+from callroom.room.payloads import SignalFields
+
+__all__ = [
+    "AcceptScreenshare",
+    "AcceptWaiting",
+    "AddChat",
+    "Command",
+    "DeleteChat",
+    "DemoteHost",
+    "DenyScreenshare",
+    "DenyWaiting",
+    "EndRoom",
+    "GetRecentChats",
+    "KickParticipant",
+    "LockRoom",
+    "LowerHand",
+    "Ping",
+    "PromoteHost",
+    "RaiseHand",
+    "RefreshToken",
+    "RequestScreenshare",
+    "RequestWaiting",
+    "SetMediaState",
+    "Signal",
+    "SignalEvent",
+    "StopScreenshare",
+    "UnbanParticipant",
+    "UnlockRoom",
+    "event_name",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +62,7 @@ class DeleteChat:
 class GetRecentChats:
     limit: int  # 1..100, default 50
     before: str | None
-    reply_event: Literal["get_recent_chats", "recents_chat"]  # answer under the name sent
+    reply_event: RecentChatsEvent  # answer under the name sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +79,7 @@ class LowerHand:
 class RequestWaiting:
     # The name the client sent, for the ``event`` of its errors (an alias stays an alias,
     # as for GetRecentChats). Not part of equality: both names are the same command.
-    sent_as: Literal["request_waiting", "waiting_request"] = field(
-        default="request_waiting", compare=False
-    )
+    sent_as: RequestWaitingEvent = field(default=Event.REQUEST_WAITING, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +159,18 @@ class RefreshToken:
     token: str
 
 
-SignalEvent = Literal["offer", "answer", "candidate", "renegotiate"]
-
-
 @dataclass(frozen=True, slots=True)
 class Signal:
     """``offer``/``answer``/``candidate``/``renegotiate``: relayed to one target only.
 
     ``fields`` holds the validated fields to forward (``sdp`` and ``type``; or
     ``candidate``, ``sdpMid``, ``sdpMLineIndex``; or ``reason``), wire names, without
-    ``targetClientId``; the node stamps the sender's ClientInfo in.
+    ``targetClientId``; the room core stamps the target and the sender's ClientInfo in.
     """
 
     event: SignalEvent
     target_client_id: str
-    fields: dict[str, Any]
+    fields: SignalFields
 
 
 Command = (
@@ -172,3 +198,40 @@ Command = (
     | RefreshToken
     | Signal
 )
+
+
+# The name of each command that has one name; the others carry the name sent.
+_EVENTS: dict[type[Command], Event] = {
+    Ping: Event.PING,
+    AddChat: Event.ADD_CHAT,
+    DeleteChat: Event.DELETE_CHAT,
+    RaiseHand: Event.RAISE_HAND,
+    LowerHand: Event.LOWER_HAND,
+    RequestWaiting: Event.REQUEST_WAITING,
+    AcceptWaiting: Event.ACCEPT_WAITING,
+    DenyWaiting: Event.DENY_WAITING,
+    RequestScreenshare: Event.REQUEST_SCREENSHARE,
+    AcceptScreenshare: Event.ACCEPT_SCREENSHARE,
+    DenyScreenshare: Event.DENY_SCREENSHARE,
+    StopScreenshare: Event.STOP_SCREENSHARE,
+    KickParticipant: Event.KICK_PARTICIPANT,
+    UnbanParticipant: Event.UNBAN_PARTICIPANT,
+    PromoteHost: Event.PROMOTE_HOST,
+    DemoteHost: Event.DEMOTE_HOST,
+    LockRoom: Event.LOCK_ROOM,
+    UnlockRoom: Event.UNLOCK_ROOM,
+    EndRoom: Event.END_ROOM,
+    SetMediaState: Event.SET_MEDIA_STATE,
+    RefreshToken: Event.REFRESH_TOKEN,
+}
+
+
+def event_name(command: Command) -> Event:
+    """The SPEC §3.1 event name of ``command`` (the ``event`` field of its errors)."""
+    if isinstance(command, Signal):
+        return command.event
+    if isinstance(command, GetRecentChats):
+        return command.reply_event
+    if isinstance(command, RequestWaiting):
+        return command.sent_as
+    return _EVENTS[type(command)]

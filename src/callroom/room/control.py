@@ -9,7 +9,7 @@ permission helpers of ``callroom.room.access``.
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from typing import assert_never, cast
 
 from callroom.errors import CloseCode, ErrorCode, ProtocolError
 from callroom.room.access import (
@@ -46,48 +46,16 @@ from callroom.room.commands import (
     StopScreenshare,
     UnbanParticipant,
     UnlockRoom,
+    event_name,
 )
+from callroom.room.events import Event
 from callroom.room.membership import admit, end_room, ensure_host, remove, set_role
 from callroom.room.model import Effects, MediaState, Member, Role, Room, RoomRules
+from callroom.room.payloads import MediaStateChanged, SignalRelay
 from callroom.room.views import send_room_states
 
-_EVENTS: dict[type, str] = {
-    Ping: "ping",
-    AddChat: "add_chat",
-    DeleteChat: "delete_chat",
-    RaiseHand: "raise_hand",
-    LowerHand: "lower_hand",
-    RequestWaiting: "request_waiting",
-    AcceptWaiting: "accept_waiting",
-    DenyWaiting: "deny_waiting",
-    RequestScreenshare: "request_screenshare",
-    AcceptScreenshare: "accept_screenshare",
-    DenyScreenshare: "deny_screenshare",
-    StopScreenshare: "stop_screenshare",
-    KickParticipant: "kick_participant",
-    UnbanParticipant: "unban_participant",
-    PromoteHost: "promote_host",
-    DemoteHost: "demote_host",
-    LockRoom: "lock_room",
-    UnlockRoom: "unlock_room",
-    EndRoom: "end_room",
-    SetMediaState: "set_media_state",
-    RefreshToken: "refresh_token",
-}
 
-
-def event_name(command: Command) -> str:
-    """The SPEC §3.1 event name of ``command`` (the ``event`` field of its errors)."""
-    if isinstance(command, Signal):
-        return command.event
-    if isinstance(command, GetRecentChats):
-        return command.reply_event
-    if isinstance(command, RequestWaiting):
-        return command.sent_as
-    return _EVENTS[type(command)]
-
-
-def _target(room: Room, client_id: str, event: str, wanted: set[Role], what: str) -> Member:
+def _target(room: Room, client_id: str, event: Event, wanted: set[Role], what: str) -> Member:
     """The member named by a host control, if its role is one of ``wanted`` (SPEC §3.1:
     a control aimed at the wrong kind of member, or at nobody, gets ``not_found``)."""
     member = room.members.get(client_id)
@@ -110,9 +78,9 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
         case Signal():  # first: the most frequent frame (ICE candidates), and each case
             return _signal(room, actor_id, command)  # below is an isinstance check
         case Ping():
-            require_member(room, actor_id, "ping")  # any role may ping (SPEC §3.1)
+            require_member(room, actor_id, Event.PING)  # any role may ping (SPEC §3.1)
             effects = Effects()
-            effects.send((actor_id,), "pong", {})
+            effects.send((actor_id,), Event.PONG, {})
             return effects
         case RaiseHand():
             return _raise_hand(room, actor_id)
@@ -143,7 +111,7 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
         case LockRoom() | UnlockRoom():
             return _lock(room, actor_id, locked=isinstance(command, LockRoom))
         case EndRoom():
-            require_host(room, actor_id, "end_room")
+            require_host(room, actor_id, Event.END_ROOM)
             return end_room(room)
         case SetMediaState():
             return _set_media_state(room, actor_id, command)
@@ -154,32 +122,32 @@ def handle(room: Room, actor_id: str, command: Command, rules: RoomRules) -> Eff
 
 
 def _raise_hand(room: Room, actor_id: str) -> Effects:
-    actor = require_admitted(room, actor_id, "raise_hand")
+    actor = require_admitted(room, actor_id, Event.RAISE_HAND)
     effects = Effects()
     if actor_id in room.hands:
         return effects  # SPEC §3.1: no-op if already in the queue (nothing sent either)
     room.hands.append(actor_id)
-    effects.send(admitted_ids(room), "raise_hand", client_info(actor))
+    effects.send(admitted_ids(room), Event.RAISE_HAND, client_info(actor))
     return effects
 
 
 def _lower_hand(room: Room, actor_id: str, command: LowerHand) -> Effects:
-    actor = require_admitted(room, actor_id, "lower_hand")
+    actor = require_admitted(room, actor_id, Event.LOWER_HAND)
     # SPEC §3.1: naming oneself is the same as naming nobody.
     target_id = command.client_id if command.client_id not in (None, actor_id) else actor_id
     if target_id != actor_id and not acts_as_host(actor):
         raise ProtocolError(
-            ErrorCode.FORBIDDEN, "only a host may lower another member's hand", "lower_hand"
+            ErrorCode.FORBIDDEN, "only a host may lower another member's hand", Event.LOWER_HAND
         )
     effects = Effects()
     if target_id not in room.hands:
         return effects  # SPEC §3.1: lowering a hand that is not raised sends nothing
     room.hands.remove(target_id)
-    effects.send(admitted_ids(room), "lower_hand", client_info(room.members[target_id]))
+    effects.send(admitted_ids(room), Event.LOWER_HAND, client_info(room.members[target_id]))
     return effects
 
 
-def _request_waiting(room: Room, actor_id: str, event: str) -> Effects:
+def _request_waiting(room: Room, actor_id: str, event: Event) -> Effects:
     # ``event``: the name sent (``waiting_request`` is an alias), for the error's event.
     actor = require_member(room, actor_id, event)
     if actor.role is not Role.WAITING:
@@ -187,12 +155,12 @@ def _request_waiting(room: Room, actor_id: str, event: str) -> Effects:
             ErrorCode.FORBIDDEN, "only a member of the waiting room may knock", event
         )
     effects = Effects()
-    effects.send(host_ids(room), "waiting_request", client_info(actor))
+    effects.send(host_ids(room), Event.WAITING_REQUEST, client_info(actor))
     return effects
 
 
 def _accept_waiting(room: Room, actor_id: str, command: AcceptWaiting) -> Effects:
-    event = "accept_waiting"
+    event = Event.ACCEPT_WAITING
     require_host(room, actor_id, event)
     member = _target(room, command.client_id, event, {Role.WAITING}, "a waiting member")
     admit(room, member, Role.PARTICIPANT)
@@ -201,13 +169,13 @@ def _accept_waiting(room: Room, actor_id: str, command: AcceptWaiting) -> Effect
     # SPEC §3.1: admitted members and the member get accept_waiting, then everyone
     # gets room_state; SPEC §3.2: connect to the other admitted members.
     effects.send(admitted_ids(room), event, info)
-    effects.send([c for c in admitted_ids(room) if c != member.client_id], "connect", info)
+    effects.send([c for c in admitted_ids(room) if c != member.client_id], Event.CONNECT, info)
     send_room_states(effects, room, _everyone(room))
     return effects
 
 
 def _deny_waiting(room: Room, actor_id: str, command: DenyWaiting) -> Effects:
-    event = "deny_waiting"
+    event = Event.DENY_WAITING
     require_host(room, actor_id, event)
     member = _target(room, command.client_id, event, {Role.WAITING}, "a waiting member")
     info = client_info(member)
@@ -225,7 +193,7 @@ def _deny_waiting(room: Room, actor_id: str, command: DenyWaiting) -> Effects:
 
 
 def _request_screenshare(room: Room, actor_id: str) -> Effects:
-    event = "request_screenshare"
+    event = Event.REQUEST_SCREENSHARE
     actor = require_admitted(room, actor_id, event)
     if actor.role is not Role.PARTICIPANT:
         raise ProtocolError(ErrorCode.FORBIDDEN, "only a participant may ask to share", event)
@@ -241,7 +209,7 @@ def _with_hosts(room: Room, member_id: str) -> list[str]:
 def _accept_screenshare(
     room: Room, actor_id: str, command: AcceptScreenshare, rules: RoomRules
 ) -> Effects:
-    event = "accept_screenshare"
+    event = Event.ACCEPT_SCREENSHARE
     require_host(room, actor_id, event)
     member = _target(room, command.client_id, event, {Role.PARTICIPANT}, "a participant")
     sharing = sum(1 for m in room.members.values() if m.role is Role.SCREENSHARE)
@@ -259,7 +227,7 @@ def _accept_screenshare(
 
 
 def _deny_screenshare(room: Room, actor_id: str, command: DenyScreenshare) -> Effects:
-    event = "deny_screenshare"
+    event = Event.DENY_SCREENSHARE
     require_host(room, actor_id, event)
     # Only a participant can have asked (request_screenshare); anyone else is the wrong
     # kind of member, and a waiting one must not hear of screen sharing at all (§3.2).
@@ -270,7 +238,7 @@ def _deny_screenshare(room: Room, actor_id: str, command: DenyScreenshare) -> Ef
 
 
 def _stop_screenshare(room: Room, actor_id: str, command: StopScreenshare) -> Effects:
-    event = "stop_screenshare"
+    event = Event.STOP_SCREENSHARE
     actor = require_admitted(room, actor_id, event)
     target_id = command.client_id if command.client_id is not None else actor_id
     if target_id != actor_id:
@@ -287,7 +255,7 @@ def _stop_screenshare(room: Room, actor_id: str, command: StopScreenshare) -> Ef
     return effects
 
 
-def _forbid_admin_target(actor: Member, target: Member, event: str) -> None:
+def _forbid_admin_target(actor: Member, target: Member, event: Event) -> None:
     # SPEC §3.1: an admin cannot be kicked or banned by a host; it may act as host in
     # every room, so another admin may.
     if target.is_admin and not actor.is_admin:
@@ -295,7 +263,7 @@ def _forbid_admin_target(actor: Member, target: Member, event: str) -> None:
 
 
 def _kick(room: Room, actor_id: str, command: KickParticipant) -> Effects:
-    event = "kick_participant"
+    event = Event.KICK_PARTICIPANT
     actor = require_host(room, actor_id, event)
     if command.client_id == actor_id:
         raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "clientId: you cannot kick yourself", event)
@@ -312,7 +280,7 @@ def _kick(room: Room, actor_id: str, command: KickParticipant) -> Effects:
 
 
 def _unban(room: Room, actor_id: str, command: UnbanParticipant) -> Effects:
-    event = "unban_participant"
+    event = Event.UNBAN_PARTICIPANT
     require_host(room, actor_id, event)
     if command.client_id not in room.banned:
         raise ProtocolError(ErrorCode.NOT_FOUND, "clientId is not banned from this room", event)
@@ -323,7 +291,7 @@ def _unban(room: Room, actor_id: str, command: UnbanParticipant) -> Effects:
 
 
 def _promote(room: Room, actor_id: str, command: PromoteHost) -> Effects:
-    event = "promote_host"
+    event = Event.PROMOTE_HOST
     require_host(room, actor_id, event)
     wanted = {Role.PARTICIPANT, Role.SCREENSHARE}
     member = _target(room, command.client_id, event, wanted, "an admitted non-host member")
@@ -334,7 +302,7 @@ def _promote(room: Room, actor_id: str, command: PromoteHost) -> Effects:
 
 
 def _demote(room: Room, actor_id: str, command: DemoteHost) -> Effects:
-    event = "demote_host"
+    event = Event.DEMOTE_HOST
     actor = require_host(room, actor_id, event)
     if command.client_id == actor_id:
         raise ProtocolError(
@@ -351,17 +319,17 @@ def _demote(room: Room, actor_id: str, command: DemoteHost) -> Effects:
 
 
 def _lock(room: Room, actor_id: str, *, locked: bool) -> Effects:
-    event = "lock_room" if locked else "unlock_room"
+    event = Event.LOCK_ROOM if locked else Event.UNLOCK_ROOM
     require_host(room, actor_id, event)
     room.locked = locked
     effects = Effects()
     # Not a change of membership or role: no room_state (SPEC §3.2), the event says it.
-    effects.send(admitted_ids(room), "room_locked" if locked else "room_unlocked", {})
+    effects.send(admitted_ids(room), Event.ROOM_LOCKED if locked else Event.ROOM_UNLOCKED, {})
     return effects
 
 
 def _set_media_state(room: Room, actor_id: str, command: SetMediaState) -> Effects:
-    event = "set_media_state"
+    event = Event.SET_MEDIA_STATE
     actor = require_admitted(room, actor_id, event)
     old = room.media.get(actor_id, MediaState())
     # Optional fields may be absent: an absent one keeps its value.
@@ -370,9 +338,9 @@ def _set_media_state(room: Room, actor_id: str, command: SetMediaState) -> Effec
         video=old.video if command.video is None else command.video,
     )
     room.media[actor_id] = new
-    payload: dict[str, Any] = {**client_info(actor), "audio": new.audio, "video": new.video}
+    payload: MediaStateChanged = {**client_info(actor), "audio": new.audio, "video": new.video}
     effects = Effects()
-    effects.send(admitted_ids(room), "media_state", payload)
+    effects.send(admitted_ids(room), Event.MEDIA_STATE, payload)
     return effects
 
 
@@ -385,13 +353,19 @@ def _signal(room: Room, actor_id: str, command: Signal) -> Effects:
             "targetClientId is not another admitted member of this room",
             command.event,
         )
-    # SPEC §3.1: only the target gets it, with the sender's ClientInfo stamped in (over
-    # anything the sender put there); targetClientId is kept for client compatibility.
-    payload = {
-        **command.fields,
-        "targetClientId": target.client_id,
-        **client_info(actor),
-    }
+    # SPEC §3.1: only the target gets it, with the sender's ClientInfo stamped in (after
+    # the sender's fields, which the decoder limited to the event's own); targetClientId
+    # is kept for client compatibility. The cast: mypy cannot spread a union of
+    # TypedDicts, and each member of `fields` gives its own member of SignalRelay.
+    payload = cast(
+        SignalRelay,
+        {
+            **command.fields,
+            "targetClientId": target.client_id,
+            "clientId": actor.client_id,
+            "displayName": actor.display_name,
+        },
+    )
     effects = Effects()
     effects.send((target.client_id,), command.event, payload)
     return effects

@@ -24,7 +24,8 @@ from callroom.room.access import (
     require_admitted,
     require_host,
 )
-from callroom.room.control import event_name, handle
+from callroom.room.commands import event_name
+from callroom.room.control import handle
 from callroom.room.membership import (
     check_join,
     drop,

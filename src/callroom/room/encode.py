@@ -15,11 +15,14 @@ docs/performance.md, "Micro-measurements".
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Final, TypeAlias
 
 import orjson
 
 from callroom.errors import ErrorCode
+from callroom.room.events import Event
+from callroom.room.payloads import ErrorPayload
 
 __all__ = [
     "PONG_FRAME",
@@ -31,18 +34,23 @@ __all__ = [
     "error_frame",
 ]
 
+Payload: TypeAlias = Mapping[str, object]
+"""A frame's payload: one of ``callroom.room.payloads.ServerPayload`` (a TypedDict is a
+``Mapping``), or a payload the node builds itself (the chat events) until it is typed too.
+A ``Mapping`` rather than ``dict``: a TypedDict is not a ``dict[str, ...]`` to mypy."""
 
-def encode_bytes(event: str, payload: dict[str, Any]) -> bytes:
+
+def encode_bytes(event: str, payload: Payload) -> bytes:
     """The UTF-8 text of the frame ``{"event": event, "payload": payload}``."""
     return orjson.dumps({"event": event, "payload": payload})
 
 
-def encode_tail(tail: dict[str, Any]) -> bytes:
+def encode_tail(tail: Payload) -> bytes:
     """The JSON of the entries a frame ends with, for ``encode_split_bytes``."""
     return orjson.dumps(tail)
 
 
-def encode_split_bytes(event: str, head: dict[str, Any], tail_json: bytes) -> bytes:
+def encode_split_bytes(event: str, head: Payload, tail_json: bytes) -> bytes:
     """``encode_bytes(event, {**head, **tail})``, with ``tail`` already encoded.
 
     ``tail_json`` is ``encode_tail(tail)``, made once for every frame that ends with the
@@ -62,7 +70,7 @@ def encode_split_bytes(event: str, head: dict[str, Any], tail_json: bytes) -> by
     )
 
 
-def encode(event: str, payload: dict[str, Any]) -> str:
+def encode(event: str, payload: Payload) -> str:
     """The text of the frame ``{"event": event, "payload": payload}``."""
     return orjson.dumps({"event": event, "payload": payload}).decode()
 
@@ -73,10 +81,11 @@ def error_frame(code: ErrorCode, message: str, event: str | None) -> str:
     ``event`` must be a name the server trusts (``ProtocolError.event`` from the protocol
     layer is one): the frame goes back to the sender as is.
     """
-    return encode("error", {"code": code.value, "message": message, "event": event})
+    payload: ErrorPayload = {"code": code.value, "message": message, "event": event}
+    return encode(Event.ERROR, payload)
 
 
-PONG_FRAME: Final[str] = encode("pong", {})
+PONG_FRAME: Final[str] = encode(Event.PONG, {})
 """The reply to ``ping`` (SPEC §3.1), built once."""
 
 PONG_FRAME_BYTES: Final[bytes] = PONG_FRAME.encode()

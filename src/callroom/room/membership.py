@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from callroom.errors import CloseCode, HandshakeCode, HandshakeRefused
 from callroom.room.access import admitted_ids, client_info, host_ids
+from callroom.room.events import Event
 from callroom.room.model import Effects, Identity, Member, Role, Room, RoomRules
 from callroom.room.views import ViewSnapshot, send_room_states, view_lists
 
@@ -133,10 +134,10 @@ def join(room: Room, identity: Identity, rules: RoomRules) -> Effects:
     info = client_info(member)
     if role.admitted:
         # SPEC §3.2 connect: to the other admitted members.
-        effects.send([c for c in admitted_ids(room) if c != cid], "connect", info)
+        effects.send([c for c in admitted_ids(room) if c != cid], Event.CONNECT, info)
     else:
         # SPEC §3.2 waiting_request: to hosts, whenever a member enters the waiting room.
-        effects.send(host_ids(room), "waiting_request", info)
+        effects.send(host_ids(room), Event.WAITING_REQUEST, info)
     send_room_states(effects, room, [c for c in before.changed(room, after) if c != cid], after)
     return effects
 
@@ -156,7 +157,7 @@ def remove(room: Room, client_id: str, effects: Effects, *, forget: bool) -> Mem
         room.remembered.pop(client_id, None)
     handed = ensure_host(room)
     if member.role.admitted:
-        effects.send(admitted_ids(room), "disconnect", client_info(member))
+        effects.send(admitted_ids(room), Event.DISCONNECT, client_info(member))
     # SPEC §2: after a handoff everybody gets the new room_state; else those whose view
     # changed (hosts only, when a waiting member goes).
     after = view_lists(room)

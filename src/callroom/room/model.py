@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from callroom.errors import CloseCode
+from callroom.room.events import Event
+from callroom.room.payloads import RoomLists, RoomState, RoomStateOwn, ServerPayload
 
 
 class Role(StrEnum):
@@ -87,8 +89,8 @@ class Send:
     """
 
     recipients: tuple[str, ...]
-    event: str
-    payload: dict[str, Any]
+    event: Event
+    payload: ServerPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +105,16 @@ class SendView:
     """
 
     recipient: str
-    own: dict[str, Any]
-    shared: dict[str, Any]
-    event: ClassVar[str] = "room_state"
+    own: RoomStateOwn
+    shared: RoomLists
+    event: ClassVar[Event] = Event.ROOM_STATE
 
     @property
     def recipients(self) -> tuple[str, ...]:
         return (self.recipient,)
 
     @property
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> RoomState:
         return {**self.own, **self.shared}
 
 
@@ -136,12 +138,12 @@ class Effects:
     room_closed: bool = False  # the room is gone (last member left, or ended)
 
     def send(
-        self, recipients: tuple[str, ...] | list[str], event: str, payload: dict[str, Any]
+        self, recipients: tuple[str, ...] | list[str], event: Event, payload: ServerPayload
     ) -> None:
         if recipients:
             self.actions.append(Send(tuple(recipients), event, payload))
 
-    def send_view(self, recipient: str, own: dict[str, Any], shared: dict[str, Any]) -> None:
+    def send_view(self, recipient: str, own: RoomStateOwn, shared: RoomLists) -> None:
         self.actions.append(SendView(recipient, own, shared))
 
     def close(self, client_id: str, code: CloseCode, reason: str = "") -> None:

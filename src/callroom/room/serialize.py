@@ -7,14 +7,44 @@ The format carries a version ``v`` so that a later change can read older rooms.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from callroom.room.model import MediaState, Member, Role, Room
+from callroom.room.payloads import MediaFlags
 
 FORMAT_VERSION = 1
 
 
-def room_to_dict(room: Room) -> dict[str, Any]:
+class MemberRecord(TypedDict):
+    """A ``Member``, field for field (``role`` as its value)."""
+
+    client_id: str
+    display_name: str
+    role: str
+    is_admin: bool
+    is_token_host: bool
+    admitted_seq: int
+    connected: bool
+
+
+class RoomRecord(TypedDict):
+    """A ``Room`` as JSON-safe data, format ``v`` = ``FORMAT_VERSION``."""
+
+    v: int
+    kind: str
+    room_id: str
+    created_at_ms: int
+    members: list[MemberRecord]  # join order
+    hands: list[str]  # queue order
+    locked: bool
+    remembered: dict[str, str]  # client id → a Role value
+    banned: list[str]  # sorted
+    media: dict[str, MediaFlags]
+    seq: int
+    closed: bool
+
+
+def room_to_dict(room: Room) -> RoomRecord:
     return {
         "v": FORMAT_VERSION,
         "kind": room.kind,
@@ -42,7 +72,7 @@ def room_to_dict(room: Room) -> dict[str, Any]:
     }
 
 
-def room_from_dict(data: dict[str, Any]) -> Room:
+def room_from_dict(data: RoomRecord) -> Room:
     """The room ``room_to_dict`` made; ValueError for another format version."""
     if data.get("v") != FORMAT_VERSION:
         raise ValueError(f"unsupported room format version {data.get('v')!r}")

@@ -12,17 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Final, Literal
 
 from callroom.room.access import client_info
 from callroom.room.model import Effects, Member, Role, Room
+from callroom.room.payloads import (
+    ClientInfo,
+    MemberLists,
+    RoomLists,
+    RoomState,
+    RoomStateOwn,
+    RoomSummary,
+)
 
-_HOST = "host"
-_ADMITTED = "admitted"
-_WAITING = "waiting"
+ViewClass = Literal["host", "admitted", "waiting"]
+_HOST: Final = "host"
+_ADMITTED: Final = "admitted"
+_WAITING: Final = "waiting"
 
 
-def _view_class(member: Member) -> str:
+def _view_class(member: Member) -> ViewClass:
     if member.role is Role.HOST:
         return _HOST
     if member.role is Role.WAITING:
@@ -30,12 +39,12 @@ def _view_class(member: Member) -> str:
     return _ADMITTED
 
 
-def _host_lists(room: Room) -> dict[str, Any]:
+def _host_lists(room: Room) -> RoomLists:
     """Every list of ``room_state`` as a host sees it (SPEC §3.2), plus ``locked``/``media``."""
-    hosts: list[dict[str, Any]] = []
-    participants: list[dict[str, Any]] = []
-    waiting: list[dict[str, Any]] = []
-    sharing: list[dict[str, Any]] = []
+    hosts: list[ClientInfo] = []
+    participants: list[ClientInfo] = []
+    waiting: list[ClientInfo] = []
+    sharing: list[ClientInfo] = []
     by_role = {
         Role.HOST: hosts,
         Role.PARTICIPANT: participants,  # role exactly participant (SPEC §3.2)
@@ -57,7 +66,7 @@ def _host_lists(room: Room) -> dict[str, Any]:
     }
 
 
-ViewLists = dict[str, dict[str, Any]]
+ViewLists = dict[ViewClass, RoomLists]
 """The shared part of ``room_state`` per view class (``view_lists``)."""
 
 
@@ -86,13 +95,13 @@ def view_lists(room: Room) -> ViewLists:
     }
 
 
-def _state(room: Room, member: Member, lists: ViewLists) -> tuple[dict[str, Any], dict[str, Any]]:
+def _state(room: Room, member: Member, lists: ViewLists) -> tuple[RoomStateOwn, RoomLists]:
     """``member``'s room_state as (its own part, the lists it shares with its class)."""
     cls = _view_class(member)
     shared = lists[cls]
     if cls == _WAITING:
         shared = {**shared, "waitingUsers": [client_info(member)]}
-    own = {
+    own: RoomStateOwn = {
         "clientId": member.client_id,
         "displayName": member.display_name,
         "role": member.role.value,
@@ -101,28 +110,36 @@ def _state(room: Room, member: Member, lists: ViewLists) -> tuple[dict[str, Any]
     return own, shared
 
 
-def room_state_for(room: Room, client_id: str) -> dict[str, Any]:
+def room_state_for(room: Room, client_id: str) -> RoomState:
     """The ``room_state`` payload for member ``client_id`` (SPEC §3.2); KeyError if absent."""
     own, shared = _state(room, room.members[client_id], view_lists(room))
     return {**own, **shared}
 
 
-def host_view(room: Room) -> dict[str, Any]:
+def _member_lists(lists: RoomLists) -> MemberLists:
+    # `locked` is left out: the REST views sit beside room_summary, which has it.
+    return {
+        "hosts": lists["hosts"],
+        "participants": lists["participants"],
+        "handsRaised": lists["handsRaised"],
+        "waitingUsers": lists["waitingUsers"],
+        "sharingScreen": lists["sharingScreen"],
+        "media": lists["media"],
+    }
+
+
+def host_view(room: Room) -> MemberLists:
     """Every list of ``room_state`` as a host sees it, plus ``media`` (SPEC §4 admin view)."""
-    lists = _host_lists(room)
-    del lists["locked"]  # already in room_summary
-    return lists
+    return _member_lists(_host_lists(room))
 
 
-def member_view(room: Room, client_id: str) -> dict[str, Any]:
+def member_view(room: Room, client_id: str) -> MemberLists:
     """The lists as member ``client_id`` sees them in the room (SPEC §4 member view)."""
-    state = room_state_for(room, client_id)
-    for key in ("clientId", "displayName", "role", "roomId", "locked"):
-        del state[key]
-    return state
+    _, shared = _state(room, room.members[client_id], view_lists(room))
+    return _member_lists(shared)
 
 
-def room_summary(room: Room) -> dict[str, Any]:
+def room_summary(room: Room) -> RoomSummary:
     """One entry of ``GET /api/v1/rooms`` (SPEC §4)."""
     admitted = sum(1 for m in room.members.values() if m.role.admitted)
     return {

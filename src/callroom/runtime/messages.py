@@ -11,11 +11,11 @@ hands the very object over, the Redis bus its bytes (``callroom.runtime.wire``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from callroom.errors import CloseCode
 from callroom.room.encode import encode_bytes, encode_tail
 from callroom.room.model import Effects, Send, SendView
+from callroom.room.payloads import RoomStateOwn
 from callroom.room.record import RoomRecord
 
 
@@ -33,7 +33,7 @@ class ViewTo:
     (an index into ``Update.tails``)."""
 
     recipient: str
-    own: dict[str, Any]
+    own: RoomStateOwn
     tail: int
 
 

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 import structlog
 
 from callroom.errors import CallroomError, CloseCode, ConnectionFailed, ErrorCode, ProtocolError
-from callroom.room.commands import AddChat, Command
-from callroom.room.control import event_name
+from callroom.room.commands import AddChat, Command, event_name
 from callroom.room.protocol import CLIENT_EVENTS, ProtocolLimits, canonical_event, decode
 from callroom.server.framing import pong_frame
 from callroom.server.inbound import FrameBudget
