@@ -127,7 +127,7 @@ async def vanish(node: Any) -> None:
     is done by the nodes that live. (A real ``kill -9`` of a child process would be
     more literal, but a node's process takes ~4 s to import and start here.)
     """
-    from callroom.runtime.redis_writer import finish
+    from callroom.runtime.tasks import finish
 
     hub = node.hub
     assert hub.liveness._task is not None

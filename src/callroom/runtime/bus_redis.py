@@ -25,7 +25,8 @@ from callroom.room.keys import RoomKey
 from callroom.runtime.messages import Delivery, Update
 from callroom.runtime.ports import BusListener
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter, finish, pack_publish
+from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter, pack_publish
+from callroom.runtime.tasks import finish
 from callroom.runtime.wire import dump_delivery, load_message
 
 log = structlog.get_logger(__name__)

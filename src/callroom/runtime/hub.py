@@ -19,7 +19,6 @@ brings every room held here back in step with the store, writing it back if lost
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from callroom.runtime.ports import ImmediateRoomStore, Liveness, RoomBus, RoomSt
 from callroom.runtime.refusals import join_unavailable
 from callroom.runtime.replicas import Replicas
 from callroom.runtime.resync import Resync
+from callroom.runtime.tasks import finish
 from callroom.runtime.transitions import Committed, Decide, Transitions
 
 if TYPE_CHECKING:
@@ -165,13 +165,11 @@ class Hub:
     async def stop(self) -> None:
         """After the sockets closed: finish the transitions under way (bounded by the
         node's grace), say goodbye (the others sweep this node's places at once)."""
-        self.resyncer.stop()
+        await self.resyncer.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.settings.SHUTDOWN_GRACE_SECONDS / 4)
         for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await finish(task)  # a retrying leave or grace may sit in a Redis command
         # The graces this node owns are taken over by the node that sweeps it.
         self.graces.cancel_all()
         await self.liveness.stop()

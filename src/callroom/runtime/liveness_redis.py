@@ -22,7 +22,8 @@ from redis.asyncio import Redis
 from callroom.errors import StoreUnavailable
 from callroom.room.keys import RoomKey
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter, finish
+from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter
+from callroom.runtime.tasks import finish
 
 log = structlog.get_logger(__name__)
 

@@ -25,6 +25,7 @@ from callroom.room.record import RoomRecord
 from callroom.runtime.local import LocalSessions
 from callroom.runtime.ports import Liveness, RoomStore
 from callroom.runtime.replicas import Replicas
+from callroom.runtime.tasks import finish
 
 log = structlog.get_logger(__name__)
 
@@ -88,9 +89,9 @@ class Resync:
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            await finish(self._task)
         self._pending.clear()
         self._settled.set()
 
@@ -107,6 +108,8 @@ class Resync:
                     await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
                     attempt += 1
                     continue
+                except Exception:  # a bug or a record it cannot read: never block the room
+                    log.exception("room_resync_failed", room=key)
                 self._pending.discard(key)
             if not self._again:
                 break

@@ -25,7 +25,8 @@ from callroom.room.keys import RoomKey
 from callroom.room.record import RoomRecord
 from callroom.runtime.messages import Update
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter, finish
+from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter
+from callroom.runtime.tasks import finish
 from callroom.runtime.wire import dump_record, dump_update, load_record
 
 # A closed room's record keeps its version for a day, so versions never repeat for a
