@@ -12,10 +12,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jwt
 from aiohttp import web
@@ -115,12 +115,23 @@ class TokenFactory:
         )
 
 
+# The frame a test barrier puts on a member's socket (tests/deployment.py): never a
+# SPEC §3.1 event, and never seen by a test (``Client.drain`` consumes it).
+BARRIER_EVENT = "test_barrier"
+
+# Puts one barrier frame per node on the member's socket, behind everything the nodes
+# sent it so far; the frames' tokens.
+Barrier = Callable[[], Awaitable[Collection[str]]]
+
+
 @dataclass
 class Client:
     """A member's WebSocket: send events, wait for the next one with a given name."""
 
     ws: ClientConnection
     received: list[dict[str, Any]] = field(default_factory=list)
+    # On many nodes (tests/deployment.py): what makes ``drain`` wait for the other nodes.
+    barrier: Barrier | None = None
 
     async def send(self, event: str, payload: dict[str, Any] | None = None) -> None:
         await self.ws.send(json.dumps({"event": event, "payload": payload or {}}))
@@ -141,7 +152,8 @@ class Client:
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         frame: dict[str, Any] = json.loads(raw)
-        self.received.append(frame)
+        if frame["event"] != BARRIER_EVENT:
+            self.received.append(frame)
         return frame
 
     async def expect(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -158,14 +170,22 @@ class Client:
 
         The server handles one connection's frames in order, so anything queued for
         this client before the ping is received before the pong: no sleep needed.
+        On many nodes the pong only says the client's own node is done; the
+        ``barrier`` then waits for what the other nodes published before now.
         """
         await self.send("ping")
         frames: list[dict[str, Any]] = []
-        while True:
-            frame = await self.next()
-            if frame["event"] == "pong":
-                return frames
+        while (frame := await self.next())["event"] != "pong":
             frames.append(frame)
+        if self.barrier is not None:
+            tokens = set(await self.barrier())
+            while tokens:
+                frame = await self.next()
+                if frame["event"] == BARRIER_EVENT:
+                    tokens.discard(frame["payload"]["token"])
+                else:
+                    frames.append(frame)
+        return frames
 
     async def close(self, code: int = 1000) -> None:
         await self.ws.close(code)
@@ -198,18 +218,36 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
 # -- Helpers of the room protocol tests (tests/integration/test_rooms_*.py) ----------
 
 
+@runtime_checkable
+class Placement(Protocol):
+    """Several nodes serving the rooms (tests/deployment.py ``Deployment``): the node
+    a member's connection goes to, and the barrier of a member's socket there."""
+
+    def node_for(self, token: str) -> Any: ...
+
+    def barrier_for(self, node: Any, key: str, client_id: str) -> Barrier | None: ...
+
+
 def room_url(node: Any, token: str, room: str = "room-1", kind: str = "zoom") -> str:
-    """The WebSocket URL of a room on ``node``, with the token as query parameter."""
+    """The WebSocket URL of a room on ``node`` (or on the node a ``Placement`` gives
+    the token's user), with the token as query parameter."""
+    if isinstance(node, Placement):
+        node = node.node_for(token)
     return f"ws://127.0.0.1:{node.port}/ws/{kind}/{room}?token={token}"
 
 
 async def join_room(
     node: Any, token: str, room: str = "room-1", kind: str = "zoom", **kwargs: Any
 ) -> tuple[Client, dict[str, Any]]:
-    """Connect to a room; the client and its first frame's payload (always room_state)."""
-    client = await open_client(room_url(node, token, room, kind), **kwargs)
+    """Connect to a room; the client and its first frame's payload (always room_state).
+
+    ``node`` may be a ``Placement``: the connection goes where it says."""
+    target = node.node_for(token) if isinstance(node, Placement) else node
+    client = await open_client(room_url(target, token, room, kind), **kwargs)
     first = await client.next()
     assert first["event"] == "room_state", first
+    if isinstance(node, Placement):
+        client.barrier = node.barrier_for(target, f"{kind}:{room}", first["payload"]["clientId"])
     return client, first["payload"]
 
 
