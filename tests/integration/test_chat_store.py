@@ -1273,7 +1273,7 @@ async def test_upgrade_from_an_empty_database_creates_the_table_and_matches_the_
     await asyncio.to_thread(admin.upgrade, url)
     async with opened(url) as store, store.engine.connect() as connection:
 
-        def describe(sync: Connection) -> tuple[set[str], set[str], list[list[str]]]:
+        def describe(sync: Connection) -> tuple[set[str], set[str | None], list[list[str]]]:
             inspector = inspect(sync)
             columns = {c["name"] for c in inspector.get_columns("chat_messages")}
             indexes = {i["name"] for i in inspector.get_indexes("chat_messages")}

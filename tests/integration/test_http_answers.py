@@ -28,7 +28,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 @pytest.fixture
 async def dev_node(tmp_path: Any) -> AsyncIterator[Node]:
     """A `serve --dev` node in this process (its key in memory, not in the work tree)."""
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         DEV_MODE=True,
         HOST="127.0.0.1",
