@@ -12,15 +12,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
+
+from deployment import BARRIER_EVENT, Barrier, Deployment
 
 ISSUER = "https://issuer.callroom.test/"
 AUDIENCE = "callroom-test"
@@ -113,15 +115,6 @@ class TokenFactory:
             algorithm="RS256",
             headers={"kid": signer.kid, **(headers or {})},
         )
-
-
-# The frame a test barrier puts on a member's socket (tests/deployment.py): never a
-# SPEC §3.1 event, and never seen by a test (``Client.drain`` consumes it).
-BARRIER_EVENT = "test_barrier"
-
-# Puts one barrier frame per node on the member's socket, behind everything the nodes
-# sent it so far; the frames' tokens.
-Barrier = Callable[[], Awaitable[Collection[str]]]
 
 
 @dataclass
@@ -218,20 +211,10 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
 # -- Helpers of the room protocol tests (tests/integration/test_rooms_*.py) ----------
 
 
-@runtime_checkable
-class Placement(Protocol):
-    """Several nodes serving the rooms (tests/deployment.py ``Deployment``): the node
-    a member's connection goes to, and the barrier of a member's socket there."""
-
-    def node_for(self, token: str) -> Any: ...
-
-    def barrier_for(self, node: Any, key: str, client_id: str) -> Barrier | None: ...
-
-
 def room_url(node: Any, token: str, room: str = "room-1", kind: str = "zoom") -> str:
-    """The WebSocket URL of a room on ``node`` (or on the node a ``Placement`` gives
-    the token's user), with the token as query parameter."""
-    if isinstance(node, Placement):
+    """The WebSocket URL of a room on ``node`` (a ``Deployment``: on the node of the
+    token's user's next connection), with the token as query parameter."""
+    if isinstance(node, Deployment):
         node = node.node_for(token)
     return f"ws://127.0.0.1:{node.port}/ws/{kind}/{room}?token={token}"
 
@@ -239,14 +222,13 @@ def room_url(node: Any, token: str, room: str = "room-1", kind: str = "zoom") ->
 async def join_room(
     node: Any, token: str, room: str = "room-1", kind: str = "zoom", **kwargs: Any
 ) -> tuple[Client, dict[str, Any]]:
-    """Connect to a room; the client and its first frame's payload (always room_state).
-
-    ``node`` may be a ``Placement``: the connection goes where it says."""
-    target = node.node_for(token) if isinstance(node, Placement) else node
+    """Connect to a room (on ``node``, or where a ``Deployment`` places the token's
+    user); the client and its first frame's payload (always room_state)."""
+    target = node.node_for(token) if isinstance(node, Deployment) else node
     client = await open_client(room_url(target, token, room, kind), **kwargs)
     first = await client.next()
     assert first["event"] == "room_state", first
-    if isinstance(node, Placement):
+    if isinstance(node, Deployment):
         client.barrier = node.barrier_for(target, f"{kind}:{room}", first["payload"]["clientId"])
     return client, first["payload"]
 
