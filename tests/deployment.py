@@ -109,17 +109,15 @@ def send_barrier(via: Node, node: Node, key: str, client_id: str) -> str:
     """Have ``via`` publish, behind every room message it published so far, a frame for
     ``client_id``'s socket on ``node``; the frame's token.
 
-    It goes the way a signal does (a delivery on ``node``'s own channel, SPEC §7), so
-    ``node`` passes it on after everything published before it."""
-    from callroom.cluster.wire import delivery_message
-    from callroom.server.cluster_hub import ClusterHub
+    It goes the way a signal does (a delivery to ``node`` on the room bus, in the order
+    ``via`` published: the ``RoomBus`` contract), so ``node`` passes it on after
+    everything published before it."""
+    from callroom.room.keys import RoomKey
+    from callroom.runtime.messages import Delivery
 
-    sender, receiver = via.hub, node.hub
-    assert isinstance(sender, ClusterHub)
-    assert isinstance(receiver, ClusterHub)
     token = uuid.uuid4().hex
     frame = json.dumps({"event": BARRIER_EVENT, "payload": {"token": token}}).encode()
-    sender.link.publish_to_node(receiver.node_id, key, delivery_message([client_id], frame))
+    via.hub.bus.publish_to_node(node.hub.node_id, RoomKey(key), Delivery((client_id,), frame))
     return token
 
 
@@ -129,7 +127,9 @@ def _nodes(target: Deployment | Node) -> list[Node]:
 
 async def find_room(target: Deployment | Node, key: str = KEY) -> Room | None:
     """The room as the deployment holds it now (on many nodes: its record in Redis)."""
-    return await _nodes(target)[0].hub.find_room(key)
+    from callroom.room.keys import RoomKey
+
+    return await _nodes(target)[0].hub.find_room(RoomKey(key))
 
 
 async def current_room(target: Deployment | Node, key: str = KEY) -> Room:
@@ -142,7 +142,7 @@ async def current_room(target: Deployment | Node, key: str = KEY) -> Room:
 async def room_gone(target: Deployment | Node, key: str = KEY) -> bool:
     """Whether no node finds the room any more (it was closed)."""
     for node in _nodes(target):
-        if await node.hub.find_room(key) is not None:
+        if await find_room(node, key) is not None:
             return False
     return True
 

@@ -17,7 +17,7 @@ import pytest
 from callroom import __version__
 from callroom.auth.dev import DevKeys
 from callroom.config import Settings
-from callroom.server.app import MAX_BODY_BYTES
+from callroom.server.http_answers import MAX_BODY_BYTES
 from callroom.server.http_api import openapi_document
 from callroom.server.node import Node
 from callroom_testing import TokenFactory, http_call
