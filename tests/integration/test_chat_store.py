@@ -753,7 +753,9 @@ async def test_close_finishes_the_batch_in_flight_and_fails_the_queued_adds(
             async with store_locked(database_url):
                 in_flight = asyncio.create_task(store.add(room, msg(1)))
                 await sent.wait()
-                queued = [asyncio.create_task(store.add(room, msg(n))) for n in (2, 3)]
+                queued: list[asyncio.Task[Any]] = [
+                    asyncio.create_task(store.add(room, msg(n))) for n in (2, 3)
+                ]
                 queued.append(asyncio.create_task(store.delete(room, "m1")))
                 await settle()
                 closing = asyncio.create_task(store.close())
