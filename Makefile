@@ -39,8 +39,11 @@ fmt: sync
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# mypy --strict over the server, the benchmark and the tests (pyproject.toml [tool.mypy]);
+# the second run is tests/browser/conftest.py ("conftest" is tests/conftest.py in the first).
 typecheck: sync
 	$(BIN)/mypy
+	$(BIN)/mypy tests/browser/conftest.py
 
 # The web client's JavaScript: tsc --checkJs --strict (TypeScript pinned in
 # package-lock.json, installed by `npm ci` when missing) and node's test runner.

@@ -22,6 +22,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 
+from deployment import BARRIER_EVENT, Barrier, Deployment
+
 ISSUER = "https://issuer.callroom.test/"
 AUDIENCE = "callroom-test"
 
@@ -121,6 +123,8 @@ class Client:
 
     ws: ClientConnection
     received: list[dict[str, Any]] = field(default_factory=list)
+    # On many nodes (tests/deployment.py): what makes ``drain`` wait for the other nodes.
+    barrier: Barrier | None = None
 
     async def send(self, event: str, payload: dict[str, Any] | None = None) -> None:
         await self.ws.send(json.dumps({"event": event, "payload": payload or {}}))
@@ -141,7 +145,8 @@ class Client:
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         frame: dict[str, Any] = json.loads(raw)
-        self.received.append(frame)
+        if frame["event"] != BARRIER_EVENT:
+            self.received.append(frame)
         return frame
 
     async def expect(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -158,14 +163,22 @@ class Client:
 
         The server handles one connection's frames in order, so anything queued for
         this client before the ping is received before the pong: no sleep needed.
+        On many nodes the pong only says the client's own node is done; the
+        ``barrier`` then waits for what the other nodes published before now.
         """
         await self.send("ping")
         frames: list[dict[str, Any]] = []
-        while True:
-            frame = await self.next()
-            if frame["event"] == "pong":
-                return frames
+        while (frame := await self.next())["event"] != "pong":
             frames.append(frame)
+        if self.barrier is not None:
+            tokens = set(await self.barrier())
+            while tokens:
+                frame = await self.next()
+                if frame["event"] == BARRIER_EVENT:
+                    tokens.discard(frame["payload"]["token"])
+                else:
+                    frames.append(frame)
+        return frames
 
     async def close(self, code: int = 1000) -> None:
         await self.ws.close(code)
@@ -199,17 +212,24 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
 
 
 def room_url(node: Any, token: str, room: str = "room-1", kind: str = "zoom") -> str:
-    """The WebSocket URL of a room on ``node``, with the token as query parameter."""
+    """The WebSocket URL of a room on ``node`` (a ``Deployment``: on the node of the
+    token's user's next connection), with the token as query parameter."""
+    if isinstance(node, Deployment):
+        node = node.node_for(token)
     return f"ws://127.0.0.1:{node.port}/ws/{kind}/{room}?token={token}"
 
 
 async def join_room(
     node: Any, token: str, room: str = "room-1", kind: str = "zoom", **kwargs: Any
 ) -> tuple[Client, dict[str, Any]]:
-    """Connect to a room; the client and its first frame's payload (always room_state)."""
-    client = await open_client(room_url(node, token, room, kind), **kwargs)
+    """Connect to a room (on ``node``, or where a ``Deployment`` places the token's
+    user); the client and its first frame's payload (always room_state)."""
+    target = node.node_for(token) if isinstance(node, Deployment) else node
+    client = await open_client(room_url(target, token, room, kind), **kwargs)
     first = await client.next()
     assert first["event"] == "room_state", first
+    if isinstance(node, Deployment):
+        client.barrier = node.barrier_for(target, f"{kind}:{room}", first["payload"]["clientId"])
     return client, first["payload"]
 
 

@@ -70,7 +70,7 @@ async def start_dev_node(keys: DevKeys, database: Path, **overrides: Any) -> Nod
         "RATE_LIMIT_BURST": 100,
     }
     values.update(overrides)
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **values)
     node = Node(settings, dev_keys=keys)
     await node.start()
     return node

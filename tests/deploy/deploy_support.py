@@ -114,7 +114,7 @@ def exported_metric_names(exposition: str) -> set[str]:
         "summary": ("", "_sum", "_count", "_created"),
         "info": ("_info",),
     }
-    names = set()
+    names: set[str] = set()
     for line in exposition.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ", 3)

@@ -104,12 +104,12 @@ def test_node_environment_is_settings_and_valid(compose: dict[str, Any]) -> None
 
     env = env_file_values()
     for name, service in nodes(compose).items():
-        environment = {
+        environment: dict[str, Any] = {
             key: interpolate(value, env) for key, value in service["environment"].items()
         }
         unknown = set(environment) - settings_fields()
         assert not unknown, (name, unknown)
-        settings = Settings(_env_file=None, **environment)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **environment)
         assert settings.REDIS_URL
         assert settings.DATABASE_URL.startswith("postgresql://")
 

@@ -120,7 +120,7 @@ def test_configmap_and_secret_make_valid_settings(
     for name, value in settings_values(resources).items():
         assert isinstance(value, str), name  # a ConfigMap holds strings only
         monkeypatch.setenv(name, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.REDIS_URL
     assert settings.DATABASE_URL.startswith("postgresql://")
     assert settings.PORT == 8080

@@ -274,7 +274,7 @@ async def test_one_meeting_through_nginx_on_both_nodes(
     assert state["role"] == "host"
     members: dict[str, Client] = {"alice": alice}
     for sub in ("bob", "carol", "dave"):
-        extra = {}
+        extra: dict[str, Any] = {}
         if sub == "carol":  # what a client claims is kept, the real address appended
             extra = {"additional_headers": {"X-Forwarded-For": "203.0.113.9"}}
         client, _ = await join_room(lb, tokens[sub], ROOM, **source(sub), **extra)

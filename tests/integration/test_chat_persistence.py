@@ -1,7 +1,9 @@
 """Chat history through the server, on both stores (SPEC §3.1 chat rows, §4, §6, §8).
 
 Parametrised over a temporary SQLite file and a PostgreSQL database of its own on the
-real server at 127.0.0.1:5432.
+real server at 127.0.0.1:5432. Paging and deleting, a room's behaviour, also run on two
+nodes (tests/deployment.py); the rest is one node only: restarts, outages and the memory
+window of one process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from callroom_testing import TokenFactory, fresh_pg_database, open_client, pg_admin, wait_until
+from callroom_testing import (
+    TokenFactory,
+    fresh_pg_database,
+    open_client,
+    pg_admin,
+    room_url,
+    wait_until,
+)
+from deployment import DeployFactory
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,7 +36,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 def ws(node: Any, token: str, room: str = "persist") -> str:
-    return f"ws://127.0.0.1:{node.port}/ws/chat/{room}?token={token}"
+    return room_url(node, token, room, kind="chat")
 
 
 async def test_history_survives_a_restart_and_retries_stay_idempotent(
@@ -58,10 +68,10 @@ async def test_history_survives_a_restart_and_retries_stay_idempotent(
 
 
 async def test_recent_chats_page_past_the_memory_window_into_the_store(
-    start_node: Any, make_token: TokenFactory, database_url: str
+    deploy: DeployFactory, make_token: TokenFactory, database_url: str
 ) -> None:
-    node = await start_node(DATABASE_URL=database_url, CHAT_HISTORY_LIMIT=2)
-    alice = await open_client(ws(node, make_token("alice", "Alice")))
+    nodes = await deploy(DATABASE_URL=database_url, CHAT_HISTORY_LIMIT=2)
+    alice = await open_client(ws(nodes, make_token("alice", "Alice")))
     await alice.expect("room_state")
     for n in range(6):
         await alice.send("add_chat", {"chatContent": f"c{n}", "chatId": f"id{n}"})
@@ -81,7 +91,7 @@ async def test_recent_chats_page_past_the_memory_window_into_the_store(
     async with (
         aiohttp.ClientSession() as http,
         http.get(
-            f"{node.url}/api/v1/rooms/chat/persist/messages?limit=100",
+            f"{nodes.url}/api/v1/rooms/chat/persist/messages?limit=100",
             headers={"Authorization": f"Bearer {make_token('alice')}"},
         ) as resp,
     ):

@@ -2,7 +2,8 @@
 
 A member's consecutive ``add_chat`` frames wait for the store together (one group commit
 instead of one commit each), and every other frame, every error and the member's end still
-come after the messages sent before them (docs/architecture.md "Chat pipelining").
+come after the messages sent before them (docs/architecture.md "Chat pipelining"). On one
+node and on two (tests/deployment.py); what is measured or patched is bob's node.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from callroom.chat.base import ChatMessage
 from callroom.errors import ErrorCode, ProtocolError
 from callroom.server.session import PIPELINED_ADDS
 from callroom_testing import TokenFactory, meeting, metric_value
+from deployment import DeployFactory
 
 BURSTS = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}
+# Temporary (issue 18, the many-node runtime is being rewritten): a real difference.
+ERRORS_OVERTAKE_ADDS = pytest.mark.xfail_on_two_nodes(
+    "many nodes: the sender's own add_chat echoes come back through Redis, so an "
+    "error or pong answered at once on its node overtakes them (SPEC §3.2 order)"
+)
 # The node's default test store (SQLite: adds answered after a commit) and memory://
 # (adds answered at once, before the callback that broadcasts them has run).
 STORES = pytest.mark.parametrize(
@@ -31,10 +38,10 @@ def add_chat(chat_id: str) -> str:
 
 
 async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(**BURSTS)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(**BURSTS)
+    alice, bob = await meeting(nodes, make_token, "bob")
     sent = [f"m{i}" for i in range(PIPELINED_ADDS + 36)]  # past the in-flight cap
 
     bob.send_burst(*(add_chat(chat_id) for chat_id in sent), '{"event": "get_recent_chats"}')
@@ -45,6 +52,7 @@ async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
     assert recent["total"] == len(sent)
     assert [(await alice.expect("add_chat"))["chatId"] for _ in sent] == sent
     # Read together, the adds were committed together: fewer commits than messages.
+    node = nodes.node_of("bob")  # bob's node stores bob's messages
     stored = await metric_value(node, "callroom_chat_store_batch_messages_sum")
     commits = await metric_value(node, "callroom_chat_store_batch_messages_count")
     assert stored == len(sent)
@@ -52,12 +60,13 @@ async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
     assert await metric_value(node, "callroom_chat_store_commit_seconds_count") == commits
 
 
+@ERRORS_OVERTAKE_ADDS
 @STORES
 async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
-    start_node: Any, make_token: TokenFactory, store: dict[str, str]
+    deploy: DeployFactory, make_token: TokenFactory, store: dict[str, str]
 ) -> None:
-    node = await start_node(**BURSTS, **store)
-    _alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(**BURSTS, **store)
+    _alice, bob = await meeting(nodes, make_token, "bob")
 
     bob.send_burst(
         add_chat("first"),
@@ -84,10 +93,10 @@ async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
 
 @STORES
 async def test_a_members_last_chats_reach_the_room_before_its_leave(
-    start_node: Any, make_token: TokenFactory, store: dict[str, str]
+    deploy: DeployFactory, make_token: TokenFactory, store: dict[str, str]
 ) -> None:
-    node = await start_node(**BURSTS, **store)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(**BURSTS, **store)
+    alice, bob = await meeting(nodes, make_token, "bob")
     sent = [f"bye{i}" for i in range(5)]
 
     bob.send_burst(*(add_chat(chat_id) for chat_id in sent), close_code=1000)
@@ -98,13 +107,15 @@ async def test_a_members_last_chats_reach_the_room_before_its_leave(
     assert frames[-1]["payload"]["clientId"] == "bob"
 
 
+@ERRORS_OVERTAKE_ADDS
 async def test_an_add_refused_before_the_store_is_answered_after_the_adds_before_it(
-    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+    deploy: DeployFactory, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first add waits for its commit; the second is refused at once by a room rule,
     yet its error comes after the first add's broadcast."""
-    node = await start_node(**BURSTS)
-    _alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(**BURSTS)
+    _alice, bob = await meeting(nodes, make_token, "bob")
+    node = nodes.node_of("bob")
     store_submit = node.hub.history.submit
 
     def refuse_the_second(room: str, message: ChatMessage, **kwargs: Any) -> Any:
@@ -126,12 +137,13 @@ async def test_an_add_refused_before_the_store_is_answered_after_the_adds_before
 
 
 async def test_a_handler_that_fails_answers_unavailable_and_the_socket_stays(
-    start_node: Any, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+    deploy: DeployFactory, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in a handler (here: the store and the verifier raising what they never
     should) is answered like a store outage, on the pipelined path and the inline one."""
-    node = await start_node(**BURSTS)
-    _alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(**BURSTS)
+    _alice, bob = await meeting(nodes, make_token, "bob")
+    node = nodes.node_of("bob")
 
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("a bug")

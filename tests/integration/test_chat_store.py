@@ -753,7 +753,9 @@ async def test_close_finishes_the_batch_in_flight_and_fails_the_queued_adds(
             async with store_locked(database_url):
                 in_flight = asyncio.create_task(store.add(room, msg(1)))
                 await sent.wait()
-                queued = [asyncio.create_task(store.add(room, msg(n))) for n in (2, 3)]
+                queued: list[asyncio.Task[Any]] = [
+                    asyncio.create_task(store.add(room, msg(n))) for n in (2, 3)
+                ]
                 queued.append(asyncio.create_task(store.delete(room, "m1")))
                 await settle()
                 closing = asyncio.create_task(store.close())
@@ -1273,7 +1275,7 @@ async def test_upgrade_from_an_empty_database_creates_the_table_and_matches_the_
     await asyncio.to_thread(admin.upgrade, url)
     async with opened(url) as store, store.engine.connect() as connection:
 
-        def describe(sync: Connection) -> tuple[set[str], set[str], list[list[str]]]:
+        def describe(sync: Connection) -> tuple[set[str], set[str | None], list[list[str]]]:
             inspector = inspect(sync)
             columns = {c["name"] for c in inspector.get_columns("chat_messages")}
             indexes = {i["name"] for i in inspector.get_indexes("chat_messages")}

@@ -1,25 +1,27 @@
-"""Many nodes over real Redis (SPEC §7): one room across nodes, without sticky sessions.
+"""Many nodes over real Redis (SPEC §7): what only a deployment of many nodes has.
 
-Every test puts the members of one room on DIFFERENT nodes (real nodes, real sockets,
-one real Redis, one shared chat store) and checks that they see one room: one host,
-one waiting room, one chat, signaling relayed across nodes, host controls and sessions
-that hold on every node, and the members of a node that stops or dies dropped and
-handed over to the living.
+The room behaviour itself (lobby, chat, signaling, host controls, sessions, limits, the
+REST API) is tested on one node and on two nodes sharing Redis by the same tests, with
+members alternating between the nodes (tests/deployment.py, the ``deploy`` fixture).
+This file keeps what one node cannot show: a member moving between nodes in the middle
+of something, the order of a member's frames across nodes, what a node holds of a room
+and lets go of, nodes that stop or die (sweep, takeover of graces), Redis unreachable or
+cut off, races between nodes, and the keys in Redis.
 
-Across nodes ``drain`` is not a barrier: a ping is answered by the client's own node,
-which may not have heard yet what another node published. ``heard`` is: another member
-signals the client (a delivery published on the room's channel), and a Redis channel
-delivers in publish order, so once that signal is in, everything published on the room's
-channel before it has been passed on by the client's node. No test sleeps to let
-something happen; where time itself is the subject (a grace, a node's death) the test
-waits for the server state that ends it and checks the time it took.
+Across nodes ``drain`` is not a barrier here (these tests use plain nodes, not a
+deployment): a ping is answered by the client's own node, which may not have heard yet
+what another node published. ``heard`` is: another member signals the client (a
+delivery published to the client's node), and a node's subscriber connection delivers
+in publish order, so once that signal is in, everything published before it has been
+passed on by the client's node. No test sleeps to let something happen; where time
+itself is the subject (a grace, a node's death) the test waits for the server state
+that ends it and checks the time it took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import time
 import uuid
@@ -36,7 +38,6 @@ from callroom_testing import (
     join_room,
     refused,
     room_url,
-    settle,
     wait_until,
 )
 
@@ -204,218 +205,7 @@ class RedisProxy:
             self._writers -= {writer, up_writer}
 
 
-# -- one room ---------------------------------------------------------------------------
-
-
-async def test_members_on_two_nodes_see_one_room(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, state = await join_room(one, make_token("alice", "Alice"))
-    assert state["role"] == "host"
-    bob, admitted = await join_admitted(alice, two, make_token("bob", "Bob"))
-    assert ids(admitted["hosts"]) == ["alice"]
-    await bob.send("add_chat", {"chatContent": "hello from two"})
-    chat = await alice.expect("add_chat")
-    assert chat["chatContent"] == "hello from two"
-    assert chat["clientId"] == "bob"
-    await settle(alice, bob)
-
-
-async def test_first_member_on_each_node_is_not_host_twice(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    """Two nodes, one room: only the very first member is host, whatever node it is on."""
-    one, two = await start_cluster()
-    alice, state = await join_room(one, make_token("alice", "Alice"))
-    assert state["role"] == "host"
-    bob, state = await join_room(two, make_token("bob", "Bob"))
-    assert state["role"] == "waiting"  # node two knew no member: the room is still one
-    assert state["waitingUsers"] == [BOB]
-    assert state["hosts"] == []  # a waiting member sees only itself (SPEC §3.2)
-    room = (await shared_record(one)).room
-    assert set(room.members) == {"alice", "bob"}
-    await wait_until(lambda: set(two.hub.rooms[KEY].members) == {"alice", "bob"})
-    await alice.close()
-    await bob.close()
-
-
-# -- the waiting room (SPEC §2, §3.1, §3.2) -------------------------------------------
-
-
-async def test_stranger_on_another_node_knocks_and_the_host_admits_it(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, _ = await join_room(one, make_token("alice", "Alice"))
-    bob, state = await join_room(two, make_token("bob", "Bob"))
-    assert state["role"] == "waiting"
-    assert await alice.expect("waiting_request") == BOB
-    assert (await alice.expect("room_state"))["waitingUsers"] == [BOB]
-
-    await bob.send("request_waiting")  # knocking again reaches the host on node one
-    assert await alice.expect("waiting_request") == BOB
-
-    await alice.send("accept_waiting", {"clientId": "bob"})
-    assert await bob.expect("accept_waiting") == BOB
-    state = await bob.expect("room_state")
-    assert state["role"] == "participant"
-    assert state["hosts"] == [ALICE]
-    assert state["participants"] == [BOB]
-    assert await alice.expect("accept_waiting") == BOB
-    assert await alice.expect("connect") == BOB
-    host_view = await alice.expect("room_state")
-    assert (host_view["waitingUsers"], host_view["participants"]) == ([], [BOB])
-    assert (await shared_record(two)).room.members["bob"].role == "participant"
-
-    # Admitted, bob is in the meeting: its chat reaches node one.
-    await bob.send("add_chat", {"chatContent": "thanks"})
-    assert (await alice.expect("add_chat"))["chatContent"] == "thanks"
-
-
-async def test_denied_on_another_node_is_closed_4003_and_forgotten(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, _ = await join_room(one, make_token("alice", "Alice"))
-    bob, _ = await join_room(two, make_token("bob", "Bob"))
-    await alice.expect("waiting_request")
-    await alice.expect("room_state")
-
-    await alice.send("deny_waiting", {"clientId": "bob"})
-    assert await bob.expect("deny_waiting") == BOB
-    assert await bob.closed_with() == 4003
-    assert await alice.expect("deny_waiting") == BOB
-    assert (await alice.expect("room_state"))["waitingUsers"] == []
-    assert set((await shared_record(one)).room.members) == {"alice"}
-    # Node two holds nothing of the room any more.
-    await wait_until(lambda: KEY not in two.hub.rooms and not two.hub.sessions.get(KEY))
-
-    bob2, state = await join_room(two, make_token("bob", "Bob"))  # knocks again
-    assert state["role"] == "waiting"
-    assert await alice.expect("waiting_request") == BOB
-    await bob2.close()
-
-
-async def test_waiting_member_on_another_node_sees_nothing_of_the_meeting(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    """SPEC §3.2: a waiting member receives only room_state, accept/deny_waiting, pong,
-    error. wendy waits on node two next to bob, so everything the meeting sends reaches
-    node two; bob is the positive control."""
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    wendy, _ = await join_room(two, make_token("wendy", "Wendy"))
-    await alice.expect("waiting_request")
-
-    await alice.send("add_chat", {"chatContent": "members only"})
-    chat = await alice.expect("add_chat")
-    await alice.send("raise_hand")
-    await alice.send("set_media_state", {"audio": True})
-    await alice.send("offer", {"targetClientId": "bob", "sdp": "v=0", "type": "offer"})
-    await alice.send("offer", {"targetClientId": "wendy", "sdp": "v=0", "type": "offer"})
-    await alice.send("delete_chat", {"chatId": chat["chatId"]})
-    await alice.send("lock_room")
-    await carol.send("request_screenshare")
-    alice_got = await heard(alice, "alice", via=carol)
-    errors = [f["payload"] for f in alice_got if f["event"] == "error"]
-    assert [(e["code"], e["event"]) for e in errors] == [("target_not_found", "offer")]
-    assert "request_screenshare" in events(alice_got)
-    await bob.send("add_chat", {"chatContent": "from node two"})
-    await carol.send("candidate", {"targetClientId": "bob", "candidate": "c"})
-    # bob, next to wendy, got all of it: so node two heard it all.
-    got = events(await heard(bob, "bob", via=alice))
-    for event in (
-        "add_chat",
-        "raise_hand",
-        "media_state",
-        "offer",
-        "delete_chat",
-        "room_locked",
-        "candidate",
-    ):
-        assert event in got, event
-
-    assert set(events(await wendy.drain())) <= {"room_state"}
-    # And a waiting member may not send any of it.
-    await wendy.send("add_chat", {"chatContent": "let me in"})
-    assert (await wendy.expect("error"))["code"] == "forbidden"
-    await wendy.send("get_recent_chats")
-    assert (await wendy.expect("error"))["code"] == "forbidden"
-    await wendy.send("offer", {"targetClientId": "alice", "sdp": "v=0", "type": "offer"})
-    assert (await wendy.expect("error"))["code"] == "forbidden"
-    await wendy.send("raise_hand")
-    assert (await wendy.expect("error"))["code"] == "forbidden"
-    for member, name, via in ((alice, "alice", carol), (carol, "carol", alice)):
-        frames = await heard(member, name, via=via)
-        assert [f for f in frames if f["payload"].get("clientId") == "wendy"] == [], name
-
-
-# -- signaling (SPEC §3.1) ------------------------------------------------------------
-
-
-async def test_signaling_is_relayed_across_nodes_to_the_target_only(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    spoof = {"clientId": "alice", "displayName": "Alice (host)"}
-
-    offer = {"sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n", "type": "offer"}
-    await bob.send("offer", {**offer, **spoof, "targetClientId": "carol"})
-    frame = await carol.next()  # the very next frame: nothing before it
-    assert frame == {
-        "event": "offer",
-        "payload": {**offer, "targetClientId": "carol", **BOB},
-    }
-
-    candidate = {"candidate": "candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host"}
-    await carol.send("candidate", {**candidate, "sdpMLineIndex": 0, "targetClientId": "bob"})
-    frame = await bob.next()
-    assert frame == {
-        "event": "candidate",
-        "payload": {
-            **candidate,
-            "sdpMid": None,
-            "sdpMLineIndex": 0,
-            "targetClientId": "bob",
-            **CAROL,
-        },
-    }
-    await alice.send("answer", {"sdp": "v=0 answer", "type": "answer", "targetClientId": "bob"})
-    assert (await bob.next())["payload"] == {
-        "sdp": "v=0 answer",
-        "type": "answer",
-        "targetClientId": "bob",
-        **ALICE,
-    }
-    # Nobody else got any of it, the senders no echo (bob, alone on node two, included).
-    assert await heard(alice, "alice", via=carol) == []
-    assert await heard(bob, "bob", via=carol) == []
-    assert await heard(carol, "carol", via=bob) == []
-
-
-async def test_signal_to_anyone_but_an_admitted_member_is_target_not_found(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    dave, _ = await join_admitted(alice, two, make_token("dave", "Dave"))
-    wendy, _ = await join_room(two, make_token("wendy", "Wendy"))  # waiting, on node two
-    await alice.expect("room_state")
-    await dave.close()  # left for good, from node two
-    assert await carol.expect("disconnect") == {"clientId": "dave", "displayName": "Dave"}
-    await heard(carol, "carol", via=alice)
-
-    for target in ("wendy", "dave", "nobody", "carol"):
-        await carol.send("renegotiate", {"targetClientId": target})
-        error = await carol.expect("error")
-        assert (error["code"], error["event"]) == ("target_not_found", "renegotiate"), target
-    assert "renegotiate" not in events(await wendy.drain())
-    assert "renegotiate" not in events(await heard(bob, "bob", via=alice))
-    # Positive control: the same signal to an admitted member on the other node.
-    await carol.send("renegotiate", {"targetClientId": "bob"})
-    assert (await bob.expect("renegotiate"))["clientId"] == "carol"
+# -- a member's frames across nodes, a member moving between nodes (SPEC §3.2) ----------
 
 
 async def test_signal_right_after_admitting_reaches_the_newcomer(
@@ -446,61 +236,6 @@ async def test_signal_right_after_admitting_reaches_the_newcomer(
         assert "error" not in events(await heard(alice, "alice", via=guest))
         await guest.close()
         assert (await alice.expect("disconnect"))["clientId"] == sub
-
-
-# -- chat (SPEC §3.1) -------------------------------------------------------------------
-
-
-async def test_chat_is_one_chat_across_nodes(start_cluster: Any, make_token: TokenFactory) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-
-    await bob.send("add_chat", {"chatContent": "  from two  ", "clientId": "alice"})
-    first = await bob.expect("add_chat")
-    assert {k: first[k] for k in ("clientId", "displayName", "chatContent")} == {
-        **BOB,
-        "chatContent": "from two",
-    }
-    assert await alice.expect("add_chat") == first
-    assert await carol.expect("add_chat") == first
-    await alice.send("add_chat", {"chatContent": "from one"})
-    second = await bob.expect("add_chat")
-    assert second["clientId"] == "alice"
-    await bob.send("add_chat", {"chatContent": "to be deleted"})
-    third = await bob.expect("add_chat")
-    for member in (alice, carol):
-        assert await member.expect("add_chat") == second
-        assert await member.expect("add_chat") == third
-
-    # History from the shared store, asked on either node.
-    await bob.send("get_recent_chats")
-    page = await bob.expect("get_recent_chats")
-    assert page == {"messages": [first, second, third], "total": 3, "hasMore": False}
-    await carol.send("recents_chat", {"limit": 1})
-    assert await carol.expect("recents_chat") == {
-        "messages": [third],
-        "total": 3,
-        "hasMore": True,
-    }
-
-    # The author deletes on node two: seen on both nodes.
-    await bob.send("delete_chat", {"chatId": third["chatId"]})
-    deleted = {"chatId": third["chatId"], **BOB}
-    for member in (alice, bob, carol):
-        assert await member.expect("delete_chat") == deleted
-    # Someone else's message: not for a participant, but for the host on node one.
-    await carol.send("delete_chat", {"chatId": first["chatId"]})
-    error = await carol.expect("error")
-    assert (error["code"], error["event"]) == ("forbidden", "delete_chat")
-    await alice.send("delete_chat", {"chatId": first["chatId"]})
-    for member in (alice, bob, carol):
-        assert await member.expect("delete_chat") == {"chatId": first["chatId"], **ALICE}
-    await bob.send("delete_chat", {"chatId": first["chatId"]})  # gone for good
-    assert (await bob.expect("error"))["code"] == "not_found"
-
-    await carol.send("get_recent_chats")
-    page = await carol.expect("get_recent_chats")
-    assert page == {"messages": [second], "total": 1, "hasMore": False}
 
 
 async def test_chat_retry_after_moving_to_another_node_is_answered_to_the_sender_only(
@@ -569,329 +304,85 @@ async def test_a_members_frames_reach_another_node_in_their_order(
         await heard(carol, "carol", via=alice)  # that reads nothing stops its socket
 
 
-# -- host controls (SPEC §3.1) ----------------------------------------------------------
+# -- what a node holds of a room ---------------------------------------------------------
 
 
-async def test_kick_with_ban_is_refused_on_every_node(
+async def test_a_node_holding_nothing_of_the_room_answers_joins_from_its_record(
     start_cluster: Any, make_token: TokenFactory
 ) -> None:
-    """Node one and two hold members (their replicas answer the check before the
-    upgrade), node three holds nothing of the room (it reads the record in Redis)."""
-    one, two, three = await start_cluster(3)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    dave, _ = await join_admitted(alice, two, make_token("dave", "Dave"))
-    await heard(bob, "bob", via=alice)
-    await heard(carol, "carol", via=alice)
+    """The check before the upgrade (SPEC §2) on a node with no replica of the room reads
+    the room's record in Redis: its size, a ban and a lock made on node one hold on node
+    two, which never held any of it."""
+    one, two = await start_cluster(MAX_ROOM_SIZE=2)
+    alice, _ = await join_room(one, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, one, make_token("bob", "Bob"))
+    assert forgot_the_room(two)
+    status, body = await refused(room_url(two, make_token("mallory")))
+    assert (status, body["error"]) == (409, "room_full")
 
     await alice.send("kick_participant", {"clientId": "bob", "ban": True})
     assert await bob.closed_with() == 4004
-    for member in (alice, carol, dave):
-        assert await member.expect("disconnect") == BOB
-        assert "bob" not in ids((await member.expect("room_state"))["participants"])
-    assert "bob" in (await shared_record(three)).room.banned
-    assert KEY not in three.hub.rooms  # node three has no replica: it asks Redis
-
-    for node in (two, one, three):
-        for token in (make_token("bob"), make_token("bob", roles=["admin"])):
-            status, body = await refused(room_url(node, token))
-            assert (status, body["error"]) == (403, "banned")
-    elsewhere, _ = await join_room(three, make_token("bob"), room="room-2")  # other rooms
-    await elsewhere.close()
-
-    await alice.send("unban_participant", {"clientId": "bob"})
-    assert await alice.expect("unban_participant") == {"clientId": "bob"}
-    bob2, state = await join_room(three, make_token("bob", "Bob"))
-    assert state["role"] == "waiting"  # the kick erased the memory: bob knocks again
-    assert await alice.expect("waiting_request") == BOB
-    await bob2.close()
-
-
-async def test_kick_without_ban_closes_4004_on_the_other_node_and_bob_knocks_again(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await bob.send("kick_participant", {"clientId": "carol"})  # not a host
-    assert (await bob.expect("error"))["code"] == "forbidden"
-    await alice.send("kick_participant", {"clientId": "bob"})
-    assert await bob.closed_with() == 4004
-    assert await carol.expect("disconnect") == BOB
-    bob2, state = await join_room(one, make_token("bob", "Bob"))
-    assert state["role"] == "waiting"
-    assert await alice.expect("waiting_request") == BOB
-    await bob2.close()
-
-
-async def test_locked_room_refuses_strangers_on_every_node(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two, three = await start_cluster(3)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
     await alice.send("lock_room")
-    for member in (alice, bob, carol):
-        assert await member.expect("room_locked") == {}
-    assert (await shared_record(one)).room.locked
-
-    for node in (two, three):  # node two with a replica, node three without
-        status, body = await refused(room_url(node, make_token("mallory")))
-        assert (status, body["error"]) == (403, "room_locked")
-    hank, state = await join_room(three, make_token("hank", "Hank", roles=["host"]))
+    assert await alice.expect("room_locked") == {}
+    assert forgot_the_room(two)
+    for token in (make_token("bob"), make_token("bob", roles=["admin"])):
+        status, body = await refused(room_url(two, token))
+        assert (status, body["error"]) == (403, "banned")
+    status, body = await refused(room_url(two, make_token("mallory")))
+    assert (status, body["error"]) == (403, "room_locked")
+    # Positive control: a token host is let in, on the record's terms.
+    hank, state = await join_room(two, make_token("hank", "Hank", roles=["host"]))
     assert (state["role"], state["locked"]) == ("host", True)
-
-    await bob.close()  # leaves; remembered as admitted: a locked room lets it in
-    assert await alice.expect("disconnect") == BOB
-    bob2, state = await join_room(three, make_token("bob", "Bob"))
-    assert state["role"] == "participant"
-
-    await hank.send("unlock_room")  # a host on node three unlocks
-    assert await bob2.expect("room_unlocked") == {}
-    assert await alice.expect("room_unlocked") == {}
-    mallory, state = await join_room(two, make_token("mallory"))
-    assert (state["role"], state["locked"]) == ("waiting", False)
-    for client in (mallory, bob2, hank):
-        await client.close()
+    assert ids(state["hosts"]) == ["alice", "hank"]
+    await hank.close()
 
 
-async def test_promote_and_demote_across_nodes(
-    start_cluster: Any, make_token: TokenFactory
+async def test_a_node_lets_go_of_a_room_once_none_of_its_members_is_left(
+    start_cluster: Any, make_token: TokenFactory, redis_url: str
 ) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await bob.send("lock_room")  # not a host yet
-    assert (await bob.expect("error"))["code"] == "forbidden"
+    """Node two stops hearing the room (no replica, no subscription) as soon as its last
+    member of it is gone, whichever way: denied, left, kicked, or its session taken over
+    through node one. The room lives on at node one."""
+    from redis.asyncio import Redis
 
-    await alice.send("promote_host", {"clientId": "bob"})
-    for member in (alice, bob, carol):
-        state = await member.expect("room_state")
-        assert (ids(state["hosts"]), ids(state["participants"])) == (["alice", "bob"], ["carol"])
-    assert bob.received[-1]["payload"]["role"] == "host"
+    from callroom.runtime.redis_keys import RedisKeys
 
-    # bob, host on node two, acts on members of node one and on the waiting room.
-    wendy, _ = await join_room(one, make_token("wendy", "Wendy"))
-    assert await bob.expect("waiting_request") == {"clientId": "wendy", "displayName": "Wendy"}
-    await bob.send("accept_waiting", {"clientId": "wendy"})
-    assert (await wendy.expect("room_state"))["role"] == "participant"
-    await heard(alice, "alice", via=carol)
-    await heard(bob, "bob", via=carol)
-    await heard(carol, "carol", via=alice)
-    await bob.send("demote_host", {"clientId": "alice"})
-    for member in (alice, bob, carol):
-        state = await member.expect("room_state")
-        assert ids(state["hosts"]) == ["bob"]
-        assert "alice" in ids(state["participants"])
-    assert alice.received[-1]["payload"]["role"] == "participant"
-    await alice.send("lock_room")  # no longer a host
-    assert (await alice.expect("error"))["code"] == "forbidden"
-    await bob.send("demote_host", {"clientId": "carol"})  # not a host
-    assert (await bob.expect("error"))["code"] == "not_found"
-    room = (await shared_record(one)).room
-    assert (room.members["alice"].role, room.members["bob"].role) == ("participant", "host")
-
-
-async def test_end_room_closes_everyone_on_both_nodes_4005(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    wendy, _ = await join_room(two, make_token("wendy", "Wendy"))
-    await alice.expect("waiting_request")
-    await bob.send("end_room")  # a participant may not
-    assert (await bob.expect("error"))["code"] == "forbidden"
-
-    await alice.send("end_room")
-    for client in (alice, bob, carol, wendy):
-        assert await client.closed_with() == 4005
-    assert await shared_record(one) is None
-    for node in (one, two):
-        await wait_until(functools.partial(forgot_the_room, node))
-        assert not node.hub.sessions.get(KEY)
-        assert await node.hub.all_rooms() == []
-
-    # A new room of that name starts afresh, on either node: the first member is host.
-    again, state = await join_room(two, make_token("wendy", "Wendy"))
-    assert state["role"] == "host"
-    await again.close()
-
-
-async def test_host_handoff_crosses_nodes_when_the_last_host_leaves(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    """SPEC §2: the member admitted earliest becomes host: bob on node two."""
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await alice.close()
-    for member in (bob, carol):
-        assert await member.expect("disconnect") == ALICE
-        state = await member.expect("room_state")
-        assert (ids(state["hosts"]), ids(state["participants"])) == (["bob"], ["carol"])
-    assert bob.received[-1]["payload"]["role"] == "host"
-    await bob.send("lock_room")  # the heir acts as host, from node two
-    assert await carol.expect("room_locked") == {}
-
-
-async def test_hands_and_screen_share_across_nodes(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await carol.send("raise_hand")
-    for member in (alice, bob, carol):
-        assert await member.expect("raise_hand") == CAROL
-    await bob.send("raise_hand")
-    for member in (alice, bob, carol):
-        assert await member.expect("raise_hand") == BOB
-    assert (await shared_record(two)).room.hands == ["carol", "bob"]
-    await alice.send("lower_hand", {"clientId": "carol"})
-    for member in (alice, bob, carol):
-        assert await member.expect("lower_hand") == CAROL
-    assert (await shared_record(two)).room.hands == ["bob"]
-
-    await bob.send("request_screenshare")
-    assert await alice.expect("request_screenshare") == BOB
-    await alice.send("accept_screenshare", {"clientId": "bob"})
-    assert await bob.expect("accept_screenshare") == BOB
-    assert (await bob.expect("room_state"))["role"] == "screenshare"
-    assert ids((await carol.expect("room_state"))["sharingScreen"]) == ["bob"]
-    await carol.send("request_screenshare")
-    await alice.expect("request_screenshare")
-    await alice.send("accept_screenshare", {"clientId": "carol"})  # MAX_SCREENSHARES=1
-    error = await alice.expect("error")
-    assert (error["code"], error["event"]) == ("limit_reached", "accept_screenshare")
-    await bob.send("stop_screenshare")
-    assert (await carol.expect("room_state"))["sharingScreen"] == []
-
-
-async def test_room_full_counts_members_of_every_node(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster(MAX_ROOM_SIZE=2)
-    alice, _ = await join_room(one, make_token("alice"))
-    bob, _ = await join_room(two, make_token("bob"))  # waiting counts too
-    for node in (one, two):
-        status, body = await refused(room_url(node, make_token("carol")))
-        assert (status, body["error"]) == (409, "room_full")
-    assert (await alice.expect("room_state"))["waitingUsers"] == [
-        {"clientId": "bob", "displayName": "bob"}
-    ]
-    await bob.close()
-    assert (await alice.expect("room_state"))["waitingUsers"] == []
-    carol, state = await join_room(two, make_token("carol"))
-    assert state["role"] == "waiting"
-    await carol.close()
-
-
-# -- sessions (SPEC §2) -----------------------------------------------------------------
-
-
-async def test_session_takeover_across_nodes_closes_the_old_socket_4009(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await alice.send("promote_host", {"clientId": "bob"})
-    for member in (alice, bob, carol):
-        await member.expect("room_state")
-    assert await holder(one, "bob") == two.hub.node_id
-
-    bob2, state = await join_room(one, make_token("bob", "Bob"))  # bob's session: node two
-    assert state["role"] == "host"
-    assert set(ids(state["hosts"])) == {"alice", "bob"}
-    assert await bob.closed_with() == 4009
-    assert await holder(one, "bob") == one.hub.node_id
-    await wait_until(lambda: not two.hub.sessions.get(KEY))  # node two let go of it
-    # The others saw nothing: no disconnect, no connect.
-    assert await heard(alice, "alice", via=carol) == []
-    assert await heard(carol, "carol", via=alice) == []
-    # The new socket is bob's session, acting as host.
-    await bob2.send("lock_room")
-    assert await carol.expect("room_locked") == {}
-    await carol.send("renegotiate", {"targetClientId": "bob"})
-    assert (await bob2.expect("renegotiate"))["clientId"] == "carol"
-
-    # And back again to node two: node one's socket is the one closed now.
-    bob3, state = await join_room(two, make_token("bob", "Bob"))
-    assert state["role"] == "host"
-    assert await bob2.closed_with() == 4009
-    await alice.send("renegotiate", {"targetClientId": "bob"})
-    assert (await bob3.expect("renegotiate"))["clientId"] == "alice"
-    assert await heard(carol, "carol", via=alice) == []
-
-
-async def test_leave_on_one_node_is_seen_on_the_other_at_once(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster(RECONNECT_GRACE_SECONDS=30)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await bob.close(1000)
-    for member in (alice, carol):
-        assert await member.expect("disconnect", timeout=1.0) == BOB
-        assert ids((await member.expect("room_state", timeout=1.0))["participants"]) == ["carol"]
-    assert "bob" not in (await shared_record(one)).room.members
-    await wait_until(lambda: KEY not in two.hub.rooms)  # node two holds nothing any more
-
-
-async def test_drop_then_reconnect_on_the_other_node_within_the_grace_keeps_the_role(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster(RECONNECT_GRACE_SECONDS=0.6)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    await alice.send("promote_host", {"clientId": "bob"})
-    for member in (alice, bob, carol):
-        await member.expect("room_state")
-
-    bob.ws.transport.abort()  # a lost network, on node two
-    await wait_until(lambda: not connected(one, "bob"))
-    assert (await shared_record(one)).graces["bob"][0] == two.hub.node_id
-    assert await heard(alice, "alice", via=carol) == []  # nobody sees the drop
-    bob2, state = await join_room(one, make_token("bob", "Bob"))
-    assert state["role"] == "host"
-    assert connected(one, "bob")
-    assert (await shared_record(one)).graces == {}
-
-    # Node two's grace timer ran out meanwhile and found bob back: still no disconnect.
-    await wait_until(lambda: not two.hub.graces.timed, timeout=3)
-    assert await heard(alice, "alice", via=carol) == []
-    assert await heard(carol, "carol", via=alice) == []
-    assert "bob" in (await shared_record(one)).room.members
-    await bob2.send("lock_room")  # the reconnected socket acts as host
-    assert await carol.expect("room_locked") == {}
-
-
-async def test_dropped_member_is_removed_after_the_grace_on_the_other_node(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    grace = 0.5
-    one, two = await start_cluster(RECONNECT_GRACE_SECONDS=grace)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    bob.ws.transport.abort()
-    dropped_at = time.monotonic()
-    await wait_until(lambda: not connected(one, "bob"))
-    assert await heard(alice, "alice", via=carol) == []  # nothing during the grace
-
-    assert await alice.expect("disconnect", timeout=grace + 3) == BOB
-    assert time.monotonic() - dropped_at >= grace - 0.05
-    assert (await alice.expect("room_state"))["participants"] == [CAROL]
-    assert await carol.expect("disconnect") == BOB
-    assert "bob" not in (await shared_record(one)).room.members
-
-    # Gone, but remembered: back later on node one, bob skips the waiting room.
-    bob2, state = await join_room(one, make_token("bob", "Bob"))
-    assert state["role"] == "participant"
-    assert await alice.expect("connect") == BOB
-    await bob2.close()
-
-
-async def test_waiting_member_dropping_on_the_other_node_is_removed_at_once(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
+    channel = RedisKeys().room_channel(KEY)
     one, two = await start_cluster(RECONNECT_GRACE_SECONDS=30)
     alice, _ = await join_room(one, make_token("alice", "Alice"))
-    wendy, _ = await join_room(two, make_token("wendy", "Wendy"))
-    await alice.expect("waiting_request")
-    assert ids((await alice.expect("room_state"))["waitingUsers"]) == ["wendy"]
-    wendy.ws.transport.abort()
-    assert (await alice.expect("room_state", timeout=1.0))["waitingUsers"] == []
-    assert set((await shared_record(one)).room.members) == {"alice"}
+    redis = Redis.from_url(redis_url)
+
+    async def node_two_let_go() -> bool:
+        subscribers = (await redis.pubsub_numsub(channel))[0][1]
+        return forgot_the_room(two) and subscribers == 1  # node one's
+
+    try:
+        bob, _ = await join_room(two, make_token("bob", "Bob"))
+        await alice.expect("waiting_request")
+        await alice.send("deny_waiting", {"clientId": "bob"})
+        assert await bob.closed_with() == 4003
+        await wait_until(node_two_let_go)
+
+        bob, _ = await join_admitted(alice, two, make_token("bob", "Bob"))
+        await bob.close()
+        assert await alice.expect("disconnect") == BOB
+        await wait_until(node_two_let_go)
+
+        carol, _ = await join_admitted(alice, two, make_token("carol", "Carol"))
+        await alice.send("kick_participant", {"clientId": "carol"})
+        assert await carol.closed_with() == 4004
+        await wait_until(node_two_let_go)
+
+        dave, _ = await join_admitted(alice, two, make_token("dave", "Dave"))
+        dave2, state = await join_room(one, make_token("dave", "Dave"))
+        assert state["role"] == "participant"
+        assert await dave.closed_with() == 4009
+        await wait_until(node_two_let_go)
+    finally:
+        await redis.aclose()
+    assert not forgot_the_room(one)
+    await alice.send("renegotiate", {"targetClientId": "dave"})  # node one serves on
+    assert (await dave2.expect("renegotiate"))["clientId"] == "alice"
 
 
 # -- nodes that stop or die (SPEC §7, §8) -------------------------------------------------
@@ -1105,74 +596,7 @@ async def test_member_of_a_dying_node_that_reconnected_before_the_sweep_is_left_
     assert await heard(carol, "carol", via=bob2) == []
 
 
-# -- the admin API (SPEC §4) and readiness ------------------------------------------------
-
-
-async def test_admin_api_on_one_node_sees_and_ends_rooms_held_on_another(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two = await start_cluster()
-    admin = make_token("root", roles=["admin"])
-    started_ms = int(time.time() * 1000)
-    alice, _ = await join_room(one, make_token("alice", "Alice"))
-    bob, _ = await join_admitted(alice, one, make_token("bob", "Bob"))
-    wendy, _ = await join_room(one, make_token("wendy", "Wendy"))
-    await alice.expect("room_state")
-    await bob.send("add_chat", {"chatContent": "on the record"})
-    chat = await bob.expect("add_chat")
-    assert KEY not in two.hub.rooms  # every member is on node one
-
-    status, body = await call(two, "GET", "/api/v1/rooms", admin)
-    assert status == 200
-    (summary,) = body["rooms"]
-    assert {k: v for k, v in summary.items() if k != "createdAt"} == {
-        "kind": "zoom",
-        "roomId": "room-1",
-        "members": 3,
-        "admitted": 2,
-        "waiting": 1,
-        "hosts": [ALICE],
-        "locked": False,
-    }
-    assert started_ms - 1000 <= summary["createdAt"] <= int(time.time() * 1000)
-
-    path = "/api/v1/rooms/zoom/room-1"
-    status, view = await call(two, "GET", path, admin)
-    assert status == 200
-    assert (view["participants"], ids(view["waitingUsers"])) == ([BOB], ["wendy"])
-    status, view = await call(two, "GET", path, make_token("bob"))  # an admitted member
-    assert (status, view["waitingUsers"]) == (200, [])
-    status, body = await call(two, "GET", path, make_token("wendy"))
-    assert (status, body["error"]) == (403, "forbidden")
-    status, page = await call(two, "GET", f"{path}/messages", make_token("bob"))
-    assert (status, page) == (200, {"messages": [chat], "hasMore": False})
-
-    status, body = await call(two, "DELETE", path, make_token("bob"))  # not a host
-    assert (status, body["error"]) == (403, "forbidden")
-    status, body = await call(two, "DELETE", path, make_token("alice"))  # its host
-    assert (status, body["status"]) == (200, "ended")
-    for client in (alice, bob, wendy):
-        assert await client.closed_with() == 4005
-    await wait_until(lambda: KEY not in one.hub.rooms)
-    status, body = await call(two, "GET", "/api/v1/rooms", admin)
-    assert (status, body) == (200, {"rooms": []})
-    status, body = await call(one, "DELETE", path, admin)
-    assert (status, body["error"]) == (404, "not_found")
-
-
-async def test_admin_delete_on_another_node_ends_a_room_of_both_nodes(
-    start_cluster: Any, make_token: TokenFactory
-) -> None:
-    one, two, three = await start_cluster(3)
-    alice, bob, carol = await two_node_meeting(one, two, make_token)
-    status, _ = await call(
-        three, "DELETE", "/api/v1/rooms/zoom/room-1", make_token("root", roles=["admin"])
-    )
-    assert status == 200
-    for client in (alice, bob, carol):
-        assert await client.closed_with() == 4005
-    for node in (one, two):
-        await wait_until(functools.partial(forgot_the_room, node))
+# -- readiness (SPEC §6) ------------------------------------------------------------------
 
 
 async def test_readyz_names_the_bus_while_redis_is_unreachable(

@@ -8,6 +8,7 @@ them until a full collection, which the node's collector settings make rare.
 
 from __future__ import annotations
 
+import functools
 import gc
 import weakref
 from typing import Any
@@ -32,6 +33,10 @@ async def test_a_clients_ping_is_answered_with_its_payload(
         await ws.close()
 
 
+def freed(ref: weakref.ref[Any]) -> bool:
+    return ref() is None
+
+
 async def test_a_closed_connection_is_freed_without_the_cycle_collector(
     start_node: Any, make_token: TokenFactory
 ) -> None:
@@ -49,6 +54,6 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(
             else:
                 client.ws.transport.abort()
             await wait_until(lambda: not node.hub.connections)
-            await wait_until(lambda ref=held: ref() is None)
+            await wait_until(functools.partial(freed, held))
     finally:
         gc.enable()

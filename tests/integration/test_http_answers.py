@@ -17,7 +17,7 @@ import pytest
 from callroom import __version__
 from callroom.auth.dev import DevKeys
 from callroom.config import Settings
-from callroom.server.app import MAX_BODY_BYTES
+from callroom.server.http_answers import MAX_BODY_BYTES
 from callroom.server.http_api import openapi_document
 from callroom.server.node import Node
 from callroom_testing import TokenFactory, http_call
@@ -28,7 +28,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 @pytest.fixture
 async def dev_node(tmp_path: Any) -> AsyncIterator[Node]:
     """A `serve --dev` node in this process (its key in memory, not in the work tree)."""
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         DEV_MODE=True,
         HOST="127.0.0.1",

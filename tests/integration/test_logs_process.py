@@ -205,7 +205,7 @@ async def test_a_flood_of_refusals_is_logged_at_a_bounded_rate(serve: Any) -> No
     def accounted() -> int:
         logged = served.where("ws_handshake", status=400, reason="bad_request")
         reports = served.where("refusals_suppressed", reason=reason)
-        return len(logged) + sum(line["suppressed"] for line in reports)
+        return len(logged) + sum(int(line["suppressed"]) for line in reports)
 
     # Every refusal is either logged or counted in a refusals_suppressed line.
     await wait_until(lambda: accounted() == refusals, timeout=20)

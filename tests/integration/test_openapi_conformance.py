@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_documented(
-    case: schemathesis.Case, live_server: tuple[str, str]
+    case: schemathesis.Case[Any], live_server: tuple[str, str]
 ) -> None:
     url, token = live_server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {token}"})

@@ -1,5 +1,10 @@
 """The REST API (SPEC §4) over real HTTP against rooms made by real sockets, and the
-metrics a session leaves behind."""
+metrics a session leaves behind.
+
+The room routes run on one node and on two (tests/deployment.py: requests alternate
+between the nodes, so a room is read and ended through a node that may hold none of its
+members). The rest is one node only: the ICE, CORS and OpenAPI routes involve no room,
+and the metrics are those of one process."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from callroom_testing import (
 from callroom_testing import (
     http_call as call,
 )
+from deployment import DeployFactory, Deployment, room_gone
 
 # SPEC §3.1 client events (aliases folded) and "unknown": the only event label values.
 SPEC_EVENT_LABELS = {
@@ -57,25 +63,25 @@ SPEC_EVENT_LABELS = {
 }
 
 
-async def populated(node: Any, make_token: TokenFactory) -> dict[str, Client]:
+async def populated(nodes: Deployment, make_token: TokenFactory) -> dict[str, Client]:
     """zoom/room-1: alice host, bob participant, wendy waiting; chat/lobby: carol."""
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob", "Bob"))
-    wendy, _ = await join_room(node, make_token("wendy", "Wendy"))
+    alice, _ = await join_room(nodes, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob", "Bob"))
+    wendy, _ = await join_room(nodes, make_token("wendy", "Wendy"))
     await alice.expect("room_state")
-    carol, _ = await join_room(node, make_token("carol", "Carol"), room="lobby", kind="chat")
+    carol, _ = await join_room(nodes, make_token("carol", "Carol"), room="lobby", kind="chat")
     await settle(alice, bob)
     return {"alice": alice, "bob": bob, "wendy": wendy, "carol": carol}
 
 
 async def test_admin_lists_every_room_with_its_counts(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
+    nodes = await deploy()
     started_ms = int(time.time() * 1000)
-    await populated(node, make_token)
+    await populated(nodes, make_token)
 
-    status, body, _ = await call(node, "GET", "/api/v1/rooms", make_token("root", roles=["admin"]))
+    status, body, _ = await call(nodes, "GET", "/api/v1/rooms", make_token("root", roles=["admin"]))
     assert status == 200
     rooms = {(room["kind"], room["roomId"]): room for room in body["rooms"]}
     assert set(rooms) == {("zoom", "room-1"), ("chat", "lobby")}
@@ -94,26 +100,26 @@ async def test_admin_lists_every_room_with_its_counts(
 
     # The Auth0 permission works as the role does.
     admin_by_permission = make_token("ops", permissions=["rooms:admin"])
-    assert (await call(node, "GET", "/api/v1/rooms", admin_by_permission))[0] == 200
+    assert (await call(nodes, "GET", "/api/v1/rooms", admin_by_permission))[0] == 200
 
-    status, body, _ = await call(node, "GET", "/api/v1/rooms", make_token("alice"))
+    status, body, _ = await call(nodes, "GET", "/api/v1/rooms", make_token("alice"))
     assert (status, body["error"]) == (403, "forbidden")
-    status, body, _ = await call(node, "GET", "/api/v1/rooms")
+    status, body, _ = await call(nodes, "GET", "/api/v1/rooms")
     assert (status, body["error"]) == (401, "unauthorized")
-    status, body, _ = await call(node, "GET", "/api/v1/rooms", make_token("root", ttl=-120))
+    status, body, _ = await call(nodes, "GET", "/api/v1/rooms", make_token("root", ttl=-120))
     assert (status, body["error"]) == (401, "unauthorized")
 
 
 async def test_room_state_route_for_admins_and_admitted_members_only(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    clients = await populated(node, make_token)
+    nodes = await deploy()
+    clients = await populated(nodes, make_token)
     await clients["bob"].send("raise_hand")
     await clients["alice"].expect("raise_hand")
     path = "/api/v1/rooms/zoom/room-1"
 
-    status, admin_view, _ = await call(node, "GET", path, make_token("root", roles=["admin"]))
+    status, admin_view, _ = await call(nodes, "GET", path, make_token("root", roles=["admin"]))
     assert status == 200
     assert admin_view["members"] == 3
     assert ids(admin_view["hosts"]) == ["alice"]
@@ -122,59 +128,59 @@ async def test_room_state_route_for_admins_and_admitted_members_only(
     assert ids(admin_view["handsRaised"]) == ["bob"]
     assert admin_view["sharingScreen"] == []
 
-    status, bob_view, _ = await call(node, "GET", path, make_token("bob"))
+    status, bob_view, _ = await call(nodes, "GET", path, make_token("bob"))
     assert status == 200
     assert ids(bob_view["participants"]) == ["bob"]
     assert bob_view["waitingUsers"] == []  # a participant does not see the lobby
-    status, alice_view, _ = await call(node, "GET", path, make_token("alice"))
+    status, alice_view, _ = await call(nodes, "GET", path, make_token("alice"))
     assert ids(alice_view["waitingUsers"]) == ["wendy"]
 
     for who in ("wendy", "stranger"):
-        status, body, _ = await call(node, "GET", path, make_token(who))
+        status, body, _ = await call(nodes, "GET", path, make_token(who))
         assert (status, body["error"]) == (403, "forbidden"), who
     status, body, _ = await call(
-        node, "GET", "/api/v1/rooms/zoom/nope", make_token("root", roles=["admin"])
+        nodes, "GET", "/api/v1/rooms/zoom/nope", make_token("root", roles=["admin"])
     )
     assert (status, body["error"]) == (404, "not_found")
-    status, body, _ = await call(node, "GET", path)
+    status, body, _ = await call(nodes, "GET", path)
     assert (status, body["error"]) == (401, "unauthorized")
 
 
 async def test_delete_room_by_its_host_closes_every_member_4005(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    clients = await populated(node, make_token)
+    nodes = await deploy()
+    clients = await populated(nodes, make_token)
     path = "/api/v1/rooms/zoom/room-1"
 
-    status, body, _ = await call(node, "DELETE", path, make_token("bob"))
+    status, body, _ = await call(nodes, "DELETE", path, make_token("bob"))
     assert (status, body["error"]) == (403, "forbidden")
     assert await clients["bob"].drain() == []  # nothing happened
 
-    status, _, _ = await call(node, "DELETE", path, make_token("alice"))
+    status, _, _ = await call(nodes, "DELETE", path, make_token("alice"))
     assert status == 200
     for name in ("alice", "bob", "wendy"):
         assert await clients[name].closed_with() == 4005, name
-    await wait_until(lambda: "zoom:room-1" not in node.hub.rooms)
+    await wait_until(lambda: room_gone(nodes))
 
     # An admin may end any room; the other room was untouched until then.
     assert await clients["carol"].drain() == []
     status, _, _ = await call(
-        node, "DELETE", "/api/v1/rooms/chat/lobby", make_token("root", roles=["admin"])
+        nodes, "DELETE", "/api/v1/rooms/chat/lobby", make_token("root", roles=["admin"])
     )
     assert status == 200
     assert await clients["carol"].closed_with() == 4005
     status, body, _ = await call(
-        node, "DELETE", "/api/v1/rooms/chat/lobby", make_token("root", roles=["admin"])
+        nodes, "DELETE", "/api/v1/rooms/chat/lobby", make_token("root", roles=["admin"])
     )
     assert (status, body["error"]) == (404, "not_found")
 
 
 async def test_messages_route_pages_the_chat_history(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    clients = await populated(node, make_token)
+    nodes = await deploy()
+    clients = await populated(nodes, make_token)
     bob = clients["bob"]
     sent = []
     for i in range(5):
@@ -183,21 +189,21 @@ async def test_messages_route_pages_the_chat_history(
     path = "/api/v1/rooms/zoom/room-1/messages"
     token = make_token("bob")
 
-    status, page, _ = await call(node, "GET", f"{path}?limit=2", token)
+    status, page, _ = await call(nodes, "GET", f"{path}?limit=2", token)
     assert status == 200
     assert page == {"messages": sent[3:], "hasMore": True}
-    status, page, _ = await call(node, "GET", f"{path}?limit=2&before={sent[3]['chatId']}", token)
+    status, page, _ = await call(nodes, "GET", f"{path}?limit=2&before={sent[3]['chatId']}", token)
     assert page == {"messages": sent[1:3], "hasMore": True}
-    status, page, _ = await call(node, "GET", f"{path}?limit=2&before={sent[1]['chatId']}", token)
+    status, page, _ = await call(nodes, "GET", f"{path}?limit=2&before={sent[1]['chatId']}", token)
     assert page == {"messages": sent[:1], "hasMore": False}
-    status, page, _ = await call(node, "GET", path, make_token("root", roles=["admin"]))
+    status, page, _ = await call(nodes, "GET", path, make_token("root", roles=["admin"]))
     assert page == {"messages": sent, "hasMore": False}  # default limit 50
 
     for bad in ("0", "101", "abc", "-1"):
-        status, body, _ = await call(node, "GET", f"{path}?limit={bad}", token)
+        status, body, _ = await call(nodes, "GET", f"{path}?limit={bad}", token)
         assert (status, body["error"]) == (422, "invalid_payload"), bad
         assert "limit" in body["message"]
-    status, body, _ = await call(node, "GET", path, make_token("wendy"))
+    status, body, _ = await call(nodes, "GET", path, make_token("wendy"))
     assert (status, body["error"]) == (403, "forbidden")
 
 
@@ -328,6 +334,6 @@ async def test_metrics_count_events_by_bounded_labels_after_a_session(
     assert await metric_value(node, "callroom_rooms_created_total") == 1
     await bob.close()
     await alice.close()
-    await wait_until(lambda: not node.hub.rooms)
+    await wait_until(lambda: room_gone(node))
     assert await metric_value(node, "callroom_rooms_active") == 0
     assert await metric_value(node, "callroom_rooms_closed_total") == 1

@@ -1,4 +1,5 @@
-"""Chat over real sockets (SPEC §3.1 add_chat, delete_chat, get_recent_chats)."""
+"""Chat over real sockets (SPEC §3.1 add_chat, delete_chat, get_recent_chats), on one node
+and on two (tests/deployment.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from callroom_testing import (
     settle,
     wait_until,
 )
+from deployment import DeployFactory, room_gone
 
 
 async def chat(client: Client, content: str, chat_id: str | None = None) -> dict[str, Any]:
@@ -28,11 +30,11 @@ async def chat(client: Client, content: str, chat_id: str | None = None) -> dict
 
 
 async def test_chat_is_stamped_by_the_server_and_reaches_admitted_members_only(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
-    carol, _ = await join_room(node, make_token("carol", "Carol"))  # waiting
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
+    carol, _ = await join_room(nodes, make_token("carol", "Carol"))  # waiting
 
     before_ms = int(time.time() * 1000)
     await bob.send(
@@ -64,10 +66,10 @@ async def test_chat_is_stamped_by_the_server_and_reaches_admitted_members_only(
 
 
 async def test_retry_with_the_same_chat_id_resends_the_stored_message_to_the_sender_only(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
 
     first = await chat(bob, "only once", chat_id="bob-msg-1")
     assert first["chatId"] == "bob-msg-1"
@@ -92,10 +94,10 @@ async def test_retry_with_the_same_chat_id_resends_the_stored_message_to_the_sen
 
 
 async def test_author_and_host_may_delete_a_message_another_member_may_not(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     by_bob = await chat(bob, "bob's first")
     by_bob_2 = await chat(bob, "bob's second")
     await settle(alice, bob, carol)
@@ -124,10 +126,10 @@ async def test_author_and_host_may_delete_a_message_another_member_may_not(
 
 
 async def test_recent_chats_pages_backwards_and_replies_under_the_name_sent(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
     sent = [await chat(bob, f"message {i}") for i in range(5)]
     await settle(alice, bob)
 
@@ -157,12 +159,12 @@ async def test_recent_chats_pages_backwards_and_replies_under_the_name_sent(
 
 
 async def test_waiting_member_may_not_chat_or_read_history(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
     await chat(alice, "inside only")
-    carol, _ = await join_room(node, make_token("carol"))
+    carol, _ = await join_room(nodes, make_token("carol"))
     for event, payload in (
         ("add_chat", {"chatContent": "hi"}),
         ("get_recent_chats", {}),
@@ -176,10 +178,10 @@ async def test_waiting_member_may_not_chat_or_read_history(
 
 
 async def test_bad_chat_content_is_refused_naming_the_field(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(CHAT_MAX_LENGTH=10)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(CHAT_MAX_LENGTH=10)
+    alice, bob = await meeting(nodes, make_token, "bob")
     for content in ("   ", "x" * 11, "a\x00b", 42, None):
         await bob.send("add_chat", {"chatContent": content})
         error = await bob.expect("error")
@@ -192,10 +194,10 @@ async def test_bad_chat_content_is_refused_naming_the_field(
 
 
 async def test_chat_store_down_answers_unavailable_and_keeps_the_connection(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    alice, bob = await meeting(nodes, make_token, "bob")
 
     await bob.send("add_chat", {"chatContent": "lost?"})
     error = await bob.expect("error")
@@ -214,14 +216,16 @@ async def test_chat_store_down_answers_unavailable_and_keeps_the_connection(
     assert (await alice.expect("raise_hand"))["clientId"] == "bob"
 
 
-async def test_chat_history_outlives_the_room(start_node: Any, make_token: TokenFactory) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
+async def test_chat_history_outlives_the_room(
+    deploy: DeployFactory, make_token: TokenFactory
+) -> None:
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
     said = await chat(alice, "minutes of the meeting")
     await alice.close()
-    await wait_until(lambda: "zoom:room-1" not in node.hub.rooms)
+    await wait_until(lambda: room_gone(nodes))
 
-    again, _ = await join_room(node, make_token("bob"))  # a new room of the same name
+    again, _ = await join_room(nodes, make_token("bob"))  # a new room of the same name
     await again.send("get_recent_chats")
     assert await again.expect("get_recent_chats") == {
         "messages": [said],

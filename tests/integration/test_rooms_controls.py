@@ -1,8 +1,7 @@
-"""Hands, screen share, media and host controls over real sockets (SPEC §3.1)."""
+"""Hands, screen share, media and host controls over real sockets (SPEC §3.1), on one node
+and on two (tests/deployment.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from callroom_testing import (
     TokenFactory,
@@ -16,25 +15,31 @@ from callroom_testing import (
     settle,
     wait_until,
 )
+from deployment import DeployFactory, current_room, room_gone
 
 
 async def test_hands_queue_in_order_and_are_lowered_by_owner_or_host(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
 
+    carol_info = {"clientId": "carol", "displayName": "Carol"}
     await carol.send("raise_hand", {"clientId": "alice", "displayName": "Alice"})  # spoof
+    # carol's hand is up before bob raises his: two members' frames have no order of
+    # their own (on two nodes they race to Redis), the queue's is the order of raising.
+    assert await carol.expect("raise_hand") == carol_info
     await bob.send("raise_hand")
     for member in (alice, bob, carol):
-        assert await member.expect("raise_hand") == {"clientId": "carol", "displayName": "Carol"}
+        if member is not carol:
+            assert await member.expect("raise_hand") == carol_info
         assert await member.expect("raise_hand") == {"clientId": "bob", "displayName": "Bob"}
     await bob.send("raise_hand")  # already raised: a no-op, nothing sent
     assert await bob.drain() == []
     assert await alice.drain() == []
 
     # The queue order shows in room_state (a newcomer makes the host's view change).
-    dave, _ = await join_room(node, make_token("dave"))
+    dave, _ = await join_room(nodes, make_token("dave"))
     host_view = await alice.expect("room_state")
     assert ids(host_view["handsRaised"]) == ["carol", "bob"]
 
@@ -55,10 +60,10 @@ async def test_hands_queue_in_order_and_are_lowered_by_owner_or_host(
 
 
 async def test_screen_share_request_accept_limit_deny_and_stop(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(MAX_SCREENSHARES=1)
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy(MAX_SCREENSHARES=1)
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     bob_info = {"clientId": "bob", "displayName": "Bob"}
     carol_info = {"clientId": "carol", "displayName": "Carol"}
 
@@ -116,10 +121,10 @@ async def test_screen_share_request_accept_limit_deny_and_stop(
 
 
 async def test_media_state_reaches_the_admitted_and_shows_in_room_state(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
     await bob.send("set_media_state", {"audio": True, "clientId": "alice"})
     expected = {"clientId": "bob", "displayName": "Bob", "audio": True, "video": False}
     assert await alice.expect("media_state") == expected
@@ -133,15 +138,15 @@ async def test_media_state_reaches_the_admitted_and_shows_in_room_state(
     assert "audio" in error["message"]
 
     # A member admitted later learns everyone's media from its room_state.
-    _, carol_state = await join_admitted(alice, node, make_token("carol"))
+    _, carol_state = await join_admitted(alice, nodes, make_token("carol"))
     assert carol_state["media"] == {"bob": {"audio": True, "video": True}}
 
 
 async def test_promoted_member_acts_as_host_and_demoted_one_no_longer_does(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
 
     await bob.send("accept_waiting", {"clientId": "x"})  # not a host yet
     assert (await bob.expect("error"))["code"] == "forbidden"
@@ -175,11 +180,11 @@ async def test_promoted_member_acts_as_host_and_demoted_one_no_longer_does(
 
 
 async def test_locked_room_refuses_strangers_but_not_token_hosts_or_remembered_members(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
-    waiting, _ = await join_room(node, make_token("wendy"))
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
+    waiting, _ = await join_room(nodes, make_token("wendy"))
     await settle(alice, bob)
 
     await alice.send("lock_room")
@@ -187,21 +192,21 @@ async def test_locked_room_refuses_strangers_but_not_token_hosts_or_remembered_m
     assert await bob.expect("room_locked") == {}
     assert "room_locked" not in events(await waiting.drain())
 
-    status, body = await refused(room_url(node, make_token("mallory")))
+    status, body = await refused(room_url(nodes, make_token("mallory")))
     assert (status, body["error"]) == (403, "room_locked")
 
-    hank, hank_state = await join_room(node, make_token("hank", roles=["host"]))
+    hank, hank_state = await join_room(nodes, make_token("hank", roles=["host"]))
     assert hank_state["role"] == "host"
     assert hank_state["locked"] is True
 
     await bob.close()  # leaves; the room remembers bob was admitted
     await alice.expect("disconnect")
-    bob2, bob_state = await join_room(node, make_token("bob"))
+    bob2, bob_state = await join_room(nodes, make_token("bob"))
     assert bob_state["role"] == "participant"
 
     await alice.send("unlock_room")
     assert await bob2.expect("room_unlocked") == {}
-    mallory, mallory_state = await join_room(node, make_token("mallory"))
+    mallory, mallory_state = await join_room(nodes, make_token("mallory"))
     assert mallory_state["role"] == "waiting"
     assert mallory_state["locked"] is False
     for client in (hank, bob2, mallory, waiting, alice):
@@ -209,10 +214,10 @@ async def test_locked_room_refuses_strangers_but_not_token_hosts_or_remembered_m
 
 
 async def test_kick_closes_4004_and_the_kicked_user_knocks_again(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
 
     await carol.send("kick_participant", {"clientId": "bob"})  # not a host
     assert (await carol.expect("error"))["code"] == "forbidden"
@@ -225,7 +230,7 @@ async def test_kick_closes_4004_and_the_kicked_user_knocks_again(
         assert await member.expect("disconnect") == {"clientId": "bob", "displayName": "Bob"}
         assert ids((await member.expect("room_state"))["participants"]) == ["carol"]
 
-    bob2, again = await join_room(node, make_token("bob", "Bob"))
+    bob2, again = await join_room(nodes, make_token("bob", "Bob"))
     assert again["role"] == "waiting"  # the kick erased the room's memory of bob
     assert (await alice.expect("waiting_request"))["clientId"] == "bob"
     assert ids((await alice.expect("room_state"))["waitingUsers"]) == ["bob"]
@@ -240,10 +245,10 @@ async def test_kick_closes_4004_and_the_kicked_user_knocks_again(
 
 
 async def test_ban_refuses_the_user_whatever_its_token_until_unbanned(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
 
     await alice.send("kick_participant", {"clientId": "bob", "ban": True})
     assert await bob.closed_with() == 4004
@@ -254,10 +259,10 @@ async def test_ban_refuses_the_user_whatever_its_token_until_unbanned(
         make_token("bob", roles=["host"]),
         make_token("bob", roles=["admin"]),
     ):
-        status, body = await refused(room_url(node, token))
+        status, body = await refused(room_url(nodes, token))
         assert (status, body["error"]) == (403, "banned")
     # Other rooms are not affected.
-    elsewhere, _ = await join_room(node, make_token("bob"), room="room-2")
+    elsewhere, _ = await join_room(nodes, make_token("bob"), room="room-2")
     await elsewhere.close()
 
     await alice.send("unban_participant", {"clientId": "nobody"})
@@ -266,15 +271,17 @@ async def test_ban_refuses_the_user_whatever_its_token_until_unbanned(
 
     await alice.send("unban_participant", {"clientId": "bob"})
     assert await alice.expect("unban_participant") == {"clientId": "bob"}
-    bob2, state = await join_room(node, make_token("bob"))
+    bob2, state = await join_room(nodes, make_token("bob"))
     assert state["role"] == "waiting"
     await bob2.close()
 
 
-async def test_host_may_not_kick_or_ban_an_admin(start_node: Any, make_token: TokenFactory) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
-    root, root_state = await join_room(node, make_token("root", roles=["admin"]))
+async def test_host_may_not_kick_or_ban_an_admin(
+    deploy: DeployFactory, make_token: TokenFactory
+) -> None:
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
+    root, root_state = await join_room(nodes, make_token("root", roles=["admin"]))
     assert root_state["role"] == "host"
     await alice.send("demote_host", {"clientId": "root"})
     assert (await alice.expect("error"))["code"] == "forbidden"
@@ -282,8 +289,9 @@ async def test_host_may_not_kick_or_ban_an_admin(start_node: Any, make_token: To
     error = await alice.expect("error")
     assert (error["code"], error["event"]) == ("forbidden", "kick_participant")
     assert await root.drain() is not None  # still connected
-    assert "root" in node.hub.rooms["zoom:room-1"].members
-    assert "root" not in node.hub.rooms["zoom:room-1"].banned
+    room = await current_room(nodes)
+    assert "root" in room.members
+    assert "root" not in room.banned
 
     # The admin may kick the host.
     await root.send("kick_participant", {"clientId": "alice"})
@@ -291,23 +299,23 @@ async def test_host_may_not_kick_or_ban_an_admin(start_node: Any, make_token: To
 
 
 async def test_end_room_closes_everyone_4005_and_the_room_is_gone(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob = await meeting(node, make_token, "bob")
-    waiting, _ = await join_room(node, make_token("wendy"))
+    nodes = await deploy()
+    alice, bob = await meeting(nodes, make_token, "bob")
+    waiting, _ = await join_room(nodes, make_token("wendy"))
     await alice.expect("room_state")
 
     await bob.send("end_room")  # a participant may not
     assert (await bob.expect("error"))["code"] == "forbidden"
-    assert "zoom:room-1" in node.hub.rooms
+    assert not await room_gone(nodes)
 
     await alice.send("end_room")
     for client in (alice, bob, waiting):
         assert await client.closed_with() == 4005
-    await wait_until(lambda: "zoom:room-1" not in node.hub.rooms)
+    await wait_until(lambda: room_gone(nodes))
 
     # A new room of that name starts afresh: the first member is host.
-    again, state = await join_room(node, make_token("wendy"))
+    again, state = await join_room(nodes, make_token("wendy"))
     assert state["role"] == "host"
     await again.close()

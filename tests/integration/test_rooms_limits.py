@@ -1,5 +1,6 @@
 """Every SPEC §3.3 error over a real socket, with the connection usable after it, and the
-limits of SPEC §1, §3.4 and §6 (frame size, binary frames, flooding, room size)."""
+limits of SPEC §1, §3.4 and §6 (frame size, binary frames, flooding, room size); on one
+node and on two (tests/deployment.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from callroom_testing import (
     Client,
     TokenFactory,
+    http_call,
     join_admitted,
     join_room,
     refused,
@@ -19,13 +21,14 @@ from callroom_testing import (
     settle,
     wait_until,
 )
+from deployment import DeployFactory, Deployment, current_room
 
 
-async def room_with_roles(node: Any, make_token: TokenFactory) -> dict[str, Client]:
+async def room_with_roles(nodes: Deployment, make_token: TokenFactory) -> dict[str, Client]:
     """alice host, bob participant, wendy waiting; everything settled."""
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob", "Bob"))
-    wendy, _ = await join_room(node, make_token("wendy", "Wendy"))
+    alice, _ = await join_room(nodes, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob", "Bob"))
+    wendy, _ = await join_room(nodes, make_token("wendy", "Wendy"))
     await alice.expect("room_state")
     await settle(alice, bob, wendy)
     return {"alice": alice, "bob": bob, "wendy": wendy}
@@ -134,7 +137,7 @@ ERRORS: list[tuple[str, str, str, str | None, str]] = [
     ids=[f"{code}-{i}" for i, (_, _, code, _, _) in enumerate(ERRORS)],
 )
 async def test_rejected_frame_gets_its_error_and_the_connection_stays_usable(
-    start_node: Any,
+    deploy: DeployFactory,
     make_token: TokenFactory,
     sender: str,
     frame: str,
@@ -142,8 +145,8 @@ async def test_rejected_frame_gets_its_error_and_the_connection_stays_usable(
     event: str | None,
     word: str,
 ) -> None:
-    node = await start_node()
-    clients = await room_with_roles(node, make_token)
+    nodes = await deploy()
+    clients = await room_with_roles(nodes, make_token)
     client = clients[sender]
     await client.send_raw(frame)
     reply = await client.next()
@@ -158,7 +161,7 @@ async def test_rejected_frame_gets_its_error_and_the_connection_stays_usable(
     for name, other in clients.items():
         if name != sender:
             assert await other.drain() == [], name
-    room = node.hub.rooms["zoom:room-1"]
+    room = await current_room(nodes)
     assert {cid: m.role.value for cid, m in room.members.items()} == {
         "alice": "host",
         "bob": "participant",
@@ -167,28 +170,32 @@ async def test_rejected_frame_gets_its_error_and_the_connection_stays_usable(
 
 
 async def test_limit_reached_when_the_screen_share_slots_are_full(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(MAX_SCREENSHARES=2)
-    alice, _ = await join_room(node, make_token("alice"))
-    members = [(await join_admitted(alice, node, make_token(f"m{i}")))[0] for i in range(3)]
+    nodes = await deploy(MAX_SCREENSHARES=2)
+    alice, _ = await join_room(nodes, make_token("alice"))
+    members = [(await join_admitted(alice, nodes, make_token(f"m{i}")))[0] for i in range(3)]
     await alice.send("accept_screenshare", {"clientId": "m0"})
     await alice.send("accept_screenshare", {"clientId": "m1"})
     await alice.send("accept_screenshare", {"clientId": "m2"})
     error = await alice.expect("error")
     assert (error["code"], error["event"]) == ("limit_reached", "accept_screenshare")
     await assert_still_usable(alice)
-    sharing = [m.client_id for m in node.hub.rooms["zoom:room-1"].members.values()]
-    roles = {cid: node.hub.rooms["zoom:room-1"].members[cid].role.value for cid in sharing}
+    roles = {cid: m.role.value for cid, m in (await current_room(nodes)).members.items()}
     assert roles == {"alice": "host", "m0": "screenshare", "m1": "screenshare", "m2": "participant"}
     await settle(*members)
 
 
+# Temporary (issue 18, the many-node runtime is being rewritten): a real difference.
+@pytest.mark.xfail_on_two_nodes(
+    "many nodes: the sender's own add_chat echoes come back through Redis, so an "
+    "error or pong answered at once on its node overtakes them (SPEC §3.2 order)"
+)
 async def test_rate_limited_frames_are_dropped_and_the_connection_recovers(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=2)
-    alice, _ = await join_room(node, make_token("alice"))
+    nodes = await deploy(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=2)
+    alice, _ = await join_room(nodes, make_token("alice"))
     for i in range(3):
         await alice.send("add_chat", {"chatContent": f"burst {i}"})
     frames = [await alice.next() for _ in range(3)]
@@ -196,8 +203,9 @@ async def test_rate_limited_frames_are_dropped_and_the_connection_recovers(
     assert frames[2]["payload"]["code"] == "rate_limited"
     assert frames[2]["payload"]["event"] is None
     limited_at = time.monotonic()
-    page = await node.history.page("zoom:room-1", 10)
-    assert [m.chat_content for m in page.messages] == ["burst 0", "burst 1"]  # dropped
+    path = "/api/v1/rooms/zoom/room-1/messages"
+    _, page, _ = await http_call(nodes, "GET", path, make_token("alice"))
+    assert [m["chatContent"] for m in page["messages"]] == ["burst 0", "burst 1"]  # dropped
 
     # The bucket refills at RATE_LIMIT_PER_SECOND: a second later one more frame fits.
     await wait_until(lambda: time.monotonic() > limited_at + 1.1)
@@ -205,11 +213,11 @@ async def test_rate_limited_frames_are_dropped_and_the_connection_recovers(
 
 
 async def test_flooding_on_after_rate_limited_is_closed_1008(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=2)
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_room(node, make_token("bob"))  # a bystander, waiting
+    nodes = await deploy(RATE_LIMIT_PER_SECOND=1, RATE_LIMIT_BURST=2)
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_room(nodes, make_token("bob"))  # a bystander, waiting
     for _ in range(5):
         await alice.send("ping")
     seen: list[dict[str, Any]] = []
@@ -224,10 +232,10 @@ async def test_flooding_on_after_rate_limited_is_closed_1008(
 
 
 async def test_frame_over_max_message_bytes_is_closed_1009(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(MAX_MESSAGE_BYTES=1024, CHAT_MAX_LENGTH=5000)
-    alice, _ = await join_room(node, make_token("alice"))
+    nodes = await deploy(MAX_MESSAGE_BYTES=1024, CHAT_MAX_LENGTH=5000)
+    alice, _ = await join_room(nodes, make_token("alice"))
     fits = json.dumps({"event": "add_chat", "payload": {"chatContent": "x" * 900}})
     assert len(fits) <= 1024
     await alice.send_raw(fits)
@@ -237,41 +245,45 @@ async def test_frame_over_max_message_bytes_is_closed_1009(
     assert await alice.closed_with() == 1009
 
 
-async def test_binary_frame_is_closed_1003(start_node: Any, make_token: TokenFactory) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
+async def test_binary_frame_is_closed_1003(deploy: DeployFactory, make_token: TokenFactory) -> None:
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
     await assert_still_usable(alice)
     await alice.send_raw(json.dumps({"event": "ping"}).encode())
     assert await alice.closed_with() == 1003
 
 
 async def test_room_full_is_409_before_the_upgrade_waiting_members_included(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(MAX_ROOM_SIZE=2)
-    _alice, _ = await join_room(node, make_token("alice"))
-    waiting, _ = await join_room(node, make_token("wendy"))
-    status, body = await refused(room_url(node, make_token("carol")))
+    nodes = await deploy(MAX_ROOM_SIZE=2)
+    _alice, _ = await join_room(nodes, make_token("alice"))
+    waiting, _ = await join_room(nodes, make_token("wendy"))
+    status, body = await refused(room_url(nodes, make_token("carol")))
     assert (status, body["error"]) == (409, "room_full")
-    status, body = await refused(room_url(node, make_token("hank", roles=["host"])))
+    status, body = await refused(room_url(nodes, make_token("hank", roles=["host"])))
     assert (status, body["error"]) == (409, "room_full")
     # A takeover is no new member: it is let in.
-    alice2, state = await join_room(node, make_token("alice"))
+    alice2, state = await join_room(nodes, make_token("alice"))
     assert state["role"] == "host"
     # Room made: a place is free again.
     await waiting.close()
-    await wait_until(lambda: len(node.hub.rooms["zoom:room-1"].members) == 1)
-    carol, state = await join_room(node, make_token("carol"))
+
+    async def wendy_gone() -> bool:
+        return len((await current_room(nodes)).members) == 1
+
+    await wait_until(wendy_gone)
+    carol, state = await join_room(nodes, make_token("carol"))
     assert state["role"] == "waiting"
     await carol.close()
     await alice2.close()
 
 
 async def test_missing_or_null_payload_reads_as_empty(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
     for frame in ('{"event": "ping"}', '{"event": "ping", "payload": null}'):
         await alice.send_raw(frame)
         assert await alice.next() == {"event": "pong", "payload": {}}

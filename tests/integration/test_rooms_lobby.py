@@ -1,8 +1,7 @@
-"""The waiting room over real sockets (SPEC §2 joining, §3.1 lobby rows, §3.2 waiting view)."""
+"""The waiting room over real sockets (SPEC §2 joining, §3.1 lobby rows, §3.2 waiting view),
+on one node and on two (tests/deployment.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from callroom_testing import (
     TokenFactory,
@@ -12,20 +11,21 @@ from callroom_testing import (
     join_room,
     settle,
 )
+from deployment import DeployFactory, current_room, room_gone
 
 # SPEC §3.2: everything a waiting member may ever receive.
 WAITING_MAY_RECEIVE = {"room_state", "accept_waiting", "deny_waiting", "pong", "error"}
 
 
 async def test_stranger_waits_alone_until_the_host_admits_it(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, alice_state = await join_room(node, make_token("alice", "Alice"))
+    nodes = await deploy()
+    alice, alice_state = await join_room(nodes, make_token("alice", "Alice"))
     assert alice_state["role"] == "host"
     assert ids(alice_state["hosts"]) == ["alice"]
 
-    bob, bob_state = await join_room(node, make_token("bob", "Bob"))
+    bob, bob_state = await join_room(nodes, make_token("bob", "Bob"))
     assert bob_state["role"] == "waiting"
     assert bob_state["waitingUsers"] == [{"clientId": "bob", "displayName": "Bob"}]
     for key in ("hosts", "participants", "handsRaised", "sharingScreen"):
@@ -55,11 +55,11 @@ async def test_stranger_waits_alone_until_the_host_admits_it(
 
 
 async def test_lobby_disabled_lets_strangers_straight_in(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(LOBBY_ENABLED=False)
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, bob_state = await join_room(node, make_token("bob", "Bob"))
+    nodes = await deploy(LOBBY_ENABLED=False)
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, bob_state = await join_room(nodes, make_token("bob", "Bob"))
     assert bob_state["role"] == "participant"
     assert ids(bob_state["hosts"]) == ["alice"]
     assert await alice.expect("connect") == {"clientId": "bob", "displayName": "Bob"}
@@ -68,14 +68,14 @@ async def test_lobby_disabled_lets_strangers_straight_in(
 
 
 async def test_token_host_and_admin_skip_the_waiting_room_as_hosts(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
-    _, stranger = await join_room(node, make_token("sam"))
-    _, moderator = await join_room(node, make_token("mod", roles=["moderator"]))
-    _, admin = await join_room(node, make_token("root", roles=["admin"]))
-    _, by_permission = await join_room(node, make_token("perm", permissions=["rooms:host"]))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
+    _, stranger = await join_room(nodes, make_token("sam"))
+    _, moderator = await join_room(nodes, make_token("mod", roles=["moderator"]))
+    _, admin = await join_room(nodes, make_token("root", roles=["admin"]))
+    _, by_permission = await join_room(nodes, make_token("perm", permissions=["rooms:host"]))
     assert stranger["role"] == "waiting"
     assert moderator["role"] == "host"
     assert admin["role"] == "host"
@@ -84,11 +84,11 @@ async def test_token_host_and_admin_skip_the_waiting_room_as_hosts(
 
 
 async def test_denied_member_gets_deny_then_4003_and_knocks_again_on_return(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_room(node, make_token("bob", "Bob"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_room(nodes, make_token("bob", "Bob"))
     await alice.expect("waiting_request")
     await alice.drain()
 
@@ -103,19 +103,19 @@ async def test_denied_member_gets_deny_then_4003_and_knocks_again_on_return(
     assert host_frames[1]["payload"]["waitingUsers"] == []
 
     # A denial admits nothing: the same user back is a stranger again.
-    bob2, again = await join_room(node, make_token("bob", "Bob"))
+    bob2, again = await join_room(nodes, make_token("bob", "Bob"))
     assert again["role"] == "waiting"
     assert (await alice.expect("waiting_request"))["clientId"] == "bob"
     await bob2.close()
 
 
 async def test_knock_and_its_alias_reach_the_hosts_only(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob"))
-    carol, _ = await join_room(node, make_token("carol", "Carol"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob"))
+    carol, _ = await join_room(nodes, make_token("carol", "Carol"))
     await alice.expect("room_state")  # carol entered the lobby
     await settle(alice, bob)
 
@@ -133,12 +133,12 @@ async def test_knock_and_its_alias_reach_the_hosts_only(
 
 
 async def test_waiting_member_receives_nothing_of_the_meeting(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob", "Bob"))
-    carol, carol_state = await join_room(node, make_token("carol", "Carol"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob", "Bob"))
+    carol, carol_state = await join_room(nodes, make_token("carol", "Carol"))
     assert carol_state["role"] == "waiting"
     await settle(alice, bob)
 
@@ -167,10 +167,10 @@ async def test_waiting_member_receives_nothing_of_the_meeting(
     await bob.expect("room_locked")
     await alice.send("unlock_room")
     await bob.expect("room_unlocked")
-    dave, _ = await join_admitted(alice, node, make_token("dave", "Dave"))  # admitted
-    erin, _ = await join_room(node, make_token("erin", "Erin"))  # waits too
+    dave, _ = await join_admitted(alice, nodes, make_token("dave", "Dave"))  # admitted
+    erin, _ = await join_room(nodes, make_token("erin", "Erin"))  # waits too
     await alice.expect("waiting_request")
-    _hank, hank_state = await join_room(node, make_token("hank", roles=["host"]))
+    _hank, hank_state = await join_room(nodes, make_token("hank", roles=["host"]))
     assert hank_state["role"] == "host"
     await dave.close()  # a leave: the admitted get disconnect
     await alice.expect("disconnect")
@@ -203,25 +203,24 @@ async def test_waiting_member_receives_nothing_of_the_meeting(
 
 
 async def test_waiting_room_survives_the_last_admitted_member_leaving(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
     """SPEC §2: with nobody admitted left, waiting members keep waiting; a returning
     remembered member is admitted and, by the handoff rule, becomes host."""
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_room(node, make_token("bob"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_room(nodes, make_token("bob"))
     await alice.expect("waiting_request")
     await alice.close()  # leave: nobody admitted is left
 
     assert "accept_waiting" not in events(await bob.drain())
-    room = node.hub.rooms["zoom:room-1"]
-    assert room.members["bob"].role == "waiting"
+    assert (await current_room(nodes)).members["bob"].role == "waiting"
 
-    alice2, back = await join_room(node, make_token("alice"))
+    alice2, back = await join_room(nodes, make_token("alice"))
     assert back["role"] == "host"
     assert ids(back["waitingUsers"]) == ["bob"]
     # A stranger arriving now still waits: the lobby never lets strangers in by default.
-    carol, carol_state = await join_room(node, make_token("carol"))
+    carol, carol_state = await join_room(nodes, make_token("carol"))
     assert carol_state["role"] == "waiting"
     await alice2.close()
     await bob.close()
@@ -229,13 +228,14 @@ async def test_waiting_room_survives_the_last_admitted_member_leaving(
 
 
 async def test_each_kind_is_its_own_namespace_of_rooms(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    zoom, _ = await join_room(node, make_token("alice"), room="a", kind="zoom")
-    _, in_chat = await join_room(node, make_token("bob"), room="a", kind="chat")
-    _, in_screenshare = await join_room(node, make_token("carol"), room="a", kind="screenshare")
+    nodes = await deploy()
+    zoom, _ = await join_room(nodes, make_token("alice"), room="a", kind="zoom")
+    _, in_chat = await join_room(nodes, make_token("bob"), room="a", kind="chat")
+    _, in_screenshare = await join_room(nodes, make_token("carol"), room="a", kind="screenshare")
     assert in_chat["role"] == "host"  # first of its own room, not a knock on zoom/a
     assert in_screenshare["role"] == "host"
     assert await zoom.drain() == []
-    assert {"zoom:a", "chat:a", "screenshare:a"} <= set(node.hub.rooms)
+    for key in ("zoom:a", "chat:a", "screenshare:a"):
+        assert not await room_gone(nodes, key), key

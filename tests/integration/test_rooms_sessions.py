@@ -1,10 +1,10 @@
 """Sessions over real sockets (SPEC §2): leave vs drop, reconnect grace, takeover, role
-memory, host handoff, token expiry and refresh_token."""
+memory, host handoff, token expiry and refresh_token; on one node and on two
+(tests/deployment.py: there a member's reconnection goes through the other node)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import aiohttp
 import jwt
@@ -22,8 +22,7 @@ from callroom_testing import (
     settle,
     wait_until,
 )
-
-KEY = "zoom:room-1"
+from deployment import DeployFactory, connected, current_room, dropped
 
 
 async def drop(client: Client, how: str) -> None:
@@ -34,17 +33,11 @@ async def drop(client: Client, how: str) -> None:
         client.ws.transport.abort()
 
 
-def connected(node: Any, client_id: str) -> bool:
-    room = node.hub.rooms.get(KEY)
-    member = room.members.get(client_id) if room is not None else None
-    return member is not None and member.connected
-
-
 async def test_leave_with_1000_is_seen_by_the_others_at_once(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(RECONNECT_GRACE_SECONDS=30)
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=30)
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     await bob.close(1000)
     for member in (alice, carol):
         assert await member.expect("disconnect", timeout=1.0) == {
@@ -52,29 +45,29 @@ async def test_leave_with_1000_is_seen_by_the_others_at_once(
             "displayName": "Bob",
         }
         assert ids((await member.expect("room_state", timeout=1.0))["participants"]) == ["carol"]
-    assert "bob" not in node.hub.rooms[KEY].members
+    assert "bob" not in (await current_room(nodes)).members
 
 
 @pytest.mark.parametrize("how", ["close_1001", "abort"])
 async def test_drop_is_unseen_and_a_reconnect_within_the_grace_gets_the_same_role(
-    start_node: Any, make_token: TokenFactory, how: str
+    deploy: DeployFactory, make_token: TokenFactory, how: str
 ) -> None:
-    node = await start_node(RECONNECT_GRACE_SECONDS=1)
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=1)
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     await alice.send("promote_host", {"clientId": "bob"})
     assert (await bob.expect("room_state"))["role"] == "host"
     await settle(alice, bob, carol)
 
     await drop(bob, how)
-    await wait_until(lambda: not connected(node, "bob"))
+    await wait_until(lambda: dropped(nodes, "bob"))
     assert await alice.drain() == []
     assert await carol.drain() == []
-    assert node.hub.rooms[KEY].members["bob"].role == "host"  # its place is kept
+    assert (await current_room(nodes)).members["bob"].role == "host"  # its place is kept
 
-    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "host"
     assert set(ids(state["hosts"])) == {"alice", "bob"}
-    assert connected(node, "bob")
+    assert await connected(nodes, "bob")
     # The grace timer was cancelled: past its end, still nobody saw bob leave.
     dropped_at = time.monotonic()
     await wait_until(lambda: time.monotonic() > dropped_at + 1.3)
@@ -86,14 +79,14 @@ async def test_drop_is_unseen_and_a_reconnect_within_the_grace_gets_the_same_rol
 
 
 async def test_dropped_member_is_removed_when_the_grace_ends(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
     grace = 0.5
-    node = await start_node(RECONNECT_GRACE_SECONDS=grace)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=grace)
+    alice, bob = await meeting(nodes, make_token, "bob")
     bob.ws.transport.abort()
     dropped_at = time.monotonic()
-    await wait_until(lambda: not connected(node, "bob"))
+    await wait_until(lambda: dropped(nodes, "bob"))
     assert await alice.drain() == []  # nothing during the grace
 
     assert await alice.expect("disconnect", timeout=grace + 3) == {
@@ -102,24 +95,24 @@ async def test_dropped_member_is_removed_when_the_grace_ends(
     }
     assert time.monotonic() - dropped_at >= grace - 0.05
     assert (await alice.expect("room_state"))["participants"] == []
-    assert "bob" not in node.hub.rooms[KEY].members
+    assert "bob" not in (await current_room(nodes)).members
 
     # Gone for good, but remembered: back later, bob skips the waiting room.
-    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "participant"
     assert await alice.expect("connect") == {"clientId": "bob", "displayName": "Bob"}
     await bob2.close()
 
 
 async def test_last_host_dropping_hands_over_only_after_the_grace(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(RECONNECT_GRACE_SECONDS=0.5)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=0.5)
+    alice, bob = await meeting(nodes, make_token, "bob")
     alice.ws.transport.abort()
-    await wait_until(lambda: not connected(node, "alice"))
+    await wait_until(lambda: dropped(nodes, "alice"))
     assert await bob.drain() == []
-    assert node.hub.rooms[KEY].members["bob"].role == "participant"
+    assert (await current_room(nodes)).members["bob"].role == "participant"
     assert await bob.expect("disconnect", timeout=3) == {
         "clientId": "alice",
         "displayName": "Alice",
@@ -130,35 +123,34 @@ async def test_last_host_dropping_hands_over_only_after_the_grace(
 
 @pytest.mark.parametrize("how", ["close_1001", "abort"])
 async def test_waiting_member_that_drops_is_removed_at_once(
-    start_node: Any, make_token: TokenFactory, how: str
+    deploy: DeployFactory, make_token: TokenFactory, how: str
 ) -> None:
-    node = await start_node(RECONNECT_GRACE_SECONDS=30)
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_room(node, make_token("bob"))
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=30)
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_room(nodes, make_token("bob"))
     await alice.expect("waiting_request")
     assert ids((await alice.expect("room_state"))["waitingUsers"]) == ["bob"]
 
     await drop(bob, how)
     state = await alice.expect("room_state", timeout=1.0)
     assert state["waitingUsers"] == []
-    assert "bob" not in node.hub.rooms[KEY].members
+    assert "bob" not in (await current_room(nodes)).members
 
 
 async def test_second_connection_takes_the_session_over_and_the_first_is_closed_4009(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     await alice.send("promote_host", {"clientId": "bob"})
     await settle(alice, bob, carol)
 
-    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "host"
     assert await bob.closed_with() == 4009
     assert await alice.drain() == []  # no disconnect, no connect
     assert await carol.drain() == []
-    assert connected(node, "bob")  # the old socket's end changed nothing
-    assert node.hub.sessions[KEY]["bob"] is not None
+    assert await connected(nodes, "bob")  # the old socket's end changed nothing
 
     # Positive control: the new socket is the session.
     await bob2.send("add_chat", {"chatContent": "moved tabs"})
@@ -168,10 +160,10 @@ async def test_second_connection_takes_the_session_over_and_the_first_is_closed_
 
 
 async def test_admitted_user_who_left_comes_back_without_knocking_and_hosts_as_hosts(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     await alice.send("promote_host", {"clientId": "carol"})
     await settle(alice, bob, carol)
 
@@ -181,9 +173,9 @@ async def test_admitted_user_who_left_comes_back_without_knocking_and_hosts_as_h
     await alice.expect("disconnect")
     await alice.drain()
 
-    bob2, bob_state = await join_room(node, make_token("bob", "Bob"))
+    bob2, bob_state = await join_room(nodes, make_token("bob", "Bob"))
     assert bob_state["role"] == "participant"
-    carol2, carol_state = await join_room(node, make_token("carol", "Carol"))
+    carol2, carol_state = await join_room(nodes, make_token("carol", "Carol"))
     assert carol_state["role"] == "host"
     frames = await alice.drain()
     assert "waiting_request" not in events(frames)
@@ -197,23 +189,27 @@ async def test_admitted_user_who_left_comes_back_without_knocking_and_hosts_as_h
     assert (await carol2.expect("room_state"))["role"] == "participant"
     await carol2.close()
     await alice.expect("disconnect")
-    carol3, carol_state = await join_room(node, make_token("carol", "Carol"))
+    carol3, carol_state = await join_room(nodes, make_token("carol", "Carol"))
     assert carol_state["role"] == "participant"
     for client in (bob2, carol3):
         await client.close()
 
 
 async def test_earliest_admitted_member_becomes_host_when_the_last_host_leaves(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    bob, _ = await join_room(node, make_token("bob", "Bob"))  # joins first ...
-    carol, _ = await join_room(node, make_token("carol", "Carol"))
-    dave, _ = await join_room(node, make_token("dave", "Dave"))
+    nodes = await deploy()
+    alice, _ = await join_room(nodes, make_token("alice", "Alice"))
+    bob, _ = await join_room(nodes, make_token("bob", "Bob"))  # joins first ...
+    carol, _ = await join_room(nodes, make_token("carol", "Carol"))
+    dave, _ = await join_room(nodes, make_token("dave", "Dave"))
     for sub in ("carol", "bob", "dave"):  # ... but carol is admitted first
         await alice.send("accept_waiting", {"clientId": sub})
-    await wait_until(lambda: node.hub.rooms[KEY].members["dave"].role == "participant")
+
+    async def dave_admitted() -> bool:
+        return (await current_room(nodes)).members["dave"].role == "participant"
+
+    await wait_until(dave_admitted)
     await settle(alice, bob, carol, dave)
 
     await alice.close()
@@ -228,13 +224,13 @@ async def test_earliest_admitted_member_becomes_host_when_the_last_host_leaves(
 
 
 async def test_refresh_token_extends_the_session_and_without_it_4001_at_exp(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(AUTH_LEEWAY_SECONDS=0, LOBBY_ENABLED=False)
+    nodes = await deploy(AUTH_LEEWAY_SECONDS=0, LOBBY_ENABLED=False)
     short = make_token("alice", ttl=3)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
-    alice, _ = await join_room(node, short)
-    bob, _ = await join_room(node, make_token("bob", ttl=3))
+    alice, _ = await join_room(nodes, short)
+    bob, _ = await join_room(nodes, make_token("bob", ttl=3))
     await alice.expect("connect")
     await alice.drain()
 
@@ -246,16 +242,16 @@ async def test_refresh_token_extends_the_session_and_without_it_4001_at_exp(
     # alice outlived its first token: still served.
     await alice.send("raise_hand")
     assert (await alice.expect("raise_hand"))["clientId"] == "alice"
-    assert node.hub.rooms[KEY].members["alice"].connected
+    assert await connected(nodes, "alice")
 
 
 async def test_refused_refresh_is_invalid_payload_and_the_old_expiry_stands(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(AUTH_LEEWAY_SECONDS=0)
+    nodes = await deploy(AUTH_LEEWAY_SECONDS=0)
     short = make_token("alice", ttl=3)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
-    alice, _ = await join_room(node, short)
+    alice, _ = await join_room(nodes, short)
 
     for token in (
         make_token("mallory", ttl=3600),  # another sub
@@ -276,13 +272,13 @@ async def test_refused_refresh_is_invalid_payload_and_the_old_expiry_stands(
 
 
 async def test_handoff_counts_admission_in_the_current_stay(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await meeting(node, make_token, "bob", "carol")
+    nodes = await deploy()
+    alice, bob, carol = await meeting(nodes, make_token, "bob", "carol")
     await bob.close()  # bob leaves and comes back: admitted again, after carol
     await alice.expect("disconnect")
-    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "participant"
     await settle(alice, bob2, carol)
 
@@ -293,36 +289,36 @@ async def test_handoff_counts_admission_in_the_current_stay(
 
 
 async def test_screen_share_survives_a_reconnect_but_is_not_remembered_after_the_grace(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node(RECONNECT_GRACE_SECONDS=0.5)
-    alice, bob = await meeting(node, make_token, "bob")
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=0.5)
+    alice, bob = await meeting(nodes, make_token, "bob")
     await alice.send("accept_screenshare", {"clientId": "bob"})
     assert (await bob.expect("room_state"))["role"] == "screenshare"
     await settle(alice, bob)
 
     bob.ws.transport.abort()
-    await wait_until(lambda: not connected(node, "bob"))
-    bob2, state = await join_room(node, make_token("bob", "Bob"))
+    await wait_until(lambda: dropped(nodes, "bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "screenshare"  # within the grace: as it was
     assert ids(state["sharingScreen"]) == ["bob"]
 
     bob2.ws.transport.abort()
     assert (await alice.expect("disconnect", timeout=3))["clientId"] == "bob"
-    bob3, state = await join_room(node, make_token("bob", "Bob"))
+    bob3, state = await join_room(nodes, make_token("bob", "Bob"))
     assert state["role"] == "participant"  # remembered as admitted, not as sharing
     assert state["sharingScreen"] == []
     await bob3.close()
 
 
 async def test_heartbeat_closes_a_peer_that_stops_answering_pings(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
     interval = 0.3
-    node = await start_node(HEARTBEAT_INTERVAL_SECONDS=interval, RECONNECT_GRACE_SECONDS=30)
-    alice, _ = await join_room(node, make_token("alice"))  # answers pings (websockets does)
+    nodes = await deploy(HEARTBEAT_INTERVAL_SECONDS=interval, RECONNECT_GRACE_SECONDS=30)
+    alice, _ = await join_room(nodes, make_token("alice"))  # answers pings (websockets does)
     async with aiohttp.ClientSession() as http:
-        mute = await http.ws_connect(room_url(node, make_token("bob")), autoping=False)
+        mute = await http.ws_connect(room_url(nodes, make_token("bob")), autoping=False)
         opened_at = time.monotonic()
         assert (await mute.receive_json())["event"] == "room_state"
         await alice.expect("waiting_request")
@@ -342,5 +338,7 @@ async def test_heartbeat_closes_a_peer_that_stops_answering_pings(
     assert (await alice.expect("room_state", timeout=1.0))["waitingUsers"] == []
     # The member that answers its pings is still served, several intervals later.
     assert await alice.drain() == []
-    assert connected(node, "alice")
-    assert await metric_value(node, "callroom_ws_closes_total", '{code="1006"}') == 1
+    assert await connected(nodes, "alice")
+    # The close is counted by the node bob was on.
+    bob_node = nodes.node_of("bob")
+    assert await metric_value(bob_node, "callroom_ws_closes_total", '{code="1006"}') == 1

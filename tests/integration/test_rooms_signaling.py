@@ -1,4 +1,5 @@
-"""WebRTC signaling relay over real sockets (SPEC §3.1 offer/answer/candidate/renegotiate)."""
+"""WebRTC signaling relay over real sockets (SPEC §3.1 offer/answer/candidate/renegotiate), on
+one node and on two (tests/deployment.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from callroom_testing import Client, TokenFactory, join_admitted, join_room, settle
+from deployment import DeployFactory, Deployment
 
 SPOOF = {"clientId": "alice", "displayName": "Alice (host)"}
 
@@ -37,24 +39,26 @@ SIGNALS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
-async def three_admitted(node: Any, make_token: TokenFactory) -> tuple[Client, Client, Client]:
-    alice, _ = await join_room(node, make_token("alice", "Alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob", "Bob"))
-    carol, _ = await join_admitted(alice, node, make_token("carol", "Carol"))
+async def three_admitted(
+    nodes: Deployment, make_token: TokenFactory
+) -> tuple[Client, Client, Client]:
+    alice, _ = await join_room(nodes, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob", "Bob"))
+    carol, _ = await join_admitted(alice, nodes, make_token("carol", "Carol"))
     await settle(alice, bob, carol)
     return alice, bob, carol
 
 
 @pytest.mark.parametrize(("event", "sent", "relayed"), SIGNALS)
 async def test_signal_reaches_only_its_target_with_the_sender_stamped(
-    start_node: Any,
+    deploy: DeployFactory,
     make_token: TokenFactory,
     event: str,
     sent: dict[str, Any],
     relayed: dict[str, Any],
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await three_admitted(node, make_token)
+    nodes = await deploy()
+    alice, bob, carol = await three_admitted(nodes, make_token)
 
     await bob.send(event, {**sent, **SPOOF, "targetClientId": "carol", "unknown": 1})
     frame = await carol.next()
@@ -70,11 +74,11 @@ async def test_signal_reaches_only_its_target_with_the_sender_stamped(
 
 
 async def test_signal_to_anyone_but_another_admitted_member_is_target_not_found(
-    start_node: Any, make_token: TokenFactory
+    deploy: DeployFactory, make_token: TokenFactory
 ) -> None:
-    node = await start_node()
-    alice, bob, carol = await three_admitted(node, make_token)
-    waiting, _ = await join_room(node, make_token("wendy"))
+    nodes = await deploy()
+    alice, bob, carol = await three_admitted(nodes, make_token)
+    waiting, _ = await join_room(nodes, make_token("wendy"))
     await carol.close()  # left for good
     await bob.expect("disconnect")
     await settle(alice, bob)
@@ -112,11 +116,11 @@ async def test_signal_to_anyone_but_another_admitted_member_is_target_not_found(
     ],
 )
 async def test_bad_signal_is_refused_naming_the_field_and_nothing_is_relayed(
-    start_node: Any, make_token: TokenFactory, event: str, payload: dict[str, Any], field: str
+    deploy: DeployFactory, make_token: TokenFactory, event: str, payload: dict[str, Any], field: str
 ) -> None:
-    node = await start_node(MAX_SDP_BYTES=200)
-    alice, _ = await join_room(node, make_token("alice"))
-    bob, _ = await join_admitted(alice, node, make_token("bob"))
+    nodes = await deploy(MAX_SDP_BYTES=200)
+    alice, _ = await join_room(nodes, make_token("alice"))
+    bob, _ = await join_admitted(alice, nodes, make_token("bob"))
     await settle(alice, bob)
 
     await bob.send(event, {"targetClientId": "alice", **payload})

@@ -37,7 +37,7 @@ async def start_dev_node() -> AsyncIterator[DevNodeFactory]:
             "DEV_MODE": True,
         }
         values.update(overrides)
-        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **values)
         node = Node(settings, dev_keys=DevKeys.generate())
         await node.start()
         nodes.append(node)

@@ -99,11 +99,12 @@ async def test_two_aiortc_peers_talk_over_a_data_channel_negotiated_through_the_
 
         @bob_pc.on("datachannel")
         def on_datachannel(remote: Any) -> None:
-            @remote.on("message")
             def on_bob_message(message: Any) -> None:
                 if not bob_got.done():
                     bob_got.set_result(message)
                     remote.send(f"echo: {message}")
+
+            remote.on("message", on_bob_message)
 
         await alice_pc.setLocalDescription(await alice_pc.createOffer())
         sent_by_alice = await send_description(alice_ws, alice_pc, "offer", "bob")

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from callroom.auth import verifier as verifier_module
 from callroom.auth.jwks import JwksCache
 from callroom.auth.verifier import AUTH_FAILURE_REASONS, AuthError, TokenVerifier
 from callroom.config import Settings
@@ -286,7 +285,7 @@ async def test_a_plain_token_is_parsed_without_the_stdlib_json(
     def unused(*_args: Any) -> Any:
         raise AssertionError("stdlib json used")
 
-    monkeypatch.setattr(verifier_module.json, "loads", unused)
+    monkeypatch.setattr("callroom.auth.verifier.json.loads", unused)
     identity = await verifier.verify(token())
     assert identity.client_id == "auth0|alice"
 

@@ -51,7 +51,7 @@ async def pair() -> AsyncIterator[Any]:
             outbox=OutBox(),
         )
         if upgraded:
-            conn.attach(server_transport)  # type: ignore[arg-type]
+            conn.attach(server_transport)
         return conn, peer
 
     yield make

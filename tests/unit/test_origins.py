@@ -18,7 +18,7 @@ from callroom.server.handshake import origin_permitted
 def settings(**values: Any) -> Settings:
     base: dict[str, Any] = {"DEV_MODE": True, "DATABASE_URL": "memory://"}
     base.update(values)
-    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **base)
 
 
 def permitted(origin: str, host: str | None, config: Settings) -> bool:
@@ -74,7 +74,7 @@ def test_loopback_only_in_dev_mode_without_allowed_origins() -> None:
     assert not permitted("http://localhost.example.com:5173", "127.0.0.1:8080", settings())
     explicit = settings(ALLOWED_ORIGINS="http://localhost:3000")
     assert not permitted("http://localhost:5173", "127.0.0.1:8080", explicit)
-    production = Settings(  # type: ignore[call-arg]
+    production = Settings(
         _env_file=None,
         AUTH_ISSUER="https://issuer.example.com/",
         AUTH_JWKS_URL="https://issuer.example.com/jwks.json",

@@ -60,7 +60,7 @@ class PlacementMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.record: RoomRecord | None = None
-        self.rules = RoomRules(lobby_enabled=True, max_room_size=4)
+        self.room_rules = RoomRules(lobby_enabled=True, max_room_size=4)
         self.connections = 0
         self.swept: set[str] = set()
         self.now = 0
@@ -88,7 +88,9 @@ class PlacementMachine(RuleBasedStateMachine):
         identity = Identity(cid, f"name-{cid}", is_token_host=cid == "t")
         record = copy.deepcopy(self.record)  # a refusal must leave the stored one alone
         try:
-            change = placement.join(record, "zoom", "r", identity, session, self.rules, self.now)
+            change = placement.join(
+                record, "zoom", "r", identity, session, self.room_rules, self.now
+            )
         except HandshakeRefused:
             return
         self.apply(change)
@@ -132,7 +134,7 @@ class PlacementMachine(RuleBasedStateMachine):
             return
         record = self.record
         session = record.sessions.get(actor, "nobody/c0")
-        self.refused(lambda: placement.command(record, actor, session, command, self.rules))
+        self.refused(lambda: placement.command(record, actor, session, command, self.room_rules))
 
     @precondition(lambda self: len(self.swept) < len(NODES) - 1)
     @rule(dead=nodes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import settings
@@ -19,7 +19,9 @@ from callroom.room.commands import (
     KickParticipant,
     PromoteHost,
 )
+from callroom.room.events import Event, RecentChatsEvent
 from callroom.room.model import Identity, Role, Room, RoomRules
+from callroom.room.payloads import RecentChats
 from core_helpers import sends, setup, who
 
 NOW = 1_700_000_000_000
@@ -136,7 +138,8 @@ def test_a_member_demoted_while_the_store_looked_is_refused() -> None:
 
 def test_recent_chats_go_to_the_reader_only_under_the_name_it_sent() -> None:
     room = setup(participants=("p",), waiting=("w",))
-    for event in ("get_recent_chats", "recents_chat"):
+    names: tuple[RecentChatsEvent, ...] = (Event.GET_RECENT_CHATS, Event.RECENTS_CHAT)
+    for event in names:
         reader = chat.may_read(room, "p", event)
         assert reader.client_id == "p"
         page = ChatPage([message("h", "a"), message("p", "b")], total=5, has_more=True)
@@ -175,13 +178,13 @@ class ChatMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.room: Room = core.new_room("chat", "r", 0)
-        self.rules = RoomRules()
+        self.room_rules = RoomRules()
         self.store: dict[str, ChatMessage] = {}
         self.ids = 0
 
     @initialize(lobby=st.booleans(), admitted=st.integers(0, 4))
     def configure(self, lobby: bool, admitted: int) -> None:
-        self.rules = RoomRules(lobby_enabled=lobby, max_room_size=10)
+        self.room_rules = RoomRules(lobby_enabled=lobby, max_room_size=10)
         for cid in CLIENTS[:admitted]:  # a room with several admitted members to start
             self.join(cid)
             self.admit_everyone()
@@ -192,14 +195,14 @@ class ChatMachine(RuleBasedStateMachine):
         host = core.host_ids(self.room)[0]
         for cid, member in list(self.room.members.items()):
             if member.role is Role.WAITING:
-                core.handle(self.room, host, AcceptWaiting(cid), self.rules)
+                core.handle(self.room, host, AcceptWaiting(cid), self.room_rules)
 
     # -- membership -------------------------------------------------------------------
 
     @rule(cid=st.sampled_from(CLIENTS))
     def join(self, cid: str) -> None:
         if cid not in self.room.members:
-            core.join(self.room, Identity(cid, f"name-{cid}", is_admin=cid == "z"), self.rules)
+            core.join(self.room, Identity(cid, f"name-{cid}", is_admin=cid == "z"), self.room_rules)
 
     @rule(cid=st.sampled_from(CLIENTS), leave=st.booleans())
     def go(self, cid: str, leave: bool) -> None:
@@ -214,7 +217,7 @@ class ChatMachine(RuleBasedStateMachine):
         target = data.draw(st.sampled_from(sorted(self.room.members)))
         make = data.draw(st.sampled_from([AcceptWaiting, PromoteHost, DemoteHost, _kick]))
         try:
-            effects = core.handle(self.room, host, make(target), self.rules)
+            effects = core.handle(self.room, host, make(target), self.room_rules)
         except ProtocolError:
             return
         if effects.room_closed:
@@ -231,7 +234,7 @@ class ChatMachine(RuleBasedStateMachine):
                 self.room, actor, AddChat("text", given), now_ms=NOW, new_chat_id=self.new_id
             )
         except ProtocolError as exc:
-            error = exc
+            error: ProtocolError | None = exc
         else:
             error = None
         if error is not None:
@@ -267,7 +270,7 @@ class ChatMachine(RuleBasedStateMachine):
             deleter = chat.may_delete(self.room, actor)
             chat.check_delete(self.room, actor, found)
         except ProtocolError as exc:
-            error = exc
+            error: ProtocolError | None = exc
         else:
             error = None
         if error is not None:
@@ -300,7 +303,7 @@ class ChatMachine(RuleBasedStateMachine):
         try:
             chat.may_read(self.room, actor, "recents_chat")
         except ProtocolError as exc:
-            error = exc
+            error: ProtocolError | None = exc
         else:
             error = None
         if error is not None:
@@ -311,9 +314,10 @@ class ChatMachine(RuleBasedStateMachine):
         assert member.role.admitted
         messages = list(self.store.values())
         page = ChatPage(messages[-limit:], len(messages), len(messages) > limit)
-        [(recipients, event, payload)] = sends(chat.recent_chats(actor, "recents_chat", page))
+        [(recipients, event, payload)] = sends(chat.recent_chats(actor, Event.RECENTS_CHAT, page))
         assert (recipients, event) == ((actor,), "recents_chat")
-        assert [m["chatId"] for m in payload["messages"]] == [m.chat_id for m in page.messages]
+        reply = cast("RecentChats", payload)
+        assert [m["chatId"] for m in reply["messages"]] == [m.chat_id for m in page.messages]
 
     def new_id(self) -> str:
         self.ids += 1

@@ -17,6 +17,7 @@ from callroom.chat.base import AddFuture, ChatIdTaken, ChatMessage
 from callroom.errors import CloseCode, ErrorCode, ProtocolError, StoreUnavailable
 from callroom.metrics import Metrics
 from callroom.room.commands import AddChat, Command, GetRecentChats, Ping, RaiseHand
+from callroom.room.events import Event
 from callroom.room.protocol import ProtocolLimits
 from callroom.room.protocol import decode as protocol_decode
 from callroom.server import session as session_module
@@ -164,7 +165,7 @@ async def test_a_frame_that_waits_is_left_to_the_loop_decoded_once(
     assert not receiving.done()  # the loop awaits it
     runtime.awaited.set()
     await receiving
-    assert runtime.ran == [GetRecentChats(50, None, "get_recent_chats")]
+    assert runtime.ran == [GetRecentChats(50, None, Event.GET_RECENT_CHATS)]
     assert len(decoded) == 1  # the loop took what the lane found
     assert session.handoff is None
 
