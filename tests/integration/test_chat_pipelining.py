@@ -21,11 +21,6 @@ from callroom_testing import TokenFactory, meeting, metric_value
 from deployment import DeployFactory
 
 BURSTS = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}
-# Temporary (issue 18, the many-node runtime is being rewritten): a real difference.
-ERRORS_OVERTAKE_ADDS = pytest.mark.xfail_on_two_nodes(
-    "many nodes: the sender's own add_chat echoes come back through Redis, so an "
-    "error or pong answered at once on its node overtakes them (SPEC §3.2 order)"
-)
 # The node's default test store (SQLite: adds answered after a commit) and memory://
 # (adds answered at once, before the callback that broadcasts them has run).
 STORES = pytest.mark.parametrize(
@@ -60,7 +55,6 @@ async def test_a_burst_of_chats_shares_commits_and_arrives_in_order(
     assert await metric_value(node, "callroom_chat_store_commit_seconds_count") == commits
 
 
-@ERRORS_OVERTAKE_ADDS
 @STORES
 async def test_errors_and_replies_wait_for_the_chats_sent_before_them(
     deploy: DeployFactory, make_token: TokenFactory, store: dict[str, str]
@@ -107,7 +101,6 @@ async def test_a_members_last_chats_reach_the_room_before_its_leave(
     assert frames[-1]["payload"]["clientId"] == "bob"
 
 
-@ERRORS_OVERTAKE_ADDS
 async def test_an_add_refused_before_the_store_is_answered_after_the_adds_before_it(
     deploy: DeployFactory, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -186,11 +186,6 @@ async def test_limit_reached_when_the_screen_share_slots_are_full(
     await settle(*members)
 
 
-# Temporary (issue 18, the many-node runtime is being rewritten): a real difference.
-@pytest.mark.xfail_on_two_nodes(
-    "many nodes: the sender's own add_chat echoes come back through Redis, so an "
-    "error or pong answered at once on its node overtakes them (SPEC §3.2 order)"
-)
 async def test_rate_limited_frames_are_dropped_and_the_connection_recovers(
     deploy: DeployFactory, make_token: TokenFactory
 ) -> None:

@@ -13,16 +13,20 @@ then goes to every member, not only to the sender as a repeated chatId otherwise
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from callroom.chat.base import AddFuture
+from callroom.chat.base import AddFuture, ChatMessage
 from callroom.errors import ErrorCode, ProtocolError, StoreUnavailable
 from callroom.room import chat
 from callroom.room.commands import AddChat, Command, DeleteChat, GetRecentChats, RefreshToken
-from callroom.room.encode import encode_bytes, error_frame
+from callroom.room.encode import encode_bytes
 from callroom.room.keys import RoomKey
 from callroom.room.model import Effects, Send
 from callroom.runtime.messages import Delivery
@@ -41,6 +45,18 @@ AWAITED_CHAT_COMMANDS: frozenset[type[Command]] = frozenset(
 )
 UNSENT_PER_ROOM = 1024  # chatIds kept for a full broadcast on retry, per room
 NOT_DELIVERED = "the message was stored but not delivered; retry with the same chatId"
+NOT_CONFIRMED = "the message was stored; its delivery was not confirmed, retry with the same chatId"
+ECHO_TIMEOUT_SECONDS = 5.0  # a broadcast not back by then is answered NOT_CONFIRMED
+
+
+@dataclass(slots=True)
+class _Echo:
+    """A sender's add waiting for its broadcast to come back (many nodes)."""
+
+    answered: AddFuture
+    result: tuple[ChatMessage, bool]
+    key: RoomKey
+    timer: asyncio.TimerHandle
 
 
 class RoomChat:
@@ -55,6 +71,9 @@ class RoomChat:
         bus: RoomBus,
         replicas: Replicas,
         schedule_expiry: Callable[[Peer, float], None],
+        *,
+        node_id: str,
+        immediate: bool,
     ) -> None:
         self.history = history
         self.verifier = verifier
@@ -64,6 +83,14 @@ class RoomChat:
         self._entropy = b""
         self._entropy_at = 0
         self._unsent: dict[RoomKey, set[str]] = {}  # stored, broadcast lost
+        # Many nodes: a sender's add is answered once its own echo came back through the
+        # bus (its later answers must not overtake it, SPEC §3.2). The bus of one node
+        # delivers in the same turn, so there the store's future is answered directly.
+        self._immediate = immediate
+        self._node_id = node_id
+        self._tags = itertools.count(1)
+        self._echoes: dict[str, _Echo] = {}  # tag → the add waiting for its echo
+        self._broadcast: set[AddFuture] = set()  # answered futures already broadcast
 
     def new_chat_id(self) -> str:
         """96 bits from the OS's CSPRNG: unguessable, so no client can claim a server id
@@ -87,16 +114,64 @@ class RoomChat:
             new_chat_id=self.new_chat_id,
         )
         require_bus(self.bus, "add_chat")
-        return self.history.submit(peer.room_key, message)
+        kept = self.history.submit(peer.room_key, message)
+        if self._immediate:
+            return kept
+        answered: AddFuture = asyncio.get_running_loop().create_future()
+        kept.add_done_callback(partial(self._broadcast_then_answer, peer, answered))
+        return answered
 
     def stored(self, peer: Peer, done: AddFuture) -> None:
         """Broadcast a stored ``add_chat`` (SPEC §8: only once durable). A store failure
         raises ProtocolError; any other exception the future holds is raised as is."""
         if done.cancelled():  # given up (the node itself never does): nothing to broadcast
             raise StoreUnavailable("store")
+        if done in self._broadcast:  # many nodes: broadcast, and its echo is back
+            self._broadcast.discard(done)
+            return
         # ChatIdTaken and StoreUnavailable go to the sender as they are
         # (callroom.server.ws_answers says how).
         stored, created = done.result()
+        self._send(peer, stored, created, None)
+
+    def _broadcast_then_answer(self, peer: Peer, answered: AddFuture, kept: AddFuture) -> None:
+        """Many nodes: the store kept the message (or failed); broadcast it now, and answer
+        the sender's add when the broadcast came back to this node."""
+        if kept.cancelled():  # given up (the node itself never does)
+            answered.set_exception(StoreUnavailable("store"))
+            return
+        failure = kept.exception()
+        if failure is not None:
+            answered.set_exception(failure)
+            return
+        stored, created = kept.result()
+        try:
+            if not self._send(peer, stored, created, answered):
+                answered.set_result((stored, created))  # the sender only: stored() sends it
+        except Exception as exc:
+            answered.set_exception(exc)
+
+    def echoed(self, tag: str) -> None:
+        """A chat broadcast of this node came back: the sender's add is answered."""
+        echo = self._echoes.pop(tag, None)
+        if echo is not None:
+            echo.timer.cancel()
+            self._broadcast.add(echo.answered)
+            echo.answered.set_result(echo.result)
+
+    def _echo_lost(self, tag: str, message: str) -> None:
+        """The broadcast of ``tag`` was not taken by the bus, or never came back."""
+        echo = self._echoes.pop(tag, None)
+        if echo is not None:
+            echo.timer.cancel()
+            self._unsent_to(echo.key, echo.result[0].chat_id)
+            echo.answered.set_exception(ProtocolError(ErrorCode.UNAVAILABLE, message, "add_chat"))
+
+    def _send(
+        self, peer: Peer, stored: ChatMessage, created: bool, answered: AddFuture | None
+    ) -> bool:
+        """Send a stored message to whom the core says; whether it was a broadcast.
+        ``answered``: many nodes, the sender's add, answered when its echo is back."""
         key = peer.room_key
         room = self.replicas.room(key)
         unsent = self._unsent.get(key)
@@ -105,28 +180,32 @@ class RoomChat:
         (send,) = _sends(chat.stored(room, peer.client_id, stored, broadcast))
         text = encode_bytes(send.event, send.payload)
         if not broadcast:
-            # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
-            peer.send(text_frame(text))
-            return
+            if answered is None:
+                # SPEC §3.1: a repeated chatId re-sends the stored ChatInfo to the sender only.
+                peer.send(text_frame(text))
+            return False
         if unsent is not None:
             unsent.discard(stored.chat_id)
         if not self.bus.up:  # went down while the store wrote it
             self._unsent_to(key, stored.chat_id)
             raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
-        self.bus.publish(key, Delivery(send.recipients, text), self._on_lost(peer, stored.chat_id))
+        if answered is None:  # one node: delivered in this turn, nothing can be lost
+            self.bus.publish(key, Delivery(send.recipients, text))
+            return True
+        tag = f"{self._node_id}:{next(self._tags)}"
+        timer = asyncio.get_running_loop().call_later(
+            ECHO_TIMEOUT_SECONDS, self._echo_lost, tag, NOT_CONFIRMED
+        )
+        self._echoes[tag] = _Echo(answered, (stored, created), key, timer)
+        self.bus.publish(
+            key, Delivery(send.recipients, text, tag), partial(self._echo_lost, tag, NOT_DELIVERED)
+        )
+        return True
 
     def _unsent_to(self, key: RoomKey, chat_id: str) -> None:
         unsent = self._unsent.setdefault(key, set())
         if len(unsent) < UNSENT_PER_ROOM:
             unsent.add(chat_id)
-
-    def _on_lost(self, peer: Peer, chat_id: str) -> Callable[[], None]:
-        def lost() -> None:
-            self._unsent_to(peer.room_key, chat_id)
-            frame = error_frame(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
-            peer.send(text_frame(frame.encode()))
-
-        return lost
 
     def forget_room(self, key: RoomKey) -> None:
         self._unsent.pop(key, None)

@@ -105,13 +105,14 @@ class Hub:
         self.replicas = Replicas(metrics)
         self.transitions = Transitions(store, metrics)
         self.graces = GraceTimers(clock or LoopClock(), node_id, self._grace_over)
-        self.chat = RoomChat(history, verifier, bus, self.replicas, self.schedule_expiry)
-        self.resyncer = Resync(
-            store, self.replicas, self.local, liveness, follow=self.follow, lost=self.on_closed
-        )
         # A store that never waits (one node) runs room commands and departures in the
         # frame's own turn; otherwise they wait for the store.
         self.at_once = isinstance(store, ImmediateRoomStore)
+        chat_parts = (history, verifier, bus, self.replicas, self.schedule_expiry)
+        self.chat = RoomChat(*chat_parts, node_id=node_id, immediate=self.at_once)
+        self.resyncer = Resync(
+            store, self.replicas, self.local, liveness, follow=self.follow, lost=self.on_closed
+        )
         self.commands = RoomCommands(
             node_id,
             self.rules,
@@ -204,6 +205,8 @@ class Hub:
 
     def on_delivery(self, key: RoomKey, delivery: Delivery) -> None:
         self.local.deliver(key, delivery.recipients, delivery.text)
+        if delivery.tag:  # a chat broadcast; this node's own answers its sender's add
+            self.chat.echoed(delivery.tag)
 
     def on_reconnect(self, restarted: bool) -> None:
         self.resyncer.begin(restarted)

@@ -66,6 +66,9 @@ class Delivery:
 
     recipients: tuple[str, ...]
     text: bytes  # the frame's JSON text, UTF-8
+    # Set on a chat message's broadcast: the node that published it is told when the
+    # broadcast came back to it (the sender's own echo, SPEC §3.2 order of answers).
+    tag: str = ""
 
 
 def encode_effects(effects: Effects) -> tuple[tuple[Step, ...], tuple[bytes, ...]]:

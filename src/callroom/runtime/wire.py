@@ -4,7 +4,8 @@
 - an *update* (``b"u"`` + JSON): version, record (``null`` once closed), steps, tails,
   and the session that joined;
 - a *delivery* (``b"d"`` + JSON list of recipients + NUL + frame text). A NUL byte never
-  occurs in JSON text, so the first one ends the recipient list.
+  occurs in JSON text, so the first one ends the recipient list; a tagged delivery (a
+  chat broadcast whose echo its node waits for) is ``b"e"`` + tag + NUL + the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from callroom.runtime.messages import CloseOf, Delivery, FrameTo, Step, Update, 
 
 UPDATE = b"u"[0]
 DELIVERY = b"d"[0]
+TAGGED = b"e"[0]  # a delivery with a tag: ``b"e"`` + tag + NUL + recipients + NUL + frame
 
 
 def dump_record(record: RoomRecord) -> bytes:
@@ -60,7 +62,10 @@ def dump_update(update: Update) -> bytes:
 
 
 def dump_delivery(delivery: Delivery) -> bytes:
-    return b"d" + orjson.dumps(delivery.recipients) + b"\x00" + delivery.text
+    body = orjson.dumps(delivery.recipients) + b"\x00" + delivery.text
+    if delivery.tag:
+        return b"e" + delivery.tag.encode() + b"\x00" + body
+    return b"d" + body
 
 
 def load_message(data: bytes) -> Update | Delivery:
@@ -68,6 +73,11 @@ def load_message(data: bytes) -> Update | Delivery:
     if data[0] == DELIVERY:
         end = data.index(b"\x00")
         return Delivery(tuple(orjson.loads(data[1:end])), data[end + 1 :])
+    if data[0] == TAGGED:
+        tag_end = data.index(b"\x00")
+        end = data.index(b"\x00", tag_end + 1)
+        recipients = tuple(orjson.loads(data[tag_end + 1 : end]))
+        return Delivery(recipients, data[end + 1 :], data[1:tag_end].decode())
     if data[0] != UPDATE:
         raise ValueError(f"unknown bus message kind {data[:1]!r}")
     body = orjson.loads(data[1:])
