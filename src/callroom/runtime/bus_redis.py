@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -22,6 +22,7 @@ from redis.asyncio.connection import AbstractConnection
 from callroom.errors import StoreUnavailable
 from callroom.metrics import RedisMetrics
 from callroom.room.keys import RoomKey
+from callroom.room.record import session_node
 from callroom.runtime.messages import Delivery, Update
 from callroom.runtime.ports import BusListener
 from callroom.runtime.redis_keys import RedisKeys
@@ -114,6 +115,15 @@ class RedisRoomBus:
         addressed = key.encode() + b"\x00" + dump_delivery(delivery)
         packed = pack_publish(self._keys.node_channel(node_id).encode(), addressed)
         self._writer.call_packed("PUBLISH", packed, answer=False)
+
+    def publish_to_holders(
+        self, key: RoomKey, delivery: Delivery, sessions: Mapping[str, str]
+    ) -> None:
+        """To the nodes holding the recipients only: the others would read and drop it."""
+        recipients = delivery.recipients
+        nodes = {session_node(sessions[r]) for r in recipients if r in sessions}
+        for node_id in nodes:
+            self.publish_to_node(node_id, key, delivery)
 
     # -- subscriptions --------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from callroom.room import core, placement
 from callroom.room.commands import Command, Ping, Signal
 from callroom.room.encode import PONG_FRAME_BYTES, encode_bytes
 from callroom.room.model import RoomRules, Send
-from callroom.room.record import RoomRecord, session_id, session_node
+from callroom.room.record import RoomRecord, session_id
 from callroom.runtime.chat import AWAITED_CHAT_COMMANDS, RoomChat
 from callroom.runtime.messages import Delivery
 from callroom.runtime.peer import Peer
@@ -78,17 +78,19 @@ class RoomCommands:
             self._command_at_once(peer, command)
             return
         key = peer.room_key
-        effects = core.handle(self.replicas.member_room(peer), peer.client_id, command, self.rules)
-        require_bus(self.bus, core.event_name(command))
-        record = self.replicas.record(key)
-        assert record is not None  # member_room found it
-        sessions = record.sessions
+        replica = self.replicas.get(key)
+        if replica is None or peer.detached:
+            self.replicas.member_room(peer)  # raises: no longer in this room
+            return  # pragma: no cover - member_room raised
+        record = replica.record
+        effects = core.handle(record.room, peer.client_id, command, self.rules)
+        if not self.bus.up:
+            require_bus(self.bus, core.event_name(command))
         for action in effects.actions:
             if isinstance(action, Send):
+                # A signal has one recipient: to the node holding it only.
                 delivery = Delivery(action.recipients, encode_bytes(action.event, action.payload))
-                nodes = {session_node(sessions[r]) for r in action.recipients if r in sessions}
-                for node_id in nodes:
-                    self.bus.publish_to_node(node_id, key, delivery)
+                self.bus.publish_to_holders(key, delivery, record.sessions)
 
     def _command_at_once(self, peer: Peer, command: Command) -> None:
         self.replicas.member_room(peer, core.event_name(command))

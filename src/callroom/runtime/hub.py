@@ -1,19 +1,14 @@
 """The hub: one room runtime for one node and for many (SPEC §2, §3, §7).
 
-Every room is a record in a ``RoomStore``; its messages travel on a ``RoomBus``
-(``callroom.runtime.ports``: memory for one node, Redis for many). A change of a room is
-a *transition* (``callroom.runtime.transitions``: a pure function of
-``callroom.room.placement`` run inside a compare-and-set that publishes its update);
-every node hearing the room *applies* the update to its replica and to the sockets it
-holds (``callroom.runtime.local``), the node that ran it too: one order, the bus's.
-Chat and signaling change nothing: checked against the replica, published as one
-``Delivery`` (``callroom.runtime.commands``, ``callroom.runtime.chat``). The walk of a
-chat message and of an offer through these layers is in docs/architecture.md.
-
-A join subscribes first, then runs; its session is installed when its update comes back
-(``room_state`` first). A drop of an admitted member leaves a grace timed by this node
-(``callroom.runtime.graces``). After the bus reconnects, ``callroom.runtime.resync``
-brings every room held here back in step with the store, writing it back if lost.
+Rooms are records in a ``RoomStore``, their messages travel on a ``RoomBus``
+(``runtime/ports.py``: memory for one node, Redis for many). A change is a transition
+(``runtime/transitions.py``: a pure ``room/placement.py`` function inside a
+compare-and-set that publishes its update); every node hearing the room applies the
+update to its replica and its sockets (``runtime/local.py``): one order, the bus's. On
+one node the store and bus never wait, so joins, commands and departures run in the
+caller's turn (``at_once``). A join's session is installed when its update comes back
+(``room_state`` first); after the bus reconnects, ``runtime/resync.py`` brings every
+room held here back in step. docs/architecture.md walks a chat message and an offer.
 """
 
 from __future__ import annotations
@@ -69,7 +64,7 @@ class PendingJoin:
     """A join whose update has not come back yet."""
 
     peer: Peer
-    echo: asyncio.Future[None]
+    echo: asyncio.Future[None] | None  # None on one node: the update comes back at once
 
 
 class Hub:
@@ -129,7 +124,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         bus.listen(self)
 
-    # -- views kept for the admin API and the tests ------------------------------------
+    # -- views for the node, the admin API and the tests -------------------------------
 
     @property
     def connections(self) -> set[Peer]:
@@ -200,8 +195,8 @@ class Hub:
         record = update.record
         if record is None:
             self.on_closed(key)
-            return
-        self.follow(key, record)
+        elif not self.at_once:  # one node: no other node takes places or graces over
+            self.follow(key, record)
 
     def on_delivery(self, key: RoomKey, delivery: Delivery) -> None:
         self.local.deliver(key, delivery.recipients, delivery.text)
@@ -238,7 +233,7 @@ class Hub:
         peer = pending.peer
         self.local.install(key, peer)
         self.schedule_expiry(peer, peer.identity.expires_at)
-        if not pending.echo.done():
+        if pending.echo is not None and not pending.echo.done():
             pending.echo.set_result(None)
 
     def on_closed(self, key: RoomKey) -> None:
@@ -288,8 +283,8 @@ class Hub:
         key = peer.room_key
         session = self.session_of(peer)
         identity = peer.identity
-        pending = PendingJoin(peer, asyncio.get_running_loop().create_future())
-        self._pending[session] = pending
+        echo = None if self.at_once else asyncio.get_running_loop().create_future()
+        pending = self._pending[session] = PendingJoin(peer, echo)
         rules = self.rules
 
         def decide(record: RoomRecord | None) -> placement.Change:
@@ -299,11 +294,15 @@ class Hub:
 
         committed = False
         try:
+            if self.at_once:  # one node: the join's update is carried out in this call
+                self.transitions.run_at_once(key, decide)
+                return
             self._require_settled(key)
             await self.bus.subscribe(key)
             await self.transitions.run(key, decide)
             committed = True
             self.liveness.hold_room(key, held=True)
+            assert pending.echo is not None
             if not pending.echo.done():
                 await asyncio.wait_for(asyncio.shield(pending.echo), ECHO_TIMEOUT_SECONDS)
         except HandshakeRefused:

@@ -8,7 +8,7 @@ transition cannot interleave with another between its ``load`` and its ``commit`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from callroom.room.keys import RoomKey
 from callroom.room.record import RoomRecord
@@ -49,6 +49,13 @@ class MemoryRoomBus:
         self._listener.on_delivery(key, delivery)
 
     def publish_to_node(self, node_id: str, key: RoomKey, delivery: Delivery) -> None:
+        assert self._listener is not None
+        self._listener.on_delivery(key, delivery)
+
+    def publish_to_holders(
+        self, key: RoomKey, delivery: Delivery, sessions: Mapping[str, str]
+    ) -> None:
+        # One node holds every session: no node to look up.
         assert self._listener is not None
         self._listener.on_delivery(key, delivery)
 

@@ -5,12 +5,14 @@ A transition's ``Effects`` are turned into frames here, once, by the node that r
 part of each view class's ``room_state`` is encoded once per transition, and only each
 member's own part is encoded per member when the frame is written (``own``). Every node
 carries out the same ``Update`` for the members whose sockets it holds; the memory bus
-hands the very object over, the Redis bus its bytes (``callroom.runtime.wire``).
+hands the very object over, the Redis bus its bytes (``callroom.runtime.wire``). The
+steps and deliveries are named tuples: several are made per join, one per message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from callroom.errors import CloseCode
 from callroom.room.encode import encode_bytes, encode_tail
@@ -19,16 +21,14 @@ from callroom.room.payloads import RoomStateOwn
 from callroom.room.record import RoomRecord
 
 
-@dataclass(frozen=True, slots=True)
-class FrameTo:
+class FrameTo(NamedTuple):
     """One frame (its JSON text) for ``recipients`` (client ids)."""
 
     recipients: tuple[str, ...]
     text: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ViewTo:
+class ViewTo(NamedTuple):
     """``room_state`` for ``recipient``: its own part, then the shared tail ``tail``
     (an index into ``Update.tails``)."""
 
@@ -37,8 +37,7 @@ class ViewTo:
     tail: int
 
 
-@dataclass(frozen=True, slots=True)
-class CloseOf:
+class CloseOf(NamedTuple):
     """Close the session of ``client_id`` (SPEC §3.4)."""
 
     client_id: str
@@ -49,7 +48,7 @@ class CloseOf:
 Step = FrameTo | ViewTo | CloseOf
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     """A transition of a room, as published by the node that ran it."""
 
@@ -60,9 +59,9 @@ class Update:
     joined: tuple[str, str] | None = None  # (clientId, session) of a join
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One frame for some members of the room; no state changes (chat, signaling)."""
+class Delivery(NamedTuple):
+    """One frame for some members of the room; no state changes (chat, signaling).
+    A tuple, not a dataclass: one is made per chat message and signal."""
 
     recipients: tuple[str, ...]
     text: bytes  # the frame's JSON text, UTF-8

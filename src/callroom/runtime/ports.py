@@ -9,7 +9,7 @@ the update over in the same turn; on many, both go through Redis.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from callroom.room.keys import RoomKey
@@ -108,7 +108,14 @@ class RoomBus(Protocol):
         """To every node hearing the room; ``on_lost`` runs if the bus did not take it."""
 
     def publish_to_node(self, node_id: str, key: RoomKey, delivery: Delivery) -> None:
-        """To one node only (signaling: the node holding the recipient)."""
+        """To one node only."""
+
+    def publish_to_holders(
+        self, key: RoomKey, delivery: Delivery, sessions: Mapping[str, str]
+    ) -> None:
+        """To the nodes holding the delivery's recipients only (signaling), as
+        ``sessions`` (the room record's clientId → session) says; a recipient without a
+        session is skipped."""
 
 
 class Liveness(Protocol):

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 
@@ -70,12 +71,15 @@ class Transitions:
         self.store = store
         self.metrics = metrics
         self.locks = RoomLocks()
+        self.immediate = isinstance(store, ImmediateRoomStore)
 
     async def run(self, key: RoomKey, decide: Decide) -> Committed | None:
         """Run ``decide`` on the room's record and write what it returns, atomically.
 
         ``decide`` may raise to refuse (nothing is written) or return None (nothing to
         write). ``StoreUnavailable`` when the store is down or the room too contended."""
+        if self.immediate:  # nothing awaits: no lock needed, the first attempt wins
+            return self.run_at_once(key, decide)
         async with self.locks.hold(key):
             for _ in range(CAS_ATTEMPTS):
                 version, record = await self.store.load(key)
@@ -92,8 +96,7 @@ class Transitions:
     def run_at_once(self, key: RoomKey, decide: Decide) -> Committed | None:
         """``run`` without a turn of the event loop, on a store that never waits (one
         node): its update is carried out before this returns, as ``run``'s would be."""
-        store = self.store
-        assert isinstance(store, ImmediateRoomStore)
+        store = cast("ImmediateRoomStore", self.store)  # checked once: self.immediate
         version, record = store.load_at_once(key)
         update = self._decided(version, record, decide)
         if update is None:
