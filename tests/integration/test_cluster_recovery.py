@@ -82,3 +82,35 @@ async def test_redis_that_lost_the_rooms_gets_them_written_back(
     assert alice.ws.close_code is None
     await bob.close()
     await alice.close()
+
+
+async def test_a_chat_whose_echo_never_comes_back_is_answered_and_its_retry_reaches_everyone(
+    start_cluster: Any, make_token: TokenFactory, monkeypatch: Any
+) -> None:
+    """Many nodes: a sender's add is answered by its own broadcast coming back. If it
+    never does (the subscriber lost it), the sender still gets an answer in time
+    (``unavailable``, not confirmed), and its retry with the same chatId goes to every
+    member, not only to the sender."""
+    from callroom.runtime import chat as runtime_chat
+
+    monkeypatch.setattr(runtime_chat, "ECHO_TIMEOUT_SECONDS", 0.2)
+    one, two = await start_cluster()
+    alice, _ = await join_room(one, make_token("alice", "Alice"))
+    bob, _ = await join_admitted(alice, two, make_token("bob", "Bob"))
+    hub = one.hub
+    heard = hub.on_delivery
+
+    def deaf_to_own_echoes(key: Any, delivery: Any) -> None:
+        if not delivery.tag:
+            heard(key, delivery)
+
+    monkeypatch.setattr(hub, "on_delivery", deaf_to_own_echoes)
+    await alice.send("add_chat", {"chatContent": "lost echo", "chatId": "m1"})
+    assert (await bob.expect("add_chat"))["chatId"] == "m1"  # the others got it
+    error = await alice.expect("error")
+    assert (error["code"], error["event"]) == ("unavailable", "add_chat")
+    assert "not confirmed" in error["message"]
+    monkeypatch.setattr(hub, "on_delivery", heard)
+    await alice.send("add_chat", {"chatContent": "lost echo", "chatId": "m1"})
+    assert (await alice.expect("add_chat"))["chatId"] == "m1"
+    assert (await bob.expect("add_chat"))["chatId"] == "m1"  # the retry went to everyone

@@ -56,7 +56,7 @@ class _Echo:
     answered: AddFuture
     result: tuple[ChatMessage, bool]
     key: RoomKey
-    timer: asyncio.TimerHandle
+    deadline: float  # loop time after which it is answered NOT_CONFIRMED
 
 
 class RoomChat:
@@ -89,7 +89,10 @@ class RoomChat:
         self._immediate = immediate
         self._node_id = node_id
         self._tags = itertools.count(1)
-        self._echoes: dict[str, _Echo] = {}  # tag → the add waiting for its echo
+        # tag → the add waiting for its echo, oldest first (one watch timer for all,
+        # not one timer per message)
+        self._echoes: dict[str, _Echo] = {}
+        self._watch: asyncio.TimerHandle | None = None
         self._broadcast: set[AddFuture] = set()  # answered futures already broadcast
 
     def new_chat_id(self) -> str:
@@ -155,15 +158,24 @@ class RoomChat:
         """A chat broadcast of this node came back: the sender's add is answered."""
         echo = self._echoes.pop(tag, None)
         if echo is not None:
-            echo.timer.cancel()
             self._broadcast.add(echo.answered)
             echo.answered.set_result(echo.result)
+
+    def _expire_echoes(self) -> None:
+        """Answer NOT_CONFIRMED every add whose echo is overdue (the oldest come first)."""
+        self._watch = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for tag, echo in list(self._echoes.items()):
+            if echo.deadline > now:
+                self._watch = loop.call_later(echo.deadline - now, self._expire_echoes)
+                return
+            self._echo_lost(tag, NOT_CONFIRMED)
 
     def _echo_lost(self, tag: str, message: str) -> None:
         """The broadcast of ``tag`` was not taken by the bus, or never came back."""
         echo = self._echoes.pop(tag, None)
         if echo is not None:
-            echo.timer.cancel()
             self._unsent_to(echo.key, echo.result[0].chat_id)
             echo.answered.set_exception(ProtocolError(ErrorCode.UNAVAILABLE, message, "add_chat"))
 
@@ -193,10 +205,11 @@ class RoomChat:
             self.bus.publish(key, Delivery(send.recipients, text))
             return True
         tag = f"{self._node_id}:{next(self._tags)}"
-        timer = asyncio.get_running_loop().call_later(
-            ECHO_TIMEOUT_SECONDS, self._echo_lost, tag, NOT_CONFIRMED
-        )
-        self._echoes[tag] = _Echo(answered, (stored, created), key, timer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ECHO_TIMEOUT_SECONDS
+        self._echoes[tag] = _Echo(answered, (stored, created), key, deadline)
+        if self._watch is None:
+            self._watch = loop.call_later(ECHO_TIMEOUT_SECONDS, self._expire_echoes)
         self.bus.publish(
             key, Delivery(send.recipients, text, tag), partial(self._echo_lost, tag, NOT_DELIVERED)
         )
