@@ -342,3 +342,28 @@ async def test_heartbeat_closes_a_peer_that_stops_answering_pings(
     # The close is counted by the node bob was on.
     bob_node = nodes.node_of("bob")
     assert await metric_value(bob_node, "callroom_ws_closes_total", '{code="1006"}') == 1
+
+
+async def test_a_member_dropping_again_after_a_reconnect_gets_a_whole_new_grace(
+    deploy: DeployFactory, make_token: TokenFactory
+) -> None:
+    """The first grace's timer stops when the member is back (SPEC §2): a second drop
+    later keeps the place for a whole grace from that drop, not until the first one's
+    end."""
+    grace = 1.0
+    nodes = await deploy(RECONNECT_GRACE_SECONDS=grace)
+    alice, bob = await meeting(nodes, make_token, "bob")
+    bob.ws.transport.abort()
+    first_drop = time.monotonic()
+    await wait_until(lambda: dropped(nodes, "bob"))
+    bob2, state = await join_room(nodes, make_token("bob", "Bob"))
+    assert state["role"] == "participant"
+    await wait_until(lambda: time.monotonic() > first_drop + grace / 2)
+    bob2.ws.transport.abort()
+    second_drop = time.monotonic()
+    await wait_until(lambda: dropped(nodes, "bob"))
+    assert await alice.expect("disconnect", timeout=grace + 3) == {
+        "clientId": "bob",
+        "displayName": "Bob",
+    }
+    assert time.monotonic() - second_drop >= grace - 0.05  # not at the first grace's end

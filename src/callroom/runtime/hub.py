@@ -144,8 +144,7 @@ class Hub:
         return self.replicas.rooms()
 
     @property
-    def pending_joins(self) -> dict[str, PendingJoin]:
-        """Joins whose update has not come back yet, by session."""
+    def pending_joins(self) -> dict[str, PendingJoin]:  # by session
         return self._pending
 
     def session_of(self, peer: Peer) -> str:
@@ -195,7 +194,9 @@ class Hub:
         record = update.record
         if record is None:
             self.on_closed(key)
-        elif not self.at_once:  # one node: no other node takes places or graces over
+        elif self.at_once:  # one node: no other node takes places over; a member back
+            self.graces.follow(key, record)  # from its grace stops its timer
+        else:
             self.follow(key, record)
 
     def on_delivery(self, key: RoomKey, delivery: Delivery) -> None:
@@ -206,8 +207,7 @@ class Hub:
     def on_reconnect(self, restarted: bool) -> None:
         self.resyncer.begin(restarted)
 
-    async def resync(self, restarted: bool) -> None:
-        """Resync every room held here now, and wait for it (``callroom.runtime.resync``)."""
+    async def resync(self, restarted: bool) -> None:  # now, and wait for it
         self.resyncer.begin(restarted)
         await self.resyncer.wait()
 
