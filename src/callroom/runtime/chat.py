@@ -116,7 +116,7 @@ class RoomChat:
             now_ms=int(time.time() * 1000),
             new_chat_id=self.new_chat_id,
         )
-        require_bus(self.bus, "add_chat")
+        require_bus(self.bus)
         kept = self.history.submit(peer.room_key, message)
         if self._immediate:
             return kept
@@ -234,7 +234,7 @@ class RoomChat:
     async def _delete(self, peer: Peer, command: DeleteChat) -> None:
         key = peer.room_key
         deleter = chat.may_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id)
-        require_bus(self.bus, "delete_chat")
+        require_bus(self.bus)
         found = await self.history.get(key, command.chat_id)
         # The room as it is now: a member demoted or sent away meanwhile is refused.
         chat.check_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id, found)

@@ -78,14 +78,9 @@ class RoomCommands:
             self._command_at_once(peer, command)
             return
         key = peer.room_key
-        replica = self.replicas.get(key)
-        if replica is None or peer.detached:
-            self.replicas.member_room(peer)  # raises: no longer in this room
-            return  # pragma: no cover - member_room raised
-        record = replica.record
+        record = self.replicas.member_record(peer)
         effects = core.handle(record.room, peer.client_id, command, self.rules)
-        if not self.bus.up:
-            require_bus(self.bus, core.event_name(command))
+        require_bus(self.bus)
         for action in effects.actions:
             if isinstance(action, Send):
                 # A signal has one recipient: to the node holding it only.

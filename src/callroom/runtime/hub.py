@@ -37,7 +37,7 @@ from callroom.runtime.graces import Clock, GraceTimers, LoopClock
 from callroom.runtime.local import LocalSessions
 from callroom.runtime.messages import Delivery, Update
 from callroom.runtime.peer import Peer, schedule_expiry
-from callroom.runtime.ports import ImmediateRoomStore, Liveness, RoomBus, RoomStore
+from callroom.runtime.ports import Liveness, RoomBus, RoomStore
 from callroom.runtime.refusals import join_unavailable
 from callroom.runtime.replicas import Replicas
 from callroom.runtime.resync import Resync
@@ -102,7 +102,7 @@ class Hub:
         self.graces = GraceTimers(clock or LoopClock(), node_id, self._grace_over)
         # A store that never waits (one node) runs room commands and departures in the
         # frame's own turn; otherwise they wait for the store.
-        self.at_once = isinstance(store, ImmediateRoomStore)
+        self.at_once = self.transitions.immediate
         chat_parts = (history, verifier, bus, self.replicas, self.schedule_expiry)
         self.chat = RoomChat(*chat_parts, node_id=node_id, immediate=self.at_once)
         self.resyncer = Resync(

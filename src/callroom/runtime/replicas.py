@@ -53,13 +53,17 @@ class Replicas:
         replica = self._replicas.get(key)
         return None if replica is None else replica.record.room
 
-    def member_room(self, peer: Peer, event: str | None = None) -> Room:
-        """The room of ``peer``'s session, which must still hold its member's place."""
-        room = self.room(peer.room_key)
-        if room is None or peer.detached:
+    def member_record(self, peer: Peer, event: str | None = None) -> RoomRecord:
+        """The record of ``peer``'s room, whose session must still hold its place."""
+        replica = self._replicas.get(peer.room_key)
+        if replica is None or peer.detached:
             # The room ended or this session was replaced while a frame was in flight.
             raise ProtocolError(ErrorCode.FORBIDDEN, "you are no longer in this room", event)
-        return room
+        return replica.record
+
+    def member_room(self, peer: Peer, event: str | None = None) -> Room:
+        """The room of ``peer``'s session, which must still hold its member's place."""
+        return self.member_record(peer, event).room
 
     def rooms(self) -> dict[RoomKey, Room]:
         return {key: replica.record.room for key, replica in self._replicas.items()}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from callroom.errors import CloseCode
 from callroom.server.framing import PING_FRAME
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: no close frame; what the member's client sees
+# RFC 6455 §7.1.5: no close frame; what the member's client sees.
+ABNORMAL_CLOSURE = CloseCode.ABNORMAL_CLOSURE
 PER_TURN = 256  # connections a sweep visits per event-loop turn (< 1 ms of writes)
 
 
