@@ -89,6 +89,8 @@ class Person:
     sockets: list[WebSocket] = field(default_factory=list)
     # Every server event the page received, in order: {"event": ..., "payload": ...}.
     received: list[dict[str, Any]] = field(default_factory=list)
+    # The page's other console lines (the mesh warns of a failed negotiation step).
+    console: list[str] = field(default_factory=list)
 
     def watch(self) -> None:
         self.page.on("console", self._on_console)
@@ -97,6 +99,7 @@ class Person:
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
+            self.console.append(f"console {message.type}: {message.text}")
             return
         if any(pattern.search(message.text) for pattern in self.allowed):
             self.allowed_seen.append(message.text)
@@ -192,6 +195,16 @@ class People:
         self.people.append(person)
         return person
 
+    def story(self) -> str:
+        """Every server event each person's pages received, one line each, in order."""
+        lines = []
+        for person in self.people:
+            lines.append(f"-- events received by {person.name}:")
+            lines += [f"  {summary(message)}" for message in person.received]
+            lines.append(f"-- console of {person.name}:")
+            lines += [f"  {line}" for line in person.console]
+        return "\n".join(lines)
+
     async def close(self) -> list[str]:
         """Close every context; the problems seen in the pages."""
         problems: list[str] = []
@@ -243,18 +256,77 @@ async def meeting_of_two(people: People, *, guest_clock: bool = False) -> tuple[
 
 
 async def expect_remote_video(viewer: Person, sender: Person, testid: str = "video-tile") -> None:
-    """``viewer``'s tile of ``sender`` is connected and its <video> plays decoded frames."""
-    tile = viewer.member(testid, sender.client_id)
-    if testid == "video-tile":
-        await expect(tile).to_have_attribute(
-            "data-connection-state", "connected", timeout=MEDIA_TIMEOUT_MS
+    """``viewer``'s tile of ``sender`` is connected and its <video> plays: decoded frames
+    keep coming. The tile is looked up afresh on every check: after a reload the peer
+    connection, hence the tile, is replaced, and the old one's picture is frozen."""
+    try:
+        await viewer.page.wait_for_function(
+            PLAYING_JS, arg=[testid, sender.client_id], timeout=MEDIA_TIMEOUT_MS
         )
-    video = await tile.locator("video").element_handle(timeout=MEDIA_TIMEOUT_MS)
-    await viewer.page.wait_for_function(
-        "video => video.videoWidth > 0 && video.readyState >= 2 && !video.paused",
-        arg=video,
-        timeout=MEDIA_TIMEOUT_MS,
-    )
+    except PlaywrightTimeoutError as timeout:
+        raise AssertionError(await media_report(viewer, sender)) from timeout
+
+
+PLAYING_JS = """([testid, clientId]) => {
+  const selector = `[data-testid="${testid}"][data-client-id="${clientId}"]`;
+  const tiles = document.querySelectorAll(selector);
+  if (tiles.length !== 1) return false;
+  const tile = tiles[0];
+  if (testid === "video-tile" && tile.dataset.connectionState !== "connected") return false;
+  const video = tile.querySelector("video");
+  if (!video || !(video.videoWidth > 0 && video.readyState >= 2 && !video.paused)) return false;
+  const frames = video.getVideoPlaybackQuality().totalVideoFrames;
+  const seen = (window.__framesSeen ??= new WeakMap());
+  if (!seen.has(video)) {
+    seen.set(video, frames);
+    return false;
+  }
+  return frames > seen.get(video);
+}"""
+
+
+SIGNALS = ("offer", "answer", "candidate", "renegotiate")
+TILES_JS = """() => [...document.querySelectorAll('[data-testid$="-tile"]')].map(tile => {
+  const video = tile.querySelector('video');
+  return {testid: tile.dataset.testid, clientId: tile.dataset.clientId,
+          state: tile.dataset.connectionState, attached: tile.isConnected,
+          width: video?.videoWidth, readyState: video?.readyState, paused: video?.paused,
+          tracks: video?.srcObject?.getTracks().map(t => `${t.kind}:${t.readyState}`)};
+})"""
+
+
+async def media_report(viewer: Person, sender: Person) -> str:
+    """Why media did not flow: the tiles each side shows and the signals each received."""
+    lines = [f"no video of {sender.name} at {viewer.name}"]
+    for person in (viewer, sender):
+        tiles = await person.page.evaluate(TILES_JS)
+        lines.append(f"{person.name} tiles: {tiles}")
+        signals = [summary(m) for m in person.received if m.get("event") in SIGNALS]
+        lines.append(f"{person.name} signals received: {signals}")
+    return "\n".join(lines)
+
+
+def summary(message: dict[str, Any]) -> str:
+    """One received event in a line: its name and what matters of its payload."""
+    event, payload = message.get("event"), message.get("payload") or {}
+    if event in SIGNALS:
+        return f"{event} from {payload.get('clientId')} {_signal_summary(payload)}"
+    if event == "room_state":
+        members = {
+            key: [m.get("clientId") for m in payload.get(key) or []]
+            for key in ("hosts", "participants", "sharingScreen", "waitingUsers")
+        }
+        return f"room_state role={payload.get('role')} members={members}"
+    return f"{event} {json.dumps(payload)[:300]}"
+
+
+def _signal_summary(payload: dict[str, Any]) -> str:
+    if "sdp" in payload:
+        session = re.search(r"^o=\S+ (\d+) ", str(payload["sdp"]), re.MULTILINE)
+        return f"session {session.group(1) if session else '?'}"
+    if "reason" in payload:
+        return f"reason {payload['reason']}"
+    return ""
 
 
 async def expect_roles(viewer: Person, roles: dict[Person, str]) -> None:

@@ -99,10 +99,16 @@ async def topology(
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def people(browser: Browser, topology: Topology) -> AsyncIterator[People]:
-    """Opens people; fails the test on any console error or uncaught error in their pages."""
+async def people(
+    request: pytest.FixtureRequest, browser: Browser, topology: Topology
+) -> AsyncIterator[People]:
+    """Opens people; fails the test on any console error or uncaught error in their pages.
+    After a failed test, what each page was told is printed (the test's captured output)."""
     crowd = People(browser, topology)
     yield crowd
+    report = getattr(request.node, "call_report", None)
+    if report is not None and report.failed:
+        print(crowd.story())
     problems = await crowd.close()
     assert not problems, "errors in the pages:\n" + "\n".join(problems)
 
@@ -114,3 +120,12 @@ def screenshot_dir(topology: Topology, tmp_path: Path) -> Path:
         SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
         return SCREENSHOTS_DIR
     return tmp_path
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep the call phase's report on the item: the ``people`` fixture reads it."""
+    report = yield
+    if report.when == "call":
+        item.call_report = report  # type: ignore[attr-defined]
+    return report
