@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,13 @@ async def topology(
             nodes.append(await start_dev_node(keys, database))
         else:
             redis_url = await flush_test_redis()
+            # Pub/sub ignores database numbers: a prefix of its own keeps another test
+            # run on the same Redis out of these rooms ("design-review" is a fixed name).
+            prefix = f"browser-{uuid.uuid4().hex[:8]}"
             for _ in range(2):
-                nodes.append(await start_dev_node(keys, database, REDIS_URL=redis_url))
+                nodes.append(
+                    await start_dev_node(keys, database, REDIS_URL=redis_url, REDIS_PREFIX=prefix)
+                )
         yield Topology(request.param, nodes)
     finally:
         for node in nodes:
