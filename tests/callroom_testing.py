@@ -55,20 +55,23 @@ class JwksServer:
     requests: int = 0
     url: str = ""
     runner: web.AppRunner | None = None
+    port: int = 0  # 0: any free port; a restart after ``stop`` keeps the first one
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/.well-known/jwks.json", self._jwks)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
 
     async def stop(self) -> None:
+        """Down for real: the port refuses connections until ``start`` again."""
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
 
     async def _jwks(self, _request: web.Request) -> web.Response:
         self.requests += 1

@@ -21,10 +21,11 @@ import contextlib
 import re
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
+
+from ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_SECONDS = 10.0  # until a started process answers
@@ -34,14 +35,6 @@ PORT_ATTEMPTS = 5  # a free port found may be taken by someone else before Redis
 
 class RedisFailed(RuntimeError):
     """The redis-server could not be started (its log's tail says why)."""
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def server_pid(port: int, timeout: float = 0.5) -> int | None:

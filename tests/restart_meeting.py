@@ -42,7 +42,7 @@ ANSWER_SECONDS = 5.0  # until the last add_chat is answered
 @dataclass
 class Meeting:
     nodes: list[Node]
-    redis: RedisProcess
+    redis: RedisProcess | None  # the Redis the scenario kills, if it kills one
     make_token: TokenFactory
     everyone: list[Member]
     members: dict[str, Member] = field(default_factory=dict)

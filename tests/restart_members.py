@@ -5,7 +5,8 @@ rejoin like the web client, and keep a ledger of their chat messages.
 **Rejoining.** When the server closes a member with a code after which the web client
 reconnects (``callroom-client.js`` ``shouldReconnect``: below 4000 and not one of 1000,
 1002, 1003, 1008, 1009; 1001 above all, docs/protocol.md "Close codes"), the member
-connects again to the same node, retrying a refusal of 429 or 503 (or a refused TCP
+connects again to the same node (to the next of its ``fallbacks`` once that node
+refuses TCP connections: it died), retrying a refusal of 429 or 503 (or a refused TCP
 connection) with a growing backoff, like the web client, within ``REJOIN_SECONDS``.
 Every chat message of its closed connections that no echo acknowledged is then sent
 again with the same chatId, as SPEC §3.1 allows (a safe retry).
@@ -82,6 +83,9 @@ class Member:
 
     def __init__(self, node: Node, token: str, client_id: str, room: str) -> None:
         self.node = node
+        # Where to rejoin when the node refuses TCP connections (it died): the web
+        # client behind a load balancer lands on another node.
+        self.fallbacks: list[Any] = []
         self.token = token
         self.client_id = client_id
         self.room = room
@@ -309,7 +313,11 @@ class Member:
                 self.refusals.append(status)
                 if status not in RETRIED_REFUSALS:
                     return False
-            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed):
+            except OSError:
+                self.refusals.append(0)
+                if self.fallbacks:
+                    self.node = self.fallbacks.pop(0)
+            except (InvalidHandshake, TimeoutError, ConnectionClosed):
                 self.refusals.append(0)
             else:
                 for chat_id in self.unacked_of_closed_links():

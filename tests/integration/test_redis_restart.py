@@ -150,6 +150,7 @@ async def restart_during_meeting(meeting: Meeting, *, busy: bool, kill: bool = T
 
     in_flight = sum(m.link.unanswered for m in talkers)
     if kill:
+        assert meeting.redis is not None
         await meeting.redis.kill9()
         findings.note(f"killed Redis with {in_flight} add_chat unanswered")
         down = await within(DOWN_SECONDS, lambda: readiness(meeting, 503))

@@ -478,6 +478,33 @@ async def test_background_loop_refreshes_retries_and_backs_off(
         await jwks.close()
 
 
+async def test_a_callers_failed_fetch_cuts_the_scheduled_wait_short(
+    server: JwksServer, clock: FakeClock
+) -> None:
+    """The provider goes down and rotates its key meanwhile: a token naming the new kid
+    fails to fetch it (the provider is down). The background task, waiting for its
+    scheduled refresh (600 s), tries again after retry_seconds instead, so the new key
+    is there soon after the provider is back, whatever the unknown-kid limit (30 s)."""
+    sleep = StepSleep()
+    jwks = JwksCache(server.url, clock=clock, refresh_seconds=600, retry_seconds=5, sleep=sleep)
+    try:
+        server.keys = [rsa_jwk(RSA_A, "a")]
+        await jwks.start()
+        assert await sleep.next_delay() == 600
+        server.status = 500
+        assert await jwks.get_key("b") is None  # fetched, failed
+        assert await sleep.next_delay() == 5  # the 600 s wait was cut short
+        server.status = 200
+        server.keys = [rsa_jwk(RSA_A, "a"), rsa_jwk(RSA_B, "b")]
+        sleep.release()
+        assert await sleep.next_delay() == 600
+        assert jwks.key_ids == {"a", "b"}
+        assert await jwks.get_key("b") is not None  # no refetch needed, no 30 s wait
+        assert server.requests == 3
+    finally:
+        await jwks.close()
+
+
 async def test_background_loop_makes_a_node_ready_when_the_provider_comes_back(
     server: JwksServer, clock: FakeClock
 ) -> None:

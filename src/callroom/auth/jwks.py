@@ -19,6 +19,10 @@ Failure handling, in one place:
   node ready within 10 s of the provider coming back.
 - A failed fetch never drops cached keys; a successful one replaces the whole set
   (standard key rotation: kids absent from the new set are dropped).
+- After any failed fetch, the background task's next try is ``retry_seconds`` away
+  (or the breaker's cooldown), also when a caller's fetch failed while the task waited
+  for the scheduled refresh: a key rotated while the provider was down is fetched
+  within ``retry_seconds`` of it coming back, not after the 30 s unknown-kid limit.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ class JwksCache:
         self._open_until: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._nap: asyncio.Future[None] | None = None  # the background loop's wait
+        self._nap_long = False  # that wait is the scheduled refresh's, after a success
         self.last_error: str | None = None
 
     # -- state -----------------------------------------------------------------------
@@ -195,7 +201,7 @@ class JwksCache:
 
     async def close(self) -> None:
         """Stop the background task and any in-flight fetch; close our HTTP client."""
-        tasks = [task for task in (self._task, self._inflight) if task is not None]
+        tasks = [task for task in (self._task, self._inflight, self._nap) if task is not None]
         self._task = None
         for task in tasks:
             task.cancel()
@@ -245,8 +251,16 @@ class JwksCache:
 
     async def _run(self) -> None:
         while True:
-            await self._sleep(self._next_delay())
-            await self.refresh()
+            # A nap of its own, so that a failed fetch of a caller (a token naming an
+            # unknown kid while the provider is down) can cut a long nap short: the
+            # retry comes after ``retry_seconds``, not at the next scheduled refresh
+            # (``_on_failure``). Otherwise a key rotated during an outage would wait for
+            # the 30 s refetch limit even once the provider is back.
+            self._nap_long = self._last_fetch_ok
+            nap = self._nap = asyncio.ensure_future(self._sleep(self._next_delay()))
+            await asyncio.wait({nap})
+            if not nap.cancelled():
+                await self.refresh()
 
     def _next_delay(self) -> float:
         if self._last_fetch_ok:
@@ -320,6 +334,9 @@ class JwksCache:
         self.last_error = error
         self._last_fetch_ok = False
         self._failures += 1
+        nap = self._nap
+        if nap is not None and self._nap_long and not nap.done():
+            nap.cancel()  # the background retries after retry_seconds (``_run``)
         if self._failures < self._failure_threshold:
             log.warning("jwks fetch failed", url=self._url, error=error, failures=self._failures)
             return
