@@ -122,6 +122,9 @@ class TrafficResult:
     joined: int
     steps: list[StepResult]
     best: StepResult | None
+    usable: bool
+    """False when the generator was at its limit at the best step or the failed one after
+    it (scenarios.GENERATOR_LIMIT): the best step is then the generator's figure."""
     errors: dict[str, int]
 
 

@@ -412,17 +412,16 @@ const ops = {
     let sent = 0;
     let position = 0;
     let nextProgress = start;
+    // The messages scheduled in the window: start + k * interval < end.
+    const total = Math.ceil((cmd.duration * 1e9) / interval - 1e-9);
     // Open-loop token bucket, checked every millisecond: send every message due by now,
     // round-robin over the senders, each batch stamped with the scheduled time of its
-    // first message (no coordinated omission: a late generator shows up as latency).
+    // first message (no coordinated omission: a late generator shows up as latency, and
+    // a tick that comes after the window's end still sends what was due in it).
     await new Promise((resolve) => {
       const tick = () => {
         const now = nowNs();
-        if (now >= end) {
-          resolve(undefined);
-          return;
-        }
-        const due = Math.floor((now - start) / interval) + 1 - sent;
+        const due = Math.min(Math.floor((now - start) / interval) + 1, total) - sent;
         if (due > 0) {
           writeStamp(Math.round(start + sent * interval), DIGITS);
           for (let k = 0; k < due; k++) {
@@ -433,6 +432,10 @@ const ops = {
             if (++position === outlets.length) position = 0;
           }
           sent += due;
+        }
+        if (now >= end) {
+          resolve(undefined);
+          return;
         }
         if (now >= nextProgress) {
           progress((now - start) / 1e9);
