@@ -190,7 +190,14 @@ class Conn {
         host: url.hostname,
         port: Number(url.port || 80),
         noDelay: true,
-        onread: { buffer: READ_BUFFER, callback: (n, buf) => this.read(n, buf) },
+        // Every read lands in the one shared buffer, parsed before the next read.
+        onread: {
+          buffer: READ_BUFFER,
+          callback: (n) => {
+            this.read(n, READ_BUFFER);
+            return true; // keep reading
+          },
+        },
       });
       this.socket = socket;
       this.ended = new Promise((ended) => socket.once("close", () => ended()));
