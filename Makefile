@@ -45,14 +45,16 @@ typecheck: sync
 	$(BIN)/mypy
 	$(BIN)/mypy tests/browser/conftest.py
 
-# The web client's JavaScript: tsc --checkJs --strict (TypeScript pinned in
-# package-lock.json, installed by `npm ci` when missing) and node's test runner.
+# The web client's and the load generator's (bench/node) JavaScript: tsc --checkJs
+# --strict (TypeScript and Node's types pinned in package-lock.json, installed by `npm ci`
+# when missing) and node's test runner.
 node_modules/.bin/tsc: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
 jscheck: node_modules/.bin/tsc
 	node_modules/.bin/tsc -p jsconfig.json
+	node_modules/.bin/tsc -p bench/node/jsconfig.json
 	node --test tests/js/
 
 # Every test, with line and branch coverage (subprocesses included) and a 90% floor.

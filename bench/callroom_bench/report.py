@@ -3,10 +3,12 @@
 A report is one run of one scenario against one server::
 
     {"tool": "callroom bench", "version", "scenario", "started_at", "machine",
-     "server", "protocol", "urls", "server_pids", "pinned", "params",
-     "headline": {"metric", "value", "higher_is_better"}, "result", "errors"}
+     "server", "protocol", "urls", "server_pids", "pinned", "generator", "params",
+     "headline": {"metric", "value", "higher_is_better", "usable"}, "result", "errors"}
 
-``result`` is the scenario's dataclass (scenarios.py) as a dict. ``compare`` wraps
+``result`` is the scenario's dataclass (scenarios.py) as a dict; ``generator`` names the
+load generator (its program, Node's version, its CPU). ``usable`` is false when the
+generator was at its limit where the headline was decided. ``compare`` wraps
 several reports with the ratios of their headline values. ``tool`` keeps the name the
 command had before it became ``callroom-bench``, so old and new result files read alike.
 """
@@ -47,6 +49,15 @@ def headline(result: Result) -> tuple[str, float | None, bool]:
     return "delivered msgs/s at p99 < 100 ms", best, True
 
 
+def usable(result: Result) -> bool:
+    """Whether the headline is the server's figure rather than the generator's."""
+    if isinstance(result, JoinResult):
+        return not result.generator_saturated
+    if isinstance(result, IdleResult):
+        return True  # the memory of idle connections: no generator throughput involved
+    return result.usable
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -56,7 +67,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def build_report(params: Params, target: Target, result: Result, pinned: bool) -> dict[str, Any]:
+def build_report(
+    params: Params, target: Target, result: Result, generator: dict[str, Any], pinned: bool
+) -> dict[str, Any]:
     metric, value, higher = headline(result)
     return {
         "tool": "callroom bench",
@@ -69,8 +82,14 @@ def build_report(params: Params, target: Target, result: Result, pinned: bool) -
         "urls": list(target.urls),
         "server_pids": list(target.server_pids),
         "pinned": pinned,
+        "generator": generator,
         "params": params.used(),
-        "headline": {"metric": metric, "value": value, "higher_is_better": higher},
+        "headline": {
+            "metric": metric,
+            "value": value,
+            "higher_is_better": higher,
+            "usable": usable(result),
+        },
         "result": asdict(result),
         "errors": result.errors,
     }
@@ -141,9 +160,12 @@ def _ms(latency: Latency | None) -> tuple[str, str, str]:
     return f"{latency.p50:,.1f}", f"{latency.p99:,.1f}", f"{latency.max:,.1f}"
 
 
-def _cpu(cpu: CpuUse, saturated: bool) -> tuple[str, str]:
+def _cpu(cpu: CpuUse, saturated: bool) -> tuple[str, str, str]:
+    """(generator process, generator's core, server) in % of a core."""
     server = "-" if cpu.server is None else f"{cpu.server:.0%}"
-    return f"{cpu.generator:.0%}" + ("!" if saturated else ""), server
+    core = "-" if cpu.generator_core is None else f"{cpu.generator_core:.0%}"
+    mark = "!" if saturated else ""
+    return f"{cpu.generator:.0%}{mark}", core, server
 
 
 def _errors(errors: dict[str, int]) -> str:
@@ -154,9 +176,9 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
     """The summary of one report: one row per step (traffic) or one row."""
     title = f"{report['scenario']} on {report['server']} ({report['protocol']})"
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    # Latency in ms; CPU as a share of one core (generator, server); ok = p99 < 100 ms,
-    # nothing lost, no error.
-    legend = "ms; CPU in % of a core (! generator saturated)\n"
+    # Latency in ms; CPU as a share of one core (generator, its core, server); ok = p99
+    # < 100 ms, nothing lost, no error.
+    legend = "ms; CPU in % of a core (! the generator at >= 70% of its core)\n"
     if isinstance(result, TrafficResult):
         headers = ["rate/s", "sent/s", "recv/s", "lost", "p50", "p99", "max"]
         rows = [
@@ -171,9 +193,9 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
             ]
             for s in result.steps
         ]
-        headers += ["gen", "server", "ok"]
+        headers += ["gen", "gen core", "server", "ok"]
     elif isinstance(result, JoinResult):
-        headers = ["joined", "joins/s", "p50", "p99", "max", "gen", "server"]
+        headers = ["joined", "joins/s", "p50", "p99", "max", "gen", "gen core", "server"]
         joined = f"{result.joined}/{result.connections}"
         row = [joined, f"{result.joins_per_s:,.0f}", *_ms(result.latency_ms)]
         row += _cpu(result.cpu, result.generator_saturated)
@@ -196,6 +218,8 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
         table.add_row(*row)
     metric, value, _ = headline(result)
     shown = "-" if value is None else f"{value:,.1f}"
+    if value is not None and not usable(result):
+        shown += " (unusable: the generator was at its limit)"
     table.caption = f"{legend}{metric}: {shown}; errors: {_errors(result.errors)}"
     return table
 
@@ -218,9 +242,15 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
         table.add_column(header, justify="right")
     for name, run in runs.items():
         is_base = name == base
-        row = [name, _value(run["headline"]["value"])]
+        row = [name, _value(run["headline"]["value"]) + _limited(run)]
         if several:
-            row.append(" / ".join(_value(values.get(name)) for values in rounds))
+            cells = zip(rounds, comparison.get("round_runs", []), strict=False)
+            row.append(
+                " / ".join(
+                    _value(values.get(name)) + _limited(reports.get(name))
+                    for values, reports in cells
+                )
+            )
         row.append(_ratio(ratios.get(name), is_base))
         if several:
             per_round = " / ".join(_plain(r.get(name)) for r in round_ratios)
@@ -229,7 +259,15 @@ def compare_table(scenario: str, comparison: dict[str, Any]) -> Table:
         table.add_row(*row)
     for name, reason in comparison["skipped"].items():
         table.add_row(name, "skipped", *(["-", "-"] if several else []), "-", reason)
+    table.caption = "! unusable: the generator was at >= 70% of its core where it was decided"
     return table
+
+
+def _limited(report: dict[str, Any] | None) -> str:
+    """``!`` after a headline the generator decided (``usable`` false)."""
+    if report is None or report["headline"].get("usable", True):
+        return ""
+    return "!"
 
 
 def _ratio(value: float | None, is_base: bool) -> str:

@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
+from callroom_bench.generator import Generator
 from callroom_bench.params import Params, Result
 from callroom_bench.report import build_report, compare_ratios, median_round_ratios, median_runs
 from callroom_bench.scenarios import RUNNERS
@@ -49,9 +50,15 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def _run(params: Params, target: Target, progress: Progress) -> Result:
+async def _run(
+    params: Params, target: Target, progress: Progress, cpu: int | None
+) -> tuple[Result, dict[str, Any]]:
+    """The scenario, driven by a generator started for it on ``cpu``; the result and what
+    the report says about the generator."""
     run = secrets.token_hex(3)  # fresh room ids: a long-lived server remembers old rooms
-    return await RUNNERS[params.scenario](params, target, progress, run)
+    async with Generator.start(cpu) as generator:
+        result = await RUNNERS[params.scenario](params, target, generator, progress, run)
+        return result, generator.describe()
 
 
 async def bench(
@@ -63,15 +70,17 @@ async def bench(
         if source.protocol is Protocol.CALLROOM:
             minter = Minter(source.key_file, source.issuer, source.audience)
         target = Target("external", source.urls, source.protocol, minter, source.server_pids)
-        result = await _run(params, target, progress)
-        return build_report(params, target, result, pinned=False), result
+        result, generator = await _run(params, target, progress, None)
+        return build_report(params, target, result, generator, pinned=False), result
     async with spawn(source.spawn, source.nodes, source.pin) as server:
         minter = Minter(server.key_file) if server.kind is ServerKind.CALLROOM else None
         target = Target(server.kind.value, server.urls, PROTOCOLS[server.kind], minter, server.pids)
+        # The orchestration (this process: pipes, progress) shares the generator's core,
+        # so that the server's core holds the server alone.
         with pinned_generator(server.generator_cpu):
-            result = await _run(params, target, progress)
+            result, generator = await _run(params, target, progress, server.generator_cpu)
         pinned = server.generator_cpu is not None
-        return build_report(params, target, result, pinned=pinned), result
+        return build_report(params, target, result, generator, pinned=pinned), result
 
 
 async def compare(

@@ -10,36 +10,25 @@
 - **cluster**: the chat or signal workload with the members of every room spread
   round-robin over several server URLs (nodes sharing rooms through Redis).
 
-Latency is measured from the time a message was *scheduled* (the token bucket's due
-time), not from when it was written, so a generator that falls behind shows up as
-latency instead of hiding it (no coordinated omission).
+The generator (bench/node/generator.mjs, driven by ``callroom_bench.generator``) does the
+per-frame work; this module plans each run and searches the steps. Latency is measured
+from the time a message was *scheduled* (the token bucket's due time), not from when it
+was written, so a generator that falls behind shows up as latency instead of hiding it
+(no coordinated omission).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from time import monotonic_ns
 from typing import Any
 
-from picows import WSMsgType
 from rich.progress import Progress, TaskID
 
-from callroom_bench.client import (
-    Connection,
-    Protocol,
-    Recorder,
-    close_all,
-    connect_all,
-    encode,
-    split_template,
-    stamp,
-    timed_text,
-)
+from callroom_bench.client import Protocol, encode, split_template, timed_text
+from callroom_bench.generator import Generator, Sender
 from callroom_bench.params import (
     IdleResult,
     JoinResult,
@@ -49,18 +38,15 @@ from callroom_bench.params import (
     StepResult,
     TrafficResult,
 )
-from callroom_bench.stats import CpuMeter, Latency, process_rss_kb
+from callroom_bench.stats import CpuMeter, CpuUse, process_rss_kb
 from callroom_bench.target import BenchError, Target
 
 P99_LIMIT_MS = 100.0
-GENERATOR_SATURATED = 0.9
-"""Generator CPU (share of one core) above which a result says more about the generator."""
-TICK_SECONDS = 0.001
-_TEXT = WSMsgType.TEXT
+GENERATOR_LIMIT = 0.7
+"""Generator busy share of its core at or above which a step says more about the generator
+than about the server (issue 20): such a step is marked, and a headline resting on it is
+reported as unusable."""
 _STAMP_OVERHEAD = len(timed_text(0, ""))
-
-Outlet = tuple[Callable[..., None], bytes, bytes]
-"""A sender's ``transport.send`` with the frame prefix and suffix around the stamp."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +63,7 @@ def members(run: str, rooms: int, size: int) -> list[Member]:
 
 @dataclass
 class _Phase:
-    """Rich progress of one phase; ``advance``/``set`` are cheap enough for the loop."""
+    """Rich progress of one phase."""
 
     progress: Progress
     task: TaskID = field(init=False)
@@ -86,9 +72,6 @@ class _Phase:
 
     def __post_init__(self) -> None:
         self.task = self.progress.add_task(self.description, total=self.total)
-
-    def advance(self) -> None:
-        self.progress.advance(self.task)
 
     def set(self, completed: float) -> None:
         self.progress.update(self.task, completed=completed)
@@ -103,53 +86,51 @@ def _urls(target: Target, people: list[Member]) -> list[str]:
 
 
 async def _join_all(
-    target: Target, urls: list[str], recorder: Recorder, params: Params, progress: Progress
-) -> list[Connection | None]:
+    target: Target,
+    generator: Generator,
+    urls: list[str],
+    params: Params,
+    progress: Progress,
+    meter: CpuMeter | None = None,
+) -> tuple[list[bool], JoinResult]:
+    """Join every URL; which joined, and the join's figures (CPU if ``meter`` is given)."""
     phase = _Phase(progress, f"joining {len(urls)}", len(urls))
     engineio = target.protocol is Protocol.SOCKETIO
-    connections = await connect_all(urls, recorder, engineio, params.concurrency, phase.advance)
-    joined = sum(c is not None for c in connections)
+    reply = await generator.join(urls, params.concurrency, engineio, phase.set)
+    server, core = (None, None) if meter is None else meter.stop()
+    joined = sum(reply.joined)
     phase.finish(f"joined {joined}/{len(urls)}")
     if not joined:
-        await close_all(connections, recorder)
-        raise BenchError(f"no connection could join {target.urls}: {dict(recorder.errors)}")
-    return connections
+        await generator.close()
+        raise BenchError(f"no connection could join {target.urls}: {generator.errors}")
+    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    result = JoinResult(
+        connections=len(urls),
+        joined=joined,
+        elapsed_s=round(reply.elapsed_s, 3),
+        joins_per_s=round(joined / reply.elapsed_s, 1),
+        latency_ms=reply.latency_ms,
+        cpu=cpu,
+        generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,
+        errors=dict(generator.errors),
+    )
+    return reply.joined, result
 
 
-async def _settle(recorder: Recorder, quiet_s: float = 0.3, limit_s: float = 60.0) -> None:
-    """Wait until the join traffic (room_state, connect broadcasts) has died down."""
-    quiet, deadline = int(quiet_s * 1e9), monotonic_ns() + int(limit_s * 1e9)
-    while True:
-        now = monotonic_ns()
-        if now - recorder.last_rx_ns >= quiet or now >= deadline:
-            return
-        await asyncio.sleep(0.05)
-
-
-async def run_join(params: Params, target: Target, progress: Progress, run: str) -> JoinResult:
+async def run_join(
+    params: Params, target: Target, generator: Generator, progress: Progress, run: str
+) -> JoinResult:
     n, size = params.connections, params.room_size
     urls = _urls(target, members(run, math.ceil(n / size), size)[:n])
-    recorder = Recorder()
-    meter = CpuMeter(target.server_pids)
-    started = monotonic_ns()
-    connections = await _join_all(target, urls, recorder, params, progress)
-    elapsed = (monotonic_ns() - started) / 1e9
-    cpu = meter.stop()
-    joined = [c for c in connections if c is not None]
-    await close_all(connections, recorder)
-    return JoinResult(
-        connections=n,
-        joined=len(joined),
-        elapsed_s=round(elapsed, 3),
-        joins_per_s=round(len(joined) / elapsed, 1),
-        latency_ms=Latency.of([c.join_ns for c in joined]),
-        cpu=cpu,
-        generator_saturated=cpu.generator >= GENERATOR_SATURATED,
-        errors=dict(recorder.errors),
-    )
+    meter = CpuMeter(target.server_pids, generator.cpu)
+    _, result = await _join_all(target, generator, urls, params, progress, meter)
+    await generator.close()
+    return result
 
 
-async def run_idle(params: Params, target: Target, progress: Progress, run: str) -> IdleResult:
+async def run_idle(
+    params: Params, target: Target, generator: Generator, progress: Progress, run: str
+) -> IdleResult:
     if not target.server_pids:
         raise BenchError("idle measures the server's memory: pass --server-pid or use --spawn")
 
@@ -157,11 +138,10 @@ async def run_idle(params: Params, target: Target, progress: Progress, run: str)
         return sum(process_rss_kb(pid) for pid in target.server_pids)
 
     n, size = params.connections, params.room_size
-    recorder = Recorder()
     urls = _urls(target, members(run, math.ceil(n / size), size)[:n])
     before = rss()
-    connections = await _join_all(target, urls, recorder, params, progress)
-    await _settle(recorder)
+    _, joins = await _join_all(target, generator, urls, params, progress)
+    await generator.settle()
     phase = _Phase(progress, f"holding {n} idle", params.duration)
     loop = asyncio.get_running_loop()
     end = loop.time() + params.duration
@@ -170,18 +150,17 @@ async def run_idle(params: Params, target: Target, progress: Progress, run: str)
         await asyncio.sleep(min(0.1, end - now))
     after = rss()
     phase.finish(f"held {n} idle")
-    joined = [c for c in connections if c is not None]
-    still_open = sum(c.transport is not None and not c.transport.is_disconnected for c in joined)
-    await close_all(connections, recorder)
+    still_open, _ = await generator.status()
+    await generator.close()
     return IdleResult(
         connections=n,
-        joined=len(joined),
+        joined=joins.joined,
         open_after_hold=still_open,
         hold_s=params.duration,
         rss_before_kb=before,
         rss_after_kb=after,
-        kb_per_connection=round((after - before) / len(joined), 2),
-        errors=dict(recorder.errors),
+        kb_per_connection=round((after - before) / joins.joined, 2),
+        errors=dict(generator.errors),
     )
 
 
@@ -226,152 +205,99 @@ class _Traffic:
             templates.append(split_template(frame))
         return cls(people, order, templates, signal, size)
 
-    def fanout(self, connections: list[Connection | None]) -> list[int]:
-        """Deliveries one message of each sender should cause (sender included in chat)."""
-        if self.signal:
-            return [int(connections[i ^ 1] is not None) for i in self.senders]
-        size = self.room_size
-        return [
-            sum(c is not None for c in connections[i - i % size : i - i % size + size])
-            for i in self.senders
-        ]
-
-
-async def _pace(
-    rate: float,
-    duration: float,
-    outlets: list[Outlet],
-    phase: _Phase,
-) -> tuple[int, float]:
-    """Open-loop token bucket: every tick, send the messages due by now, round-robin.
-
-    Each batch carries the scheduled time of its first message. Returns (sent, seconds).
-    """
-    count = len(outlets)
-    interval = 1e9 / rate
-    start = monotonic_ns()
-    end = start + int(duration * 1e9)
-    sent = position = 0
-    next_update = start
-    while (now := monotonic_ns()) < end:
-        due = int((now - start) / interval) + 1 - sent
-        if due > 0:
-            ts = stamp(start + int(sent * interval))
-            for _ in range(due):
-                send, prefix, suffix = outlets[position]
-                send(_TEXT, prefix + ts + suffix)
-                position += 1
-                if position == count:
-                    position = 0
-            sent += due
-        if now >= next_update:
-            phase.set((now - start) / 1e9)
-            next_update += 100_000_000
-        await asyncio.sleep(TICK_SECONDS)
-    return sent, (monotonic_ns() - start) / 1e9
-
-
-async def _drain(recorder: Recorder, expected: int, quiet_s: float = 0.5) -> None:
-    """Wait for the deliveries still in flight: all arrived, or nothing came for a while."""
-    quiet, deadline = int(quiet_s * 1e9), monotonic_ns() + 10_000_000_000
-    while len(recorder.latencies) < expected:
-        now = monotonic_ns()
-        if now - recorder.last_rx_ns > quiet or now > deadline:
-            return
-        await asyncio.sleep(0.01)
+    def live_senders(self, joined: list[bool]) -> list[Sender]:
+        """The senders that joined, each with the deliveries one of its messages should
+        cause: chat, every joined member of the room (sender included); signal, the
+        partner."""
+        senders = []
+        for index, (prefix, suffix) in zip(self.senders, self.templates, strict=True):
+            if not joined[index]:
+                continue
+            if self.signal:
+                fanout = int(joined[index ^ 1])
+            else:
+                first = index - index % self.room_size
+                fanout = sum(joined[first : first + self.room_size])
+            senders.append(Sender(index, prefix, suffix, fanout))
+        return senders
 
 
 async def _step(
-    rate: float,
-    params: Params,
-    plan: _Traffic,
-    connections: list[Connection | None],
-    recorder: Recorder,
-    target: Target,
-    progress: Progress,
+    rate: float, params: Params, target: Target, generator: Generator, progress: Progress
 ) -> StepResult:
-    live = [(k, i) for k, i in enumerate(plan.senders) if connections[i] is not None]
-    if not live:
-        raise BenchError("none of the senders could join; see the connect errors")
-    outlets: list[Outlet] = []
-    for k, i in live:
-        connection = connections[i]
-        assert connection is not None
-        assert connection.transport is not None
-        outlets.append((connection.transport.send, *plan.templates[k]))
-    fanout = plan.fanout(connections)
     phase = _Phase(progress, f"{params.traffic} {rate:g}/s", params.duration)
-    recorder.reset_samples()
-    errors_before = Counter(recorder.errors)
-    meter = CpuMeter(target.server_pids)
-    started = monotonic_ns()
-    sent, elapsed = await _pace(rate, params.duration, outlets, phase)
-    cpu = meter.stop()
-    # Round-robin from the first sender: sender j sent sent // n (+1 for the first rest).
-    rounds, rest = divmod(sent, len(outlets))
-    expected = sum((rounds + (j < rest)) * fanout[k] for j, (k, _) in enumerate(live))
-    await _drain(recorder, expected)
-    samples = recorder.latencies
-    delivered = len(samples)
-    window = max(elapsed, (recorder.last_rx_ns - started) / 1e9)
-    latency = Latency.of(samples)
-    errors = dict(recorder.errors - errors_before)
-    lost = max(expected - delivered, 0)
-    ok = latency is not None and latency.p99 < P99_LIMIT_MS and not lost and not errors
+    meter = CpuMeter(target.server_pids, generator.cpu)
+    window: list[tuple[float | None, float | None]] = []
+    reply = await generator.step(
+        rate, params.duration, phase.set, lambda: window.append(meter.stop())
+    )
+    server, core = window[0] if window else meter.stop()
+    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    latency, lost = reply.latency_ms, max(reply.expected - reply.delivered, 0)
+    ok = latency is not None and latency.p99 < P99_LIMIT_MS and not lost and not reply.errors
+    per_s = reply.delivered / reply.window_s
     p99 = "-" if latency is None else f"{latency.p99:g} ms"
     phase.finish(
-        f"{params.traffic} {rate:g}/s: {delivered / window:,.0f} delivered/s, p99 {p99}"
+        f"{params.traffic} {rate:g}/s: {per_s:,.0f} delivered/s, p99 {p99}"
         + ("" if ok else " (failed)")
     )
     return StepResult(
         rate=rate,
-        duration_s=round(elapsed, 3),
-        sent=sent,
-        sent_per_s=round(sent / elapsed, 1),
-        expected=expected,
-        delivered=delivered,
+        duration_s=round(reply.elapsed_s, 3),
+        sent=reply.sent,
+        sent_per_s=round(reply.sent / reply.elapsed_s, 1),
+        expected=reply.expected,
+        delivered=reply.delivered,
         lost=lost,
-        delivered_per_s=round(delivered / window, 1),
+        delivered_per_s=round(per_s, 1),
         latency_ms=latency,
         cpu=cpu,
-        generator_saturated=cpu.generator >= GENERATOR_SATURATED,
-        errors=errors,
+        generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,
+        errors=reply.errors,
         ok=ok,
     )
 
 
+def headline_usable(steps: list[StepResult], best: StepResult | None) -> bool:
+    """The best step is the server's figure when the generator stayed below its limit
+    there and at the step that failed after it (whose failure decided the ceiling)."""
+    if best is None:
+        return False
+    after = steps[steps.index(best) + 1 : steps.index(best) + 2]
+    return not any(step.generator_saturated for step in [best, *after])
+
+
 async def run_traffic(
-    params: Params, target: Target, progress: Progress, run: str
+    params: Params, target: Target, generator: Generator, progress: Progress, run: str
 ) -> TrafficResult:
     plan = _Traffic.plan(params, target.protocol, run)
-    recorder = Recorder()
     urls = _urls(target, plan.people)
-    connections = await _join_all(target, urls, recorder, params, progress)
+    joined, _ = await _join_all(target, generator, urls, params, progress)
+    senders = plan.live_senders(joined)
+    if not senders:
+        await generator.close()
+        raise BenchError("none of the senders could join; see the connect errors")
     steps: list[StepResult] = []
-    try:
-        await _settle(recorder)
-        # The hot path allocates no containers; a full collection over thousands of
-        # listeners would stall the generator and be booked as server latency.
-        gc.collect()
-        gc.disable()
-        for rate in params.rates:
-            steps.append(await _step(rate, params, plan, connections, recorder, target, progress))
-            if not steps[-1].ok:
-                break
-    finally:
-        gc.enable()
-        await close_all(connections, recorder)
+    await generator.settle()
+    await generator.senders(senders)
+    for rate in params.rates:
+        steps.append(await _step(rate, params, target, generator, progress))
+        if not steps[-1].ok:
+            break
+    await generator.close()
     passed = [step for step in steps if step.ok]
+    best = max(passed, key=lambda step: step.delivered_per_s) if passed else None
     return TrafficResult(
         connections=len(plan.people),
-        joined=sum(c is not None for c in connections),
+        joined=sum(joined),
         steps=steps,
-        best=max(passed, key=lambda step: step.delivered_per_s) if passed else None,
-        errors=dict(recorder.errors),
+        best=best,
+        usable=headline_usable(steps, best),
+        errors=dict(generator.errors),
     )
 
 
-Runner = Callable[[Params, Target, Progress, str], Awaitable[Result]]
+Runner = Callable[[Params, Target, Generator, Progress, str], Awaitable[Result]]
 RUNNERS: dict[Scenario, Runner] = {
     Scenario.JOIN: run_join,
     Scenario.IDLE: run_idle,

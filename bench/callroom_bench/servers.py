@@ -24,7 +24,9 @@ from pathlib import Path
 from callroom_bench.client import Protocol
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 
-READY_TIMEOUT_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 90.0
+"""A server's start is mostly imports: two callroom nodes took over 30 s on a 2-core
+machine at a load average of 14 (2026-12-07)."""
 
 
 class ServerKind(StrEnum):

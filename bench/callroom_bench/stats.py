@@ -1,17 +1,15 @@
 """What the bench measures besides message counts: latency percentiles, CPU, memory.
 
 CPU is reported as a fraction of one core over a measured window, for the load generator
-(``getrusage`` of this process) and for the server (``/proc/PID/stat``), so every result
-shows whether the generator, not the server, was the limit (docs/performance.md).
+(its own ``process.cpuUsage`` and its core's ``/proc/stat``) and for the server
+(``/proc/PID/stat``), so every result shows whether the generator, not the server, was
+the limit (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import resource
 import time
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,34 +19,24 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Latency:
-    """Percentiles of a set of latency samples, in milliseconds."""
+    """Nearest-rank percentiles of a set of latency samples, in milliseconds (the
+    generator computes them: bench/node/generator.mjs)."""
 
     p50: float
     p99: float
     max: float
 
-    @classmethod
-    def of(cls, samples_ns: Sequence[int]) -> Latency | None:
-        """Nearest-rank percentiles; ``None`` when there are no samples."""
-        if not samples_ns:
-            return None
-        ordered = sorted(samples_ns)
-        count = len(ordered)
 
-        def rank(p: float) -> float:
-            return round(ordered[max(math.ceil(p * count) - 1, 0)] / 1e6, 3)
-
-        return cls(p50=rank(0.50), p99=rank(0.99), max=round(ordered[-1] / 1e6, 3))
-
-
-def new_samples() -> array[int]:
-    """A compact buffer for nanosecond samples (no Python object per sample)."""
-    return array("q")
-
-
-def self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def core_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one CPU since boot, from ``/proc/stat``."""
+    prefix = f"cpu{cpu} "
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(prefix):
+            # user nice system idle iowait irq softirq steal; guest time is already in user.
+            ticks = [int(field) for field in line.split()[1:9]]
+            idle = ticks[3] + ticks[4]
+            return sum(ticks) - idle, sum(ticks)
+    raise ValueError(f"/proc/stat has no line for CPU {cpu}")
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -69,31 +57,48 @@ def process_rss_kb(pid: int) -> int:
 
 @dataclass(frozen=True)
 class CpuUse:
-    """CPU used over a window, as a fraction of one core (1.0 = one core saturated)."""
+    """CPU used over a window, as a fraction of one core (1.0 = one core saturated).
+
+    ``generator`` is the generator process's own CPU (Node's ``process.cpuUsage``);
+    ``generator_core`` how busy the generator's core was (``/proc/stat``, anything on it:
+    the generator, the kernel's network work done there, other processes), when the
+    generator has a core of its own.
+    """
 
     generator: float
     server: float | None
+    generator_core: float | None = None
+
+    @property
+    def generator_busy(self) -> float:
+        """The larger of the two generator figures: what decides whether it was a limit."""
+        return max(self.generator, self.generator_core or 0.0)
 
 
 class CpuMeter:
-    """Measures generator and server CPU over the window between ``__init__`` and ``stop``."""
+    """Measures the server's CPU and the generator's core over the window between
+    ``__init__`` and ``stop``; the generator's own CPU comes from the generator."""
 
-    def __init__(self, server_pids: Sequence[int]) -> None:
+    def __init__(self, server_pids: Sequence[int], generator_core: int | None = None) -> None:
         self._pids = tuple(server_pids)
+        self._core = generator_core
         self._wall = time.monotonic()
-        self._self = self_cpu_seconds()
         self._server = self._server_cpu()
+        self._core_ticks = None if generator_core is None else core_ticks(generator_core)
 
     def _server_cpu(self) -> float | None:
         if not self._pids:
             return None
         return sum(process_cpu_seconds(pid) for pid in self._pids)
 
-    def stop(self) -> CpuUse:
+    def stop(self) -> tuple[float | None, float | None]:
+        """(server, generator's core) as shares of one core, None where not measured."""
         wall = max(time.monotonic() - self._wall, 1e-9)
-        generator = (self_cpu_seconds() - self._self) / wall
         before, after = self._server, self._server_cpu()
-        server = None if before is None or after is None else (after - before) / wall
-        return CpuUse(
-            generator=round(generator, 3), server=None if server is None else round(server, 3)
-        )
+        server = None if before is None or after is None else round((after - before) / wall, 3)
+        core = None
+        if self._core is not None and self._core_ticks is not None:
+            busy, total = core_ticks(self._core)
+            spent = total - self._core_ticks[1]
+            core = round((busy - self._core_ticks[0]) / spent, 3) if spent > 0 else None
+        return server, core

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,13 +34,20 @@ from picows import (
     WSUpgradeResponseWithListener,
     ws_create_server,
 )
+from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner
 
 from callroom.auth.dev import DevKeys
+from callroom_bench import servers as bench_servers
 from callroom_bench.cli import bench_app
-from callroom_bench.client import Recorder, close_all, connect_all, stamp
-from callroom_bench.report import median_round_ratios, median_runs
+from callroom_bench.generator import Generator, JoinReply
+from callroom_bench.params import StepResult, TrafficResult
+from callroom_bench.report import compare_table, median_round_ratios, median_runs, result_table
+from callroom_bench.scenarios import headline_usable
 from callroom_bench.servers import BENCH_ENV
+from callroom_bench.stats import CpuUse, Latency
+from callroom_bench.target import BenchError
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
@@ -84,6 +93,7 @@ REPORT_KEYS = {
     "urls",
     "server_pids",
     "pinned",
+    "generator",
     "params",
     "headline",
     "result",
@@ -177,14 +187,16 @@ def _bench(args: list[str], tmp_path: Path) -> dict[str, Any]:
 def _assert_worked(name: str, report: dict[str, Any]) -> None:
     assert set(report) == REPORT_KEYS
     assert report["errors"] == {}
-    assert set(report["headline"]) == {"metric", "value", "higher_is_better"}
+    assert set(report["headline"]) == {"metric", "value", "higher_is_better", "usable"}
+    assert report["generator"]["program"] == "bench/node/generator.mjs"
+    assert report["generator"]["node"].startswith("v")
     result = report["result"]
     assert result["errors"] == {}
     if name == "join":
         assert result["joined"] == result["connections"] == 6
         assert result["joins_per_s"] > 0
         assert set(result["latency_ms"]) == {"p50", "p99", "max"}
-        assert set(result["cpu"]) == {"generator", "server"}
+        assert set(result["cpu"]) == {"generator", "server", "generator_core"}
     elif name == "idle":
         assert result["open_after_hold"] == result["joined"] == 6
         assert result["rss_after_kb"] > 0
@@ -197,6 +209,9 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
         assert step["lost"] == 0
         assert step["errors"] == {}
         assert set(step["latency_ms"]) == {"p50", "p99", "max"}
+        assert set(step["cpu"]) == {"generator", "server", "generator_core"}
+        assert step["cpu"]["generator"] > 0  # the generator's own CPU, from Node
+        assert result["usable"] == report["headline"]["usable"]
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -317,9 +332,18 @@ def test_compare_skips_a_server_that_cannot_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOG_FORMAT", "bogus")  # callroom refuses to start (SPEC §6)
-    monkeypatch.setenv("PATH", "")  # no node, no taskset
-    servers = ["--server", "callroom", "--server", "node", "--server", "picows"]
-    args = ["compare", "join", *servers, "--connections", "6", "--room-size", "3"]
+    # Only node on PATH (the generator's), so no taskset; peers without node_modules.
+    bin_dir, peers = tmp_path / "bin", tmp_path / "peers"
+    bin_dir.mkdir()
+    (peers / "node").mkdir(parents=True)
+    node = shutil.which("node")
+    assert node is not None
+    (bin_dir / "node").symlink_to(node)
+    (peers / "picows_relay.py").symlink_to(PEERS / "picows_relay.py")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(bench_servers, "peers_dir", lambda: peers)
+    kinds = ["--server", "callroom", "--server", "node", "--server", "picows"]
+    args = ["compare", "join", *kinds, "--connections", "6", "--room-size", "3"]
     comparison = _bench(args, tmp_path)
     assert "exited" in comparison["skipped"]["callroom"]
     assert "npm ci" in comparison["skipped"]["node"]
@@ -327,6 +351,13 @@ def test_compare_skips_a_server_that_cannot_start(
     assert comparison["ratios"] == {}
     assert comparison["runs"]["picows"]["pinned"] is False
     _assert_worked("join", comparison["runs"]["picows"])
+
+
+def test_the_generator_must_be_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node
+    result = CliRunner().invoke(bench_app, ["join", "--spawn", "picows", "--connections", "2"])
+    assert result.exit_code == 1, result.output
+    assert "put `node`" in " ".join(result.output.split())
 
 
 def test_tokens_the_server_does_not_trust_are_reported(
@@ -425,32 +456,48 @@ async def _scripted(
         server.close()
 
 
-async def _until(check: Callable[[], bool]) -> None:
+ROOM_STATE = b'{"event":"room_state","payload":{"roomId":"r"}}'
+TIMED_CHAT = b'{"event":"add_chat","payload":{"chatContent":"~t0000000000000000001|x"}}'
+
+
+@contextlib.asynccontextmanager
+async def _joined(
+    url: str, engineio: bool = False, limit_s: float = 5.0
+) -> AsyncIterator[tuple[Generator, JoinReply]]:
+    """Start a generator and join ``url`` with it."""
+    async with Generator.start(None) as generator:
+        reply = await generator.join([url], 1, engineio, limit_s=limit_s)
+        yield generator, reply
+        await generator.close()
+
+
+async def _until(generator: Generator, check: Callable[[dict[str, int], int], bool]) -> None:
+    """Poll the generator until ``check(errors, timed messages received)`` holds."""
     async with asyncio.timeout(5):
-        while not check():
+        while True:
+            _, timed = await generator.status()
+            if check(generator.errors, timed):
+                return
             await asyncio.sleep(0.01)
 
 
-ROOM_STATE = b'{"event":"room_state","payload":{"roomId":"r"}}'
-
-
 async def test_error_events_and_server_closes_are_counted_by_code() -> None:
-    chat = b'{"event":"add_chat","payload":{"chatContent":"~t%b|x"}}'
     frames = [
         ROOM_STATE,
-        chat % stamp(time.monotonic_ns()),
+        TIMED_CHAT,
         b'{"event":"error","payload":{"code":"rate_limited","message":"slow down"}}',
         b'{"event":"connect","payload":{"clientId":"b","displayName":"error"}}',
         b'["error"] is not an envelope',
         b'["error"]',
     ]
-    recorder = Recorder()
-    async with _scripted(frames, end="close") as (url, _):
-        (connection,) = await connect_all([url], recorder, False, 1, lambda: None)
-        await _until(lambda: recorder.errors["closed:1001"] == 1)
-        await close_all([connection], recorder)
-    assert len(recorder.latencies) == 1
-    assert recorder.errors == {"error:rate_limited": 1, "unparseable_frame": 2, "closed:1001": 1}
+    async with _scripted(frames, end="close") as (url, _), _joined(url) as (generator, reply):
+        assert reply.joined == [True]
+        await _until(generator, lambda errors, timed: "closed:1001" in errors and timed == 1)
+        assert generator.errors == {
+            "error:rate_limited": 1,
+            "unparseable_frame": 2,
+            "closed:1001": 1,
+        }
 
 
 async def test_the_engineio_client_connects_answers_pings_and_counts_failures() -> None:
@@ -462,21 +509,15 @@ async def test_the_engineio_client_connects_answers_pings_and_counts_failures() 
         b'42["error",{"code":"forbidden"}]',
         b'44{"message":"not allowed"}',
     ]
-    recorder = Recorder()
-    async with _scripted(frames) as (url, received):
-        (connection,) = await connect_all([url], recorder, True, 1, lambda: None)
-        await _until(lambda: b"3" in received and recorder.errors["engineio:44"] == 1)
-        await close_all([connection], recorder)
-    assert received[:2] == [b"40", b"3"]
-    assert recorder.errors == {"error:forbidden": 1, "engineio:44": 1}
+    async with _scripted(frames) as (url, received), _joined(url, engineio=True) as (gen, _):
+        await _until(gen, lambda errors, _: "engineio:44" in errors and b"3" in received)
+        assert received[:2] == [b"40", b"3"]
+        assert gen.errors == {"error:forbidden": 1, "engineio:44": 1}
 
 
 async def test_a_connection_the_server_drops_is_counted() -> None:
-    recorder = Recorder()
-    async with _scripted([ROOM_STATE], end="drop") as (url, _):
-        connections = await connect_all([url], recorder, False, 1, lambda: None)
-        await _until(lambda: recorder.errors["dropped"] == 1)
-        await close_all(connections, recorder)
+    async with _scripted([ROOM_STATE], end="drop") as (url, _), _joined(url) as (generator, _):
+        await _until(generator, lambda errors, _: errors == {"dropped": 1})
 
 
 @pytest.mark.parametrize(
@@ -495,11 +536,104 @@ async def test_a_connection_the_server_drops_is_counted() -> None:
 async def test_a_join_that_fails_is_counted_and_leaves_a_gap(
     frames: list[bytes], end: str, status: int, expected: dict[str, int]
 ) -> None:
-    recorder = Recorder()
-    async with _scripted(frames, end, status) as (url, _):
-        connections = await connect_all([url], recorder, False, 1, lambda: None, limit_s=0.3)
-    assert connections == [None]
-    assert recorder.errors == expected
+    async with _scripted(frames, end, status) as (url, _), _joined(url, limit_s=0.3) as (gen, r):
+        assert r.joined == [False]
+        assert r.latency_ms is None
+        assert gen.errors == expected
+
+
+async def test_a_refused_connection_and_a_wss_url_are_counted() -> None:
+    urls = [f"ws://127.0.0.1:{_free_port()}/ws/zoom/r", "wss://127.0.0.1:1/ws/zoom/r"]
+    async with Generator.start(None) as generator:
+        reply = await generator.join(urls, 2, False)
+        await generator.close()
+    assert reply.joined == [False, False]
+    assert generator.errors == {
+        "connect:ECONNREFUSED": 1,
+        "connect:unsupported_scheme_wss": 1,
+    }
+
+
+async def test_a_step_before_senders_is_refused_and_a_gone_generator_reported() -> None:
+    async with Generator.start(None) as generator:
+        with pytest.raises(BenchError, match="no senders"):
+            await generator.step(10, 0.1, lambda _: None, lambda: None)
+        await generator.close()
+        with pytest.raises(BenchError, match="exited"):
+            await generator.status()
+
+
+def _step(generator_cpu: float, core: float | None, ok: bool = True) -> StepResult:
+    cpu = CpuUse(generator=generator_cpu, server=1.0, generator_core=core)
+    return StepResult(
+        rate=1,
+        duration_s=1,
+        sent=1,
+        sent_per_s=1,
+        expected=1,
+        delivered=1,
+        lost=0,
+        delivered_per_s=10 * generator_cpu,
+        latency_ms=Latency(1, 2, 3),
+        cpu=cpu,
+        generator_saturated=cpu.generator_busy >= 0.7,
+        errors={},
+        ok=ok,
+    )
+
+
+@pytest.mark.parametrize(
+    ("steps", "best", "usable"),
+    [
+        ([(0.2, 0.3, True), (0.5, 0.6, False)], 0, True),
+        ([(0.2, 0.3, True), (0.5, 0.75, False)], 0, False),  # the failed step decided it
+        ([(0.2, 0.3, True), (0.72, None, True)], 1, False),  # the process, unpinned
+        ([(0.2, 0.3, True), (0.3, 0.4, True)], 1, True),  # the top of the ladder passed
+        ([(0.2, 0.3, False)], None, False),  # no best step
+    ],
+)
+def test_a_headline_is_unusable_when_the_generator_was_at_its_limit(
+    steps: list[tuple[float, float | None, bool]], best: int | None, usable: bool
+) -> None:
+    results = [_step(*step) for step in steps]
+    chosen = None if best is None else results[best]
+    assert headline_usable(results, chosen) is usable
+    traffic = TrafficResult(len(results), 1, results, chosen, usable, {})
+    report = {"scenario": "chat", "server": "picows", "protocol": "raw"}
+    table = result_table(report, traffic)
+    caption = " ".join(str(table.caption).split())
+    assert ("unusable" in caption) is (chosen is not None and not usable)
+    marked = [line for line in _text(table).splitlines() if "%!" in line]
+    assert len(marked) == sum(step.generator_saturated for step in results)
+
+
+def test_the_compare_table_marks_an_unusable_headline() -> None:
+    def run(value: float, usable: bool) -> dict[str, Any]:
+        headline = {"value": value, "higher_is_better": True, "usable": usable}
+        return {"headline": headline, "errors": {}}
+
+    rounds = [{"a": run(10, True), "b": run(5, False)}, {"a": run(12, False), "b": run(6, True)}]
+    comparison = {
+        "runs": rounds[0],
+        "ratios": {"b": 2.0},
+        "higher_is_better": True,
+        "metric": "m",
+        "skipped": {},
+        "rounds": [{n: r["headline"]["value"] for n, r in runs.items()} for runs in rounds],
+        "round_ratios": [{"b": 2.0}, {"b": 2.0}],
+        "median_round_ratios": {"b": 2.0},
+        "round_runs": rounds,
+    }
+    text = _text(compare_table("chat", comparison))
+    assert "10.0 / 12.0!" in text
+    assert "5.0! / 6.0" in text
+    assert "! unusable" in text
+
+
+def _text(table: Table) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 @pytest.mark.parametrize(
