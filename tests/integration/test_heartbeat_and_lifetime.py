@@ -47,13 +47,17 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(
         for how in ("abort", "close"):
             client, _ = await join_room(node, make_token("alice"))
             (conn,) = node.hub.connections
-            held = weakref.ref(conn.ws)  # with aiohttp's heartbeat: in a cycle
-            del conn
+            held = weakref.ref(conn)
+            transport = conn._transport
+            assert transport is not None
+            socket = weakref.ref(transport.get_protocol())  # the member's MemberSocket
+            del conn, transport
             if how == "close":
                 await client.close()
             else:
                 client.ws.transport.abort()
             await wait_until(lambda: not node.hub.connections)
             await wait_until(functools.partial(freed, held))
+            await wait_until(functools.partial(freed, socket))
     finally:
         gc.enable()

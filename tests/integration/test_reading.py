@@ -1,7 +1,7 @@
 """Frames of an idle member are handled as they are read, and nothing changes order.
 
-The fast lane (``server/reading.py``) finishes a frame inside aiohttp's data callback
-when the member's receive loop waits with nothing queued and the frame waits for
+The fast lane (``server/reading.py``) finishes a frame inside the socket's data callback
+when nothing of the member is queued and the frame waits for
 nothing; every other frame goes to the receive loop, with what the fast lane already
 found (rate limit and decoding done once).
 """
@@ -18,6 +18,7 @@ from callroom.room.commands import Command
 from callroom.room.protocol import decode as protocol_decode
 from callroom.server import session as session_module
 from callroom.server.connection import Connection
+from callroom.server.member_socket import MemberSocket
 from callroom.server.reading import InlineQueue
 from callroom.server.session import Session
 from callroom_testing import TokenFactory, meeting, metric_value
@@ -61,9 +62,10 @@ async def test_frames_that_wait_for_nothing_skip_the_receive_loop(
     await bob.send("get_recent_chats")
     await bob.expect("get_recent_chats")
     assert loop_frames == ["get_recent_chats"]
-    queues = [conn.ws._reader for conn in node.hub.connections]
-    assert len(queues) == 2
-    assert all(isinstance(queue, InlineQueue) for queue in queues)
+    sockets = [conn._transport.get_protocol() for conn in node.hub.connections if conn._transport]
+    assert len(sockets) == 2
+    assert all(isinstance(socket, MemberSocket) for socket in sockets)
+    assert all(isinstance(socket._queue, InlineQueue) for socket in sockets)
 
 
 async def test_a_frame_handed_to_the_loop_is_rate_limited_and_decoded_once(

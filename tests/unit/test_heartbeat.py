@@ -42,7 +42,6 @@ async def pair() -> AsyncIterator[Any]:
         _, peer = await loop.connect_accepted_socket(Peer, client_sock)
         transports.append(server_transport)
         conn = Connection(
-            None,  # type: ignore[arg-type]  # the sweep never touches the aiohttp response
             Identity(client_id, client_id),
             "zoom",
             "room",

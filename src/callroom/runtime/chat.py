@@ -3,7 +3,7 @@
 ``add_chat`` is started by ``submit`` (the room's rules now, then the store's future,
 no coroutine per message) and finished by ``stored`` once the store made it durable:
 only then is it broadcast, as one ``Delivery`` on the room's bus. ``delete_chat`` and
-the history pages await the store in the member's receive loop (``run``).
+the history pages await the store in the member's task (``run``).
 
 A broadcast the bus did not take (Redis died at that instant) is answered to its sender
 with ``unavailable``; the message is stored, so the sender's retry with the same chatId

@@ -61,7 +61,7 @@ class RoomCommands:
         self.chat = chat
         self.resync = resync
         self.at_once = at_once
-        # What the WebSocket module runs in the member's receive loop, in the order of
+        # What the WebSocket module runs in the member's task, in the order of
         # its frames (they await the store or the identity provider); every other
         # command runs at once (``run_now``), ``add_chat`` through ``submit_chat``.
         self.awaiting: frozenset[type[Command]] = AWAITED_CHAT_COMMANDS | (

@@ -118,7 +118,7 @@ class Hub:
             resync=self.resyncer,
             at_once=self.at_once,
         )
-        # The commands the WebSocket module runs in the member's receive loop.
+        # The commands the WebSocket module runs in the member's task.
         self.awaiting_commands = self.commands.awaiting
         self._pending: dict[str, PendingJoin] = {}  # session → join awaiting its update
         self._tasks: set[asyncio.Task[None]] = set()

@@ -24,9 +24,9 @@ import structlog
 from callroom.errors import CloseCode
 from callroom.logs import NODE_ID
 from callroom.room.keys import room_key
+from callroom.server.framing import close_frame
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from prometheus_client import Counter
 
     from callroom.room.model import Identity
@@ -68,7 +68,9 @@ class Connection:
     """A member's socket in a room, as the node sees it."""
 
     __slots__ = (
-        "_close_task",
+        "__weakref__",
+        "_close_timer",
+        "_gone",
         "_out",
         "_transport",
         "alive",
@@ -87,12 +89,10 @@ class Connection:
         "room_id",
         "room_key",
         "slow_counter",
-        "ws",
     )
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         identity: Identity,
         kind: str,
         room_id: str,
@@ -103,7 +103,6 @@ class Connection:
         slow_counter: Counter | None = None,
         close_aborts: Counter | None = None,
     ) -> None:
-        self.ws = ws
         self.identity = identity
         self.client_id = identity.client_id
         self.kind = kind
@@ -117,9 +116,11 @@ class Connection:
         self.outbox = outbox
         self.close_aborts = close_aborts
         self._transport: asyncio.Transport | None = None
+        self._gone = False  # the socket is lost: nothing more is queued for it
         # Frames not yet written: queued before the upgrade, or during this loop turn.
         self._out: list[bytes] = []
-        self._close_task: asyncio.Task[None] | None = None
+        # Aborts the socket if a close has not ended it in time (``CLOSE_TIMEOUT_SECONDS``).
+        self._close_timer: asyncio.TimerHandle | None = None
         self.closing = False
         # True once the room core no longer counts this socket as the member's session
         # (kicked, denied, ended, or replaced by a newer connection): its end changes
@@ -131,13 +132,16 @@ class Connection:
         self.alive = True
 
     def attach(self, transport: asyncio.Transport) -> None:
-        """The upgrade is done: write what was queued (``room_state`` first, SPEC §1)."""
+        """The upgrade is done: write what was queued (``room_state`` first, SPEC §1), and
+        carry out a close that was asked for before the upgrade."""
         self._transport = transport
         self.flush()
+        if self.closing and self.on_close_code is not None and self._close_timer is None:
+            self._send_close(self.on_close_code, "")
 
     def send(self, frame: bytes) -> None:
         """Queue one complete frame for the end of this loop turn; never awaits."""
-        if self.closing:
+        if self.closing or self._gone:
             return
         out = self._out
         if not out and self._transport is not None:
@@ -171,15 +175,40 @@ class Connection:
             self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def close(self, code: int, reason: str = "") -> None:
-        """Close with ``code`` (SPEC §3.4) in the background; idempotent."""
+        """Close with ``code`` (SPEC §3.4); idempotent, never awaits.
+
+        The close frame goes out after the frames sent before it; the socket is closed
+        when the peer answers it, or aborted ``CLOSE_TIMEOUT_SECONDS`` later (SPEC §9: a
+        close never waits on a peer that does not read). Before the upgrade the close is
+        carried out by ``attach``.
+        """
         if self.closing:
             return
         self.flush()  # frames sent before the close go out before the close frame
         self._mark_closing(code)
-        if self._transport is None:
-            # Not upgraded yet: the handler closes right after the upgrade.
+        if self._transport is not None:
+            self._send_close(code, reason)
+
+    def close_received(self) -> None:
+        """The peer's close frame was read: answer it (RFC 6455 §5.5.1) unless it answers
+        ours, then close the socket. Not a close by the server: no code is kept."""
+        transport = self._transport
+        if transport is None:
             return
-        self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        if not self.closing:
+            self.flush()
+            self.closing = True
+            self._cancel_expiry()
+            transport.write(close_frame(CloseCode.NORMAL))
+            self._arm_close_timer()
+        transport.close()
+
+    def protocol_failed(self, code: int) -> None:
+        """The peer's bytes broke the protocol (RFC 6455 §7.4.1): close with ``code`` and
+        read nothing more."""
+        self.close(code, "")
+        if self._transport is not None:
+            self._transport.close()
 
     def abort(self, code: int) -> bool:
         """Drop the socket at once, without a close handshake (a peer that went silent).
@@ -195,46 +224,56 @@ class Connection:
         transport.abort()
         return True
 
+    def lost(self) -> None:
+        """The socket is gone: no timer of it stays, and nothing more is queued for it."""
+        self._gone = True
+        self._out = []
+        self._transport = None  # no cycle transport -> protocol -> connection -> transport
+        self._cancel_expiry()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
     def _mark_closing(self, code: int) -> None:
         """No more frames out, the close code kept for the log, no expiry close later."""
         self.closing = True
         self.on_close_code = int(code)
+        self._cancel_expiry()
+
+    def _cancel_expiry(self) -> None:
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
 
-    async def _close(self, code: int, reason: str) -> None:
-        """The close handshake, bounded by ``CLOSE_TIMEOUT_SECONDS``; then the abort.
+    def _send_close(self, code: int, reason: str) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        self._arm_close_timer()
 
-        aiohttp's ``close`` waits for the write buffer to drain with no bound, then for
-        the peer's close frame: a peer that does not read would hold the socket, its seat
-        in the room and its buffered bytes for ever.
-        """
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-                await self.ws.close(code=code, message=reason.encode())
-        except TimeoutError:
-            # aiohttp has closed the transport by now, but a closed transport still
-            # waits to flush its buffer: only an abort lets the socket go.
-            transport = self._transport
-            if transport is not None:
-                log.info(
-                    "close_aborted",
-                    conn_id=self.conn_id,
-                    client_id=self.client_id,
-                    code=code,
-                    buffered=transport.get_write_buffer_size(),
-                )
-                transport.abort()
-                if self.close_aborts is not None:
-                    self.close_aborts.inc()
-        except Exception:  # noqa: S110 - the socket is gone either way
-            pass
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self._gone:
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(CLOSE_TIMEOUT_SECONDS, self._close_timed_out)
 
-    async def finish_pending_close(self) -> None:
-        """After the upgrade: carry out a close that was asked for before it."""
-        if self.closing and self.on_close_code is not None and self._close_task is None:
-            await self._close(self.on_close_code, "")
+    def _close_timed_out(self) -> None:
+        """The peer neither answered the close nor took what is buffered: a closed
+        transport would still wait to flush its buffer; only an abort lets it go."""
+        self._close_timer = None
+        transport = self._transport
+        if transport is None or self._gone:
+            return
+        log.info(
+            "close_aborted",
+            conn_id=self.conn_id,
+            client_id=self.client_id,
+            code=self.on_close_code,
+            buffered=transport.get_write_buffer_size(),
+        )
+        transport.abort()
+        if self.close_aborts is not None:
+            self.close_aborts.inc()
 
 
 def is_leave(client_close_code: int | None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 _OPCODE_TEXT = 0x1
+_OPCODE_CLOSE = 0x8
 _OPCODE_PING = 0x9
 _OPCODE_PONG = 0xA
 _FIN = 0x80
@@ -35,3 +36,11 @@ def pong_frame(payload: bytes) -> bytes:
     A control frame carries at most 125 bytes (§5.5); the reader refuses longer pings.
     """
     return struct.pack("!BB", _FIN | _OPCODE_PONG, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame with ``code`` and ``reason`` (RFC 6455 §5.5.1); a control frame
+    carries at most 125 bytes, so the reason is cut to 123 bytes of UTF-8."""
+    text = reason.encode()[:123].decode(errors="ignore").encode()  # whole characters only
+    payload = struct.pack("!H", code) + text
+    return struct.pack("!BB", _FIN | _OPCODE_CLOSE, len(payload)) + payload

@@ -142,9 +142,29 @@ class GuardedRequestHandler(RequestHandler):
         self._stop_counting()
         super().connection_lost(exc)
 
-    def became_member(self) -> None:
-        """Upgraded to a member's WebSocket: no longer an unfinished connection."""
+    def hand_off(self) -> bytes:
+        """Upgraded to a member's WebSocket: no longer an unfinished connection, and the
+        transport is no longer this handler's (server/member_socket.py takes it over).
+
+        Returns the bytes read after the request (the member's first frames, if any).
+        The handler forgets the transport, so aiohttp neither closes it when the request
+        ends nor answers another request on it; the server forgets the handler once its
+        task ends, and the request, the response and both tasks are freed.
+        """
         self._stop_counting()
+        tail, self._message_tail = self._message_tail, b""
+        transport = self.transport
+        if self._buffer_paused and transport is not None:  # paused for a long tail
+            self._buffer_paused = False
+            transport.resume_reading()
+        self.transport = None
+        self.force_close()
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if self._manager is not None:
+            self._manager.connection_lost(self, None)
+        return tail
 
     def _stop_counting(self) -> None:
         if self._deadline is not None:

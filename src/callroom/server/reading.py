@@ -1,37 +1,39 @@
-"""Reading a member's frames in the socket's callback when its reader has nothing to do.
+"""Reading a member's frames: aiohttp's frame parser and queue, with a fast lane.
 
-aiohttp hands each parsed frame to a queue, and the connection's task takes it out with
-``await ws.receive()``: per frame a future, a task wake-up and a coroutine round trip,
-about a sixth of the main thread when relaying candidates (docs/performance.md,
-finding 12). Most frames need none of that: a candidate, an answer or a raised hand is
-decoded, checked and relayed without waiting for anything.
+aiohttp's WebSocket reader (its compiled parser) puts each parsed frame into a queue,
+and something must take it out with ``await queue.read()``: per frame a future, a task
+wake-up and a coroutine round trip, about a sixth of the main thread when relaying
+candidates (docs/performance.md, finding 12). Most frames need none of that: a
+candidate, an answer or a raised hand is decoded, checked and relayed without waiting
+for anything.
 
-``InlineQueue`` is aiohttp's queue with a fast lane. While the connection's task is
-parked on an empty queue, each new text frame is first offered to a handler (the
-member's ``Session.take_inline``, server/session.py), which runs in aiohttp's
-``data_received`` callback. The handler either finishes the frame there and returns
-True, or returns False, and the frame is queued for the task as before: a frame that
-must wait (a token refresh, a history read or deletion, anything but another chat
-message behind a chat message the store has not committed yet), a control frame, or
-any frame while the task is busy or frames are queued. So
-frames of one member are still handled in the order they were sent (SPEC §3.2): the
-fast lane is open only when nothing of that member is pending, and it closes as soon
-as one frame is queued, until the task has taken every queued frame.
+``InlineQueue`` is aiohttp's queue with a fast lane. While its owner (the member's
+``MemberSocket``, server/member_socket.py) has no frame of the member pending, each new
+text frame is first offered to it, in the socket's ``data_received`` callback; the
+member's session either finishes the frame there and says so, or the frame is queued
+and the owner starts a task that takes the queued frames in order (a frame that must
+wait: a token refresh, a history read or deletion, anything but another chat message
+behind a chat message the store has not committed yet; a control frame; any frame while
+frames are queued). So frames of one member are still handled in the order they were
+sent (SPEC §3.2): the fast lane is open only when nothing of that member is pending.
 
-This reaches into aiohttp's WebSocket internals (``WebSocketResponse._post_start``,
-the ``WebSocketDataQueue`` type): pyproject pins aiohttp to the 3.14 series, and
+``HandshakeResponse`` is aiohttp's ``WebSocketResponse`` used for the handshake only: it
+checks the upgrade and writes the 101 answer, then the socket is handed to the member's
+``MemberSocket`` (docs/architecture.md "After the upgrade").
+
+This reaches into aiohttp's WebSocket internals (``WebSocketResponse._post_start``, the
+``WebSocketDataQueue`` type): pyproject pins aiohttp to the 3.14 series, and
 tests/integration/test_reading.py fails if the fast lane stops being used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMessage, WSMsgType, web
 from aiohttp._websocket.models import WSMessageTextBytes
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 from callroom.errors import ConnectionFailed
 from callroom.server.inbound import FrameGate
@@ -40,14 +42,6 @@ if TYPE_CHECKING:
     from aiohttp.http_websocket import WebSocketWriter
     from aiohttp.web_request import BaseRequest
 
-    from callroom.server.session import Session
-
-# Offered a text frame's payload (None: dropped over the rate): True if it was handled,
-# False to queue it for the connection's task.
-FrameHandler = Callable[[str | None], bool]
-# Charges a text message of that many payload bytes (``FrameBudget.message``); False:
-# over the member's rate.
-Charge = Callable[[int], bool]
 # Told that the member's bytes broke the protocol (``Session.stream_failed``).
 Failed = Callable[[ConnectionFailed], None]
 
@@ -57,42 +51,49 @@ Failed = Callable[[ConnectionFailed], None]
 DROPPED = WSMessage(WSMsgType.TEXT, "", None)
 
 
+class QueueOwner(Protocol):
+    """What the queue needs of its owner (``MemberSocket``)."""
+
+    _reading_paused: bool  # aiohttp's flow control reads it (``pause_reading`` above a limit)
+
+    def charge(self, size: int) -> bool: ...
+
+    def offer(self, text: str | None) -> bool: ...
+
+    def wake(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
 class InlineQueue(WebSocketDataQueue):
-    """aiohttp's frame queue, with frames offered to ``handler`` while the reader is parked."""
+    """aiohttp's frame queue, with frames offered to its owner while nothing is pending."""
 
-    __slots__ = ("charge", "handler", "parked")  # no __dict__: one per idle connection too
+    __slots__ = ("owner",)  # no __dict__: one per idle connection too
 
-    def __init__(self, protocol: Any, limit: int, *, loop: Any, charge: Charge) -> None:
-        super().__init__(protocol, limit, loop=loop)
-        self.handler: FrameHandler | None = None
-        self.charge = charge
-        # True only while the connection's task waits on an empty queue (``read``). The
-        # queue is then empty by construction: every frame comes through ``feed_data``,
-        # which clears the flag before queueing.
-        self.parked = False
+    def __init__(self, owner: QueueOwner, limit: int, *, loop: Any) -> None:
+        super().__init__(owner, limit, loop=loop)  # type: ignore[arg-type]
+        self.owner: QueueOwner | None = owner
 
     def feed_data(self, data: WSMessage | WSMessageTextBytes, size: int) -> None:
+        owner = self.owner
+        if owner is None:  # the socket has ended
+            return
         if data.type is WSMsgType.TEXT:
             # Charged as it arrives (server/inbound.py), before it waits for anything.
-            if not self.charge(size):
+            if not owner.charge(size):
                 data, size = DROPPED, 0
-            handler = self.handler
-            if (
-                self.parked
-                and handler is not None
-                and handler(None if data is DROPPED else data.data)
-            ):
+            if not self._buffer and owner.offer(None if data is DROPPED else data.data):
                 return
-        # Queued: the lane closes until the task has taken this frame (module docstring).
-        self.parked = False
+        # Queued: the lane stays closed until the owner's task has taken this frame.
         super().feed_data(data, size)
+        owner.wake()
 
-    async def read(self) -> Any:
-        self.parked = not self._buffer
-        try:
-            return await super().read()
-        finally:
-            self.parked = False
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        super().set_exception(exc, *args)
+        if self.owner is not None:
+            self.owner.wake()
 
 
 class GatedReader:
@@ -108,7 +109,7 @@ class GatedReader:
     def __init__(self, parser: WebSocketReader, gate: FrameGate, failed: Failed) -> None:
         self._parser = parser
         self._gate: FrameGate | None = gate
-        self._failed = failed
+        self._failed: Failed | None = failed
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         gate = self._gate
@@ -117,76 +118,32 @@ class GatedReader:
         try:
             gate.feed(data)
         except ConnectionFailed as exc:  # an unmasked frame
-            self._gate = None
-            self._failed(exc)
+            failed = self._failed
+            self.stop()
+            if failed is not None:
+                failed(exc)
             return False, b""
         result: tuple[bool, bytes] = self._parser.feed_data(data)
         return result
 
-    def feed_eof(self) -> None:
-        self._parser.feed_eof()
+    def stop(self) -> None:
+        """Parse nothing more; let go of the callback (and the cycle through it)."""
+        self._gate = None
+        self._failed = None
 
 
-class InlineWebSocketResponse(web.WebSocketResponse):
-    """A ``WebSocketResponse`` whose frames go to the member's session as they are parsed:
-    charged to its budget as they arrive (server/inbound.py), and offered to its fast
-    lane while its receive loop is parked."""
-
-    _session: Session[Any] | None = None
-
-    def attach(self, session: Session[Any]) -> None:
-        """Feed the member's frames to ``session`` (call before ``prepare()``)."""
-        self._session = session
-
-    def _charge_frame(self) -> None:
-        """A control or continuation frame arrived (``FrameGate``)."""
-        session = self._session
-        if session is not None:
-            session.frame_arrived()
-
-    def _stream_failed(self, exc: ConnectionFailed) -> None:
-        session = self._session
-        if session is not None:
-            session.stream_failed(exc)
-
-    def offer_frames(self, handler: FrameHandler) -> None:
-        """From now on, offer each frame to ``handler`` before queueing it."""
-        queue = self._reader
-        assert isinstance(queue, InlineQueue), "call after prepare()"
-        queue.handler = handler
-
-    def stop_offering(self) -> None:
-        """Offer no more frames (the receive loop ended). This also breaks the cycles
-        response → queue → handler → session → connection → response (and response →
-        session → ...), so reference counting frees a closed connection without a full
-        collection."""
-        queue = self._reader
-        if isinstance(queue, InlineQueue):
-            queue.handler = None
-        self._session = None
+class HandshakeResponse(web.WebSocketResponse):
+    """aiohttp's ``WebSocketResponse`` for the handshake only: it checks the upgrade and
+    writes the 101 answer; the socket then belongs to the member's ``MemberSocket``, and
+    aiohttp's request, response and tasks end (docs/architecture.md "After the upgrade")."""
 
     def _post_start(
         self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter
     ) -> None:
-        # aiohttp 3.14's ``_post_start`` with ``InlineQueue`` in place of its queue. The
-        # heartbeat is off (the node's Heartbeat pings), so there is no data callback.
+        # No reader, no heartbeat, no queue: the member's socket reads its own frames.
         self._ws_protocol = protocol
         self._writer = writer
-        self._reset_heartbeat()
-        loop = self._loop
-        session = self._session
-        assert loop is not None
-        assert session is not None, "attach() a session first"
-        self._reader = InlineQueue(
-            request._protocol, DEFAULT_CHUNK_SIZE, loop=loop, charge=session.budget.message
-        )
-        self._parser = WebSocketReader(
-            self._reader,
-            self._max_msg_size,
-            compress=bool(self._compress),
-            decode_text=self._decode_text,
-        )
-        gated = GatedReader(self._parser, FrameGate(self._charge_frame), self._stream_failed)
-        callback = None if self._heartbeat is None else self._on_data_received
-        request.protocol.set_parser(gated, data_received_cb=callback)  # type: ignore[arg-type]
-        request.protocol.keep_alive(False)
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        """aiohttp calls this when the handler returns: the socket is not its to close."""
+        self._eof_sent = True

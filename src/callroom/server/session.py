@@ -13,7 +13,7 @@ member's frames as they are parsed, and the session answers through the member's
 - **decoding**: ``room.protocol.decode`` into a typed command, once per frame;
 - **the lane**: ``take_inline`` finishes a frame at once, in the socket's callback, when
   it waits for nothing and nothing of the member is pending; every other frame goes
-  through the member's receive loop (``receive_text``), which awaits what must be
+  through the member's task (``receive_text``), which awaits what must be
   awaited (docs/architecture.md "How a frame travels");
 - **answers in order** (SPEC §3.2): an ``add_chat`` is handed to the store while the
   next frames are read (``adds``, docs/architecture.md "Chat pipelining"); the adds are
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # add_chat commands of one member that may wait for the store at once; at this many the
-# receive loop stops reading the member until the oldest is stored (backpressure).
+# member's task stops taking its frames until the oldest is stored (backpressure).
 PIPELINED_ADDS = 64
 
 # The answer to a text frame dropped for being over the member's rate, encoded once.
@@ -117,7 +117,7 @@ class Session(Generic[P]):
         # with its frame's start time (for the handling-time metric). A list, not a
         # deque: most members never have one in flight.
         self.adds: list[tuple[AddFuture, float]] = []
-        # What ``take_inline`` found in a frame it left to the receive loop (the intake
+        # What ``take_inline`` found in a frame it left to the member's task (the intake
         # and its start time): the loop takes that same frame next.
         self.handoff: tuple[Intake, float] | None = None
 
@@ -137,12 +137,12 @@ class Session(Generic[P]):
     def take_inline(self, text: str | None) -> bool:
         """Finish a text frame now if nothing must wait; False leaves it to the loop.
 
-        Offered only while the member's receive loop waits with nothing queued
+        Offered only while the member's task waits with nothing queued
         (``server/reading.py``); ``text`` is None for a frame dropped over the rate. The
         frame is taken in (decoded) at once; if its command waits for nothing, and no
         chat message of the member is still waiting for the store, it is finished here
         (an ``add_chat`` joins the pipeline). Otherwise what the intake found is kept
-        (``handoff``) for the receive loop, which takes this same frame next.
+        (``handoff``) for the member's task, which takes this same frame next.
         """
         peer = self.peer
         if peer.closing:
@@ -160,10 +160,10 @@ class Session(Generic[P]):
         self.handoff = (taken, started)
         return False
 
-    # -- frames from the receive loop, in order ---------------------------------------
+    # -- frames from the member's task, in order ---------------------------------------
 
     async def receive_text(self, text: str | None) -> None:
-        """Handle one text frame in the receive loop (None: dropped over the rate).
+        """Handle one text frame in the member's task (None: dropped over the rate).
 
         A valid ``add_chat`` is handed to the store while the next frames are read;
         everything else first waits for those, so every answer and effect keeps the
