@@ -3,7 +3,7 @@ nodes of a deployment (one, or two on Redis: tests/deployment.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from callroom_testing import (
     flush_test_redis,
 )
 from deployment import DeployFactory, Deployment
+from redis_cluster import RedisTestCluster
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +72,23 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
     for node in nodes:
         if not node.stopped.is_set():
             await node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTestCluster]:
+    """The suite's own Redis Cluster (3 primaries, 3 replicas; tests/redis_cluster.py),
+    started once; emptied by ``cluster_url``."""
+    cluster = RedisTestCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisTestCluster) -> str:
+    """The suite's Redis Cluster, every primary emptied; its ``redis+cluster://`` URL."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture

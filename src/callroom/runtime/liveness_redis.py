@@ -17,12 +17,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
-from redis.asyncio import Redis
 
 from callroom.errors import StoreUnavailable
 from callroom.room.keys import RoomKey
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter
+from callroom.runtime.redis_writer import REDIS_ERRORS, RedisClient, Writer
 from callroom.runtime.tasks import finish
 
 log = structlog.get_logger(__name__)
@@ -37,8 +36,8 @@ class RedisLiveness:
         self,
         node_id: str,
         *,
-        redis: Redis,
-        writer: CommandWriter,
+        redis: RedisClient,
+        writer: Writer,
         keys: RedisKeys,
         interval: float,
         sweep: Sweep,
@@ -86,7 +85,7 @@ class RedisLiveness:
             await pipe.execute()
 
     async def _members(self, name: str) -> set[bytes]:
-        members: set[bytes] = await self._redis.execute_command("SMEMBERS", name)  # type: ignore[no-untyped-call]
+        members: set[bytes] = await self._redis.execute_command("SMEMBERS", name)
         return members
 
     async def dead_nodes(self) -> list[str]:
