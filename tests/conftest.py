@@ -118,25 +118,47 @@ def pytest_configure(config: pytest.Config) -> None:
         "xfail_on_two_nodes(reason): a known difference of the many-node runtime; the test "
         "is expected to fail (strictly) on the two_nodes deployment only",
     )
+    config.addinivalue_line(
+        "markers",
+        "on_redis_cluster: the room behaviour test runs on two_nodes_cluster too (two "
+        "nodes over the suite's Redis Cluster)",
+    )
 
 
-@pytest.fixture(params=["one_node", "two_nodes"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``deploy``: one node and two nodes on one Redis always; two nodes over the
+    suite's Redis Cluster for the tests marked ``on_redis_cluster`` (issue 19: admission,
+    chat and history, signaling, takeover, host handoff, bans)."""
+    if "deploy" not in metafunc.fixturenames:
+        return
+    params = ["one_node", "two_nodes"]
+    if metafunc.definition.get_closest_marker("on_redis_cluster") is not None:
+        params.append("two_nodes_cluster")
+    metafunc.parametrize("deploy", params, indirect=True)
+
+
+@pytest.fixture
 async def deploy(
     request: pytest.FixtureRequest, start_node: NodeFactory, tmp_path: Path
 ) -> DeployFactory:
     """Start the nodes of a room behaviour test: one node, or two sharing the tests'
-    Redis and one chat store, with members alternating between them (tests/deployment.py).
-    Every node gets the same settings."""
-    many = request.param == "two_nodes"
+    Redis (or the suite's Redis Cluster) and one chat store, with members alternating
+    between them (tests/deployment.py). Every node gets the same settings."""
+    many = request.param != "one_node"
     marker = request.node.get_closest_marker("xfail_on_two_nodes")
     if many and marker is not None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
+    on_cluster = request.param == "two_nodes_cluster"
 
     async def factory(**overrides: Any) -> Deployment:
         if not many:
             return Deployment([await start_node(**overrides)])
+        if on_cluster:
+            url = request.getfixturevalue("cluster_url")
+        else:
+            url = await flush_test_redis()
         values: dict[str, Any] = {
-            "REDIS_URL": await flush_test_redis(),
+            "REDIS_URL": url,
             "DATABASE_URL": f"sqlite:///{tmp_path}/cluster.db",  # one store for both
         }
         values.update(overrides)
