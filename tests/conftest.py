@@ -92,8 +92,12 @@ def cluster_url(redis_cluster: RedisTestCluster) -> str:
 
 
 @pytest.fixture
-async def redis_url() -> str:
-    """Many nodes (SPEC §7): the tests' own Redis database, emptied."""
+async def redis_url(request: pytest.FixtureRequest) -> str:
+    """Many nodes (SPEC §7): the tests' own Redis database, emptied; or, parametrised
+    indirectly with ``"redis_cluster"``, the suite's Redis Cluster emptied."""
+    if getattr(request, "param", "redis") == "redis_cluster":
+        url: str = request.getfixturevalue("cluster_url")
+        return url
     return await flush_test_redis()
 
 

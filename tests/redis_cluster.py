@@ -222,7 +222,7 @@ class RedisTestCluster:
     @staticmethod
     def _owners(client: Redis) -> list[int | None]:
         owners: list[int | None] = [None] * SLOTS
-        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):  # type: ignore[no-untyped-call]
             owners[start : end + 1] = [int(primary[1])] * (end - start + 1)
         return owners
 
@@ -257,7 +257,8 @@ class RedisTestCluster:
     async def kill9(self, node: ClusterNode) -> None:
         """SIGKILL, reaped."""
         process = node.process
-        assert process is not None and process.poll() is None
+        assert process is not None
+        assert process.poll() is None
         process.send_signal(signal.SIGKILL)
         await self._until(lambda: process.poll() is not None, 5.0, "reaped")
 
@@ -272,8 +273,8 @@ class RedisTestCluster:
                     continue
                 client = AsyncRedis(host="127.0.0.1", port=node.port, socket_timeout=1)
                 try:
-                    info = await client.execute_command("CLUSTER", "INFO")
-                    slots = await client.execute_command("CLUSTER SLOTS")
+                    info = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+                    slots = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
                 except Exception:
                     return False
                 finally:

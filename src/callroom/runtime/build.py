@@ -119,7 +119,6 @@ def _redis_hub(
         bus=bus,
         liveness=RedisLiveness(
             node_id,
-            redis=redis,
             writer=writer,
             keys=keys,
             interval=settings.HEARTBEAT_INTERVAL_SECONDS,

@@ -88,6 +88,7 @@ class ShardedRoomBus(RedisRoomBus):
         self._slots = slots
         self._links: dict[Address, Link] = {}
         self._link_of: dict[RoomKey, Link] = {}
+        self._closed = False
         slots.listeners.append(self._rehome)
 
     async def start(self) -> None:
@@ -101,15 +102,32 @@ class ShardedRoomBus(RedisRoomBus):
         self._update_up()
 
     async def close(self) -> None:
+        self._closed = True
+        if self._rehome in self._slots.listeners:
+            self._slots.listeners.remove(self._rehome)
         for link in list(self._links.values()):
             if link.task is not None:
                 await finish(link.task)
-            if link.connection is not None:
+            connection, link.connection = link.connection, None  # a send must not reopen it
+            if connection is not None:
                 with contextlib.suppress(Exception):
-                    await link.connection.disconnect()
+                    await connection.disconnect()
             await link.pool.aclose()
         self._links.clear()
         await super().close()
+
+    async def ready(self) -> bool:
+        """Whether the map is known, every shard of a room held here is heard, and the
+        liveness keys' primary answers (``/readyz``)."""
+        if not self.up:
+            return False
+        try:
+            answer = self._writer.call("EXISTS", self._keys.nodes)
+            assert answer is not None
+            await asyncio.wait_for(answer, timeout=2)
+        except (StoreUnavailable, TimeoutError):
+            return False
+        return True
 
     def _update_up(self) -> None:
         self.up = self._slots.known and all(link.up for link in self._links.values() if link.keys)
@@ -170,13 +188,15 @@ class ShardedRoomBus(RedisRoomBus):
     async def _send(self, link: Link, command: str, keys: Collection[RoomKey]) -> None:
         async with link.lock:
             connection = link.connection
-            if connection is None:
+            if connection is None or self._closed:
                 return  # the link subscribes all its rooms when it connects
             with contextlib.suppress(*REDIS_ERRORS):
                 for key in keys:
                     await connection.send_command(command, *self._names(key))
 
     def _link_at(self, address: Address) -> Link:
+        if self._closed:
+            raise StoreUnavailable("redis")
         link = self._links.get(address)
         if link is None:
             pool = self._slots.pool(address, client_name=f"callroom-sub:{self._node_id}")
@@ -249,10 +269,14 @@ class ShardedRoomBus(RedisRoomBus):
 
     async def _connect_link(self, link: Link) -> None:
         connection = link.pool.make_connection()  # type: ignore[no-untyped-call]
-        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-            await connection.connect()
-            await connection.send_command("INFO", "server")
-            info = await connection.read_response(disable_decoding=True)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await connection.connect()
+                await connection.send_command("INFO", "server")
+                info = await connection.read_response(disable_decoding=True)
+        except BaseException:  # a failure or the bus closing: never left open
+            await connection.disconnect(nowait=True)
+            raise
         run_id = _run_id(info)
         restarted = link.restarted or (link.run_id is not None and run_id != link.run_id)
         link.run_id = run_id

@@ -54,6 +54,7 @@ class ClusterWriter:
         self.writers: dict[Address, CommandWriter] = {}
         self._tasks: dict[Address, asyncio.Task[None]] = {}
         self._ending: set[asyncio.Task[None]] = set()  # writers of former primaries
+        self._held: list[Command] = []  # called before the first map was read
         self._closed = False
         self._stop = asyncio.Event()
         slots.listeners.append(self._rehome)
@@ -79,18 +80,24 @@ class ClusterWriter:
             if answer:
                 raise StoreUnavailable("redis")
             return None
-        owner = self.slots.owner(slot)
         future = asyncio.get_running_loop().create_future() if answer else None
-        command = Command(name, packed, future, slot)
-        if owner is None:  # no map yet, or the cluster named no primary for the slot
-            self.slots.request_refresh()
-            if future is not None:
-                future.set_exception(StoreUnavailable("redis"))
-            elif self._metrics is not None and name == "SPUBLISH":
-                self._metrics.publish_failures.inc()
-            return future
-        self.writer_at(owner).enqueue(command)
+        self._send(Command(name, packed, future, slot))
         return future
+
+    def _send(self, command: Command) -> None:
+        owner = self.slots.owner(command.slot)
+        if owner is not None:
+            self.writer_at(owner).enqueue(command)
+            return
+        self.slots.request_refresh()
+        if not self.slots.known:  # the first map is being read: wait for it
+            self._held.append(command)
+            return
+        # The cluster named no primary for the slot (a shard lost): as Redis down.
+        if command.future is not None:
+            command.future.set_exception(StoreUnavailable("redis"))
+        elif self._metrics is not None and command.name == "SPUBLISH":
+            self._metrics.publish_failures.inc()
 
     def writer_at(self, address: Address) -> CommandWriter:
         writer = self.writers.get(address)
@@ -130,7 +137,14 @@ class ClusterWriter:
 
     def _rehome(self) -> None:
         """The map was read: commands queued for a shard that no longer serves their
-        slot go to the one that does, in order; writers of former primaries end."""
+        slot go to the one that does, in order; writers of former primaries end;
+        commands held for the first map are sent (or fail, when no node answered)."""
+        held, self._held = self._held, []
+        for command in held:
+            if self.slots.known:
+                self._send(command)
+            elif command.future is not None and not command.future.done():
+                command.future.set_exception(StoreUnavailable("redis"))
         for address, writer in list(self.writers.items()):
             self._move_queued(writer, lambda slot, here=address: self._other_owner(slot, here))
         primaries = set(self.slots.owners)
@@ -168,6 +182,10 @@ class ClusterWriter:
 
     async def close(self) -> None:
         self._closed = True
+        for command in self._held:
+            if command.future is not None and not command.future.done():
+                command.future.set_exception(StoreUnavailable("redis"))
+        self._held = []
         self._stop.set()
         for address, writer in list(self.writers.items()):
             await _end(writer, self._tasks.pop(address))
