@@ -72,6 +72,9 @@ class RedisRoomBus:
     def listen(self, listener: BusListener) -> None:
         self._listener = listener
 
+    def hears(self, key: RoomKey) -> bool:
+        return self.up
+
     async def start(self) -> None:
         """Start the subscriber; Redis being down does not stop this."""
         self._task = asyncio.create_task(self._subscriber())

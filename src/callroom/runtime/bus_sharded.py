@@ -116,6 +116,13 @@ class ShardedRoomBus(RedisRoomBus):
         self._links.clear()
         await super().close()
 
+    def hears(self, key: RoomKey) -> bool:
+        link = self._link_of.get(key)
+        if link is None:
+            owner = self._slots.owner(slot_of(self._keys.room_channel(key)))
+            link = None if owner is None else self._links.get(owner)
+        return link is not None and link.up
+
     async def ready(self) -> bool:
         """Whether the map is known, every shard of a room held here is heard, and the
         liveness keys' primary answers (``/readyz``)."""

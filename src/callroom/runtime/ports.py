@@ -89,6 +89,10 @@ class RoomBus(Protocol):
     def up(self) -> bool:
         """Whether this node hears its rooms now (Redis: the subscriber is connected)."""
 
+    def hears(self, key: RoomKey) -> bool:
+        """Whether this node hears ``key``'s room now (on a cluster: its shard's link is
+        up; a room of a shard failing over does not stop the others)."""
+
     def listen(self, listener: BusListener) -> None: ...
 
     async def start(self) -> None: ...
