@@ -180,3 +180,91 @@ async def test_primary_restarted_empty_without_a_replica_gets_the_room_written_b
         findings.verdict()
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+@dataclass
+class Heard:
+    """A bus listener that keeps what it hears."""
+
+    updates: list[int] = field(default_factory=list)  # versions
+    deliveries: list[bytes] = field(default_factory=list)
+    reconnects: list[tuple[bool, list[str] | None]] = field(default_factory=list)
+
+    def on_update(self, key: Any, update: Any) -> None:
+        self.updates.append(update.version)
+
+    def on_delivery(self, key: Any, delivery: Any) -> None:
+        self.deliveries.append(delivery.text)
+
+    def on_reconnect(self, restarted: bool, keys: Any = None) -> None:
+        self.reconnects.append((restarted, None if keys is None else sorted(keys)))
+
+
+async def test_a_slot_resharded_under_a_room_is_followed_by_commands_and_subscription(
+    tmp_path: Path,
+) -> None:
+    """A room's slot migrated to another primary while its node holds it: a command on
+    the moved key is answered through ``ASK``, later ones through ``MOVED`` (the map is
+    read again), and the subscription follows the slot (the shard drops it with
+    ``sunsubscribe``; it is made again on the new primary and the room resynced)."""
+    from redis import Redis
+    from redis.asyncio import RedisCluster
+
+    from callroom.room import core
+    from callroom.room.keys import room_key
+    from callroom.room.model import Effects
+    from callroom.room.record import RoomRecord
+    from callroom.runtime.bus_sharded import ShardedRoomBus
+    from callroom.runtime.messages import Delivery, update_of
+    from callroom.runtime.redis_cluster import ClusterWriter
+    from callroom.runtime.redis_keys import RedisKeys
+    from callroom.runtime.redis_slots import SlotMap, node_url, slot_of
+    from callroom.runtime.store_redis import RedisRoomStore
+    from callroom_testing import wait_until
+
+    cluster = await own_cluster(tmp_path, replicas=0)
+    keys, key = RedisKeys("reshard"), room_key("zoom", "moving")
+    slot = slot_of(keys.room_hash(key))
+    slots = SlotMap(cluster.url)
+    writer = ClusterWriter(slots, client_name="test")
+    redis = RedisCluster.from_url(node_url(cluster.url), require_full_coverage=False)
+    store = RedisRoomStore(writer, redis, keys)
+    bus = ShardedRoomBus(cluster.url, "n1", slots=slots, writer=writer, redis=redis, keys=keys)
+    heard = Heard()
+    bus.listen(heard)
+    await store.start()
+    await bus.start()
+    try:
+        await wait_until(lambda: bus.up)
+        await bus.subscribe(key)
+        record = RoomRecord(core.new_room("zoom", "moving", 0))
+        assert await store.commit(key, 0, update_of(1, record, Effects(), None))
+        await wait_until(lambda: heard.updates == [1])
+
+        source = cluster.primary_of(slot)
+        target = next(n for n in cluster.nodes if n is not source)
+
+        def call(node: ClusterNode, *args: Any) -> Any:
+            with Redis(host="127.0.0.1", port=node.port) as client:
+                return client.execute_command(*args)
+
+        source_id, target_id = call(source, "CLUSTER", "MYID"), call(target, "CLUSTER", "MYID")
+        call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        call(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", keys.room_hash(key))
+        assert (await store.load(key))[0] == 1  # ASK: ASKING, then the command, on target
+
+        for node in cluster.nodes:  # the migration ends: target serves the slot
+            call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        channel = keys.room_channel(key).encode()
+        await wait_until(lambda: (True, [key]) in heard.reconnects)  # resynced, and
+        await wait_until(lambda: channel in call(target, "PUBSUB", "SHARDCHANNELS"))  # there
+        assert await store.commit(key, 1, update_of(2, record, Effects(), None))  # MOVED
+        assert slots.owner(slot) == target.address
+        await wait_until(lambda: heard.updates[-1:] == [2])
+        bus.publish(key, Delivery(("alice",), b'{"after":"moved"}'))
+        await wait_until(lambda: heard.deliveries == [b'{"after":"moved"}'])
+    finally:
+        await bus.close()
+        await store.close()
+        await asyncio.to_thread(cluster.stop)

@@ -222,7 +222,8 @@ class ShardedRoomBus(RedisRoomBus):
                 owner = self._slots.owner(slot_of(self._keys.room_channel(key)))
                 if owner is not None and owner != link.address:
                     moved.setdefault(owner, []).append(key)
-            again = sorted(link.dropped & link.keys)
+            leaving = {key for keys in moved.values() for key in keys}
+            again = sorted((link.dropped & link.keys) - leaving)
             link.dropped.clear()
             if again and link.up:
                 self._spawn(self._resubscribe(link, again))
