@@ -3,7 +3,7 @@ nodes of a deployment (one, or two on Redis: tests/deployment.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from callroom_testing import (
     flush_test_redis,
 )
 from deployment import DeployFactory, Deployment
+from redis_cluster import RedisTestCluster
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +74,30 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
             await node.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTestCluster]:
+    """The suite's own Redis Cluster (3 primaries, 3 replicas; tests/redis_cluster.py),
+    started once; emptied by ``cluster_url``."""
+    cluster = RedisTestCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-async def redis_url() -> str:
-    """Many nodes (SPEC §7): the tests' own Redis database, emptied."""
+def cluster_url(redis_cluster: RedisTestCluster) -> str:
+    """The suite's Redis Cluster, every primary emptied; its ``redis+cluster://`` URL."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture
+async def redis_url(request: pytest.FixtureRequest) -> str:
+    """Many nodes (SPEC §7): the tests' own Redis database, emptied; or, parametrised
+    indirectly with ``"redis_cluster"``, the suite's Redis Cluster emptied."""
+    if getattr(request, "param", "redis") == "redis_cluster":
+        url: str = request.getfixturevalue("cluster_url")
+        return url
     return await flush_test_redis()
 
 
@@ -100,25 +122,47 @@ def pytest_configure(config: pytest.Config) -> None:
         "xfail_on_two_nodes(reason): a known difference of the many-node runtime; the test "
         "is expected to fail (strictly) on the two_nodes deployment only",
     )
+    config.addinivalue_line(
+        "markers",
+        "on_redis_cluster: the room behaviour test runs on two_nodes_cluster too (two "
+        "nodes over the suite's Redis Cluster)",
+    )
 
 
-@pytest.fixture(params=["one_node", "two_nodes"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``deploy``: one node and two nodes on one Redis always; two nodes over the
+    suite's Redis Cluster for the tests marked ``on_redis_cluster`` (issue 19: admission,
+    chat and history, signaling, takeover, host handoff, bans)."""
+    if "deploy" not in metafunc.fixturenames:
+        return
+    params = ["one_node", "two_nodes"]
+    if metafunc.definition.get_closest_marker("on_redis_cluster") is not None:
+        params.append("two_nodes_cluster")
+    metafunc.parametrize("deploy", params, indirect=True)
+
+
+@pytest.fixture
 async def deploy(
     request: pytest.FixtureRequest, start_node: NodeFactory, tmp_path: Path
 ) -> DeployFactory:
     """Start the nodes of a room behaviour test: one node, or two sharing the tests'
-    Redis and one chat store, with members alternating between them (tests/deployment.py).
-    Every node gets the same settings."""
-    many = request.param == "two_nodes"
+    Redis (or the suite's Redis Cluster) and one chat store, with members alternating
+    between them (tests/deployment.py). Every node gets the same settings."""
+    many = request.param != "one_node"
     marker = request.node.get_closest_marker("xfail_on_two_nodes")
     if many and marker is not None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
+    on_cluster = request.param == "two_nodes_cluster"
 
     async def factory(**overrides: Any) -> Deployment:
         if not many:
             return Deployment([await start_node(**overrides)])
+        if on_cluster:
+            url = request.getfixturevalue("cluster_url")
+        else:
+            url = await flush_test_redis()
         values: dict[str, Any] = {
-            "REDIS_URL": await flush_test_redis(),
+            "REDIS_URL": url,
             "DATABASE_URL": f"sqlite:///{tmp_path}/cluster.db",  # one store for both
         }
         values.update(overrides)

@@ -15,14 +15,23 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from callroom_testing import TokenFactory, http_call, ids
-from redis_process import RedisProcess
 from restart_members import ADMITTED, Member, Payload
 
 if TYPE_CHECKING:
     from callroom.server.node import Node
+
+
+class Outage(Protocol):
+    """What strikes the meeting's Redis: ``redis_process.RedisProcess`` (killed, then
+    restarted empty) or a cluster's primary (tests/integration/test_redis_cluster_faults.py)."""
+
+    async def kill9(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
 
 ROOM = "standup"
 ROOM_PATH = f"/api/v1/rooms/zoom/{ROOM}"
@@ -42,7 +51,7 @@ ANSWER_SECONDS = 5.0  # until the last add_chat is answered
 @dataclass
 class Meeting:
     nodes: list[Node]
-    redis: RedisProcess | None  # the Redis the scenario kills, if it kills one
+    redis: Outage | None  # what the scenario strikes, if it strikes anything
     make_token: TokenFactory
     everyone: list[Member]
     members: dict[str, Member] = field(default_factory=dict)

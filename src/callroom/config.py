@@ -159,8 +159,12 @@ class Settings(BaseSettings):
     @field_validator("REDIS_URL")
     @classmethod
     def _check_redis(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if value and not value.startswith(schemes):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL, or redis+cluster:// "
+                "(rediss+cluster://) naming a node of a Redis Cluster"
+            )
         return value or None
 
     @model_validator(mode="after")

@@ -28,6 +28,8 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from callroom_testing import (
     Client,
     TokenFactory,
@@ -67,6 +69,12 @@ async def heard(client: Client, client_id: str, via: Client) -> list[dict[str, A
         if frame["event"] == "renegotiate" and frame["payload"]["reason"] == reason:
             return frames
         frames.append(frame)
+
+
+# Issue 19: a node killed, on one Redis and on the suite's Redis Cluster.
+ON_ONE_REDIS_AND_A_CLUSTER = pytest.mark.parametrize(
+    "redis_url", ["redis", "redis_cluster"], indirect=True
+)
 
 
 async def shared_record(node: Any) -> Any:
@@ -388,6 +396,7 @@ async def test_a_node_lets_go_of_a_room_once_none_of_its_members_is_left(
 # -- nodes that stop or die (SPEC §7, §8) -------------------------------------------------
 
 
+@ON_ONE_REDIS_AND_A_CLUSTER
 async def test_members_of_a_node_that_dies_are_dropped_then_removed_after_the_grace(
     start_cluster: Any, make_token: TokenFactory
 ) -> None:
@@ -424,6 +433,7 @@ async def test_members_of_a_node_that_dies_are_dropped_then_removed_after_the_gr
     assert set((await shared_record(one)).room.members) == {"alice", "carol"}
 
 
+@ON_ONE_REDIS_AND_A_CLUSTER
 async def test_member_of_a_dead_node_reconnects_to_another_within_the_grace(
     start_cluster: Any, make_token: TokenFactory
 ) -> None:
@@ -448,6 +458,7 @@ async def test_member_of_a_dead_node_reconnects_to_another_within_the_grace(
     assert await carol.expect("room_locked") == {}
 
 
+@ON_ONE_REDIS_AND_A_CLUSTER
 async def test_grace_of_a_node_that_dies_is_taken_over(
     start_cluster: Any, make_token: TokenFactory
 ) -> None:

@@ -31,8 +31,6 @@ waits a fixed time: each waits for an event or a state, with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -42,40 +40,12 @@ from redis.asyncio import Redis
 
 from callroom_testing import TokenFactory
 from redis_process import RedisProcess, server_pid
-from restart_checks import (
-    check_answers,
-    check_chat_round,
-    check_commands,
-    check_history,
-    check_new_joiner,
-    report,
-)
-from restart_meeting import (
-    Meeting,
-    all_of,
-    assemble,
-    members_problem,
-    readiness,
-    rooms_problem,
-    within,
-)
-from restart_members import Findings, Member, chatter
+from restart_meeting import Meeting
+from restart_members import Member
+from restart_scenario import SETTINGS, restart_during_meeting
 
 if TYPE_CHECKING:
     from callroom.server.node import Node
-
-# A busy meeting without rate_limited noise: four members sending up to 50 messages a
-# second each (SPEC §6 rate limit raised; nothing here is about the limit).
-SETTINGS: dict[str, Any] = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_BURST": 1000}
-WINDOW = 4  # unanswered add_chat per member at most (besides the burst)
-PACE = 0.02
-WARMUP = 15  # acknowledged messages per member before the kill (busy)
-BURST = 8  # messages per member sent at once right before the kill (busy): in flight
-AFTER = 10  # acknowledged messages per member after the restart, then the traffic stops
-QUIET = 5  # messages per member before the kill (quiet), all acknowledged
-READY_SECONDS = 10.0  # SPEC §6: ready within 10 s of Redis coming back
-SETTLED_SECONDS = 5.0  # then the room and its members as before, "within a few seconds"
-DOWN_SECONDS = 5.0  # until every /readyz sees Redis down
 
 NodeStarter = Callable[..., Awaitable[Any]]
 
@@ -117,96 +87,6 @@ async def meeting_of(
         return Meeting(nodes, redis_server, make_token, people)
 
     return factory
-
-
-# -- the scenario ----------------------------------------------------------------------
-
-
-async def restart_during_meeting(meeting: Meeting, *, busy: bool, kill: bool = True) -> Findings:
-    """The scenario (module docstring); ``kill`` False is its positive control: the same
-    meeting and checks with Redis left alone."""
-    findings = Findings()
-    await assemble(meeting)
-    talkers = meeting.admitted()
-    stop = asyncio.Event()
-    traffic: list[asyncio.Task[None]] = []
-    if busy:
-        traffic = [asyncio.create_task(chatter(m, stop, window=WINDOW, pace=PACE)) for m in talkers]
-        warmed = await all_of(
-            *(m.wait_until(lambda m: len(m.acknowledged()) >= WARMUP, 10) for m in talkers)
-        )
-        assert warmed, "the chat traffic before the kill"
-        for member in talkers:  # the kill lands while these are on their way
-            for _ in range(BURST):
-                await member.chat(member.next_chat_id())
-    else:
-        for member in talkers:
-            for _ in range(QUIET):
-                await member.chat(member.next_chat_id())
-        settled = await all_of(
-            *(m.wait_until(lambda m: len(m.acknowledged()) == QUIET, 10) for m in talkers)
-        )
-        assert settled, "the quiet meeting's messages before the kill"
-
-    in_flight = sum(m.link.unanswered for m in talkers)
-    if kill:
-        assert meeting.redis is not None
-        await meeting.redis.kill9()
-        findings.note(f"killed Redis with {in_flight} add_chat unanswered")
-        down = await within(DOWN_SECONDS, lambda: readiness(meeting, 503))
-        findings.check("/readyz 503 on every node while Redis is down", down is None, down)
-        await meeting.redis.restart()
-    back = time.monotonic()
-    quieten = asyncio.create_task(stop_after_some_traffic(talkers, stop))
-
-    # In this order, as an operator would look: ready, then the room, then its members.
-    # (Nothing reads the room before /readyz is 200: a read would itself reconnect the
-    # node's room-command connection, and so hide what the node does on its own.)
-    ready = await within(READY_SECONDS, lambda: readiness(meeting, 200))
-    findings.check("/readyz 200 on every node after Redis is back", ready is None, ready)
-    findings.note(f"ready {time.monotonic() - back:.1f} s after the restart")
-    by_then = time.monotonic() + SETTLED_SECONDS
-
-    def left() -> float:
-        return by_then - time.monotonic()
-
-    room = await within(left(), lambda: rooms_problem(meeting))
-    findings.check(
-        "the room with one host (alice) and every role, on every node", room is None, room
-    )
-    present = await within(left(), lambda: members_problem(meeting))
-    findings.check("every member connected with its role", present is None, present)
-    findings.note(f"room and members checked {time.monotonic() - back:.1f} s after the restart")
-
-    stop.set()
-    quieten.cancel()  # the traffic ends now, however much of it there was
-    with contextlib.suppress(asyncio.CancelledError):
-        await quieten
-    await asyncio.gather(*traffic)
-    for phase in (check_commands, check_new_joiner, check_chat_round, check_answers, check_history):
-        started = time.monotonic()
-        await phase(meeting, findings)
-        findings.note(f"{phase.__name__} took {time.monotonic() - started:.1f} s")
-    # Still so at the end (a late resync must not undo it): frank admitted, dan's hand up.
-    room = await rooms_problem(meeting)
-    findings.check("the room at the end, on every node", room is None, room)
-    present = await members_problem(meeting)
-    findings.check("every member connected with its role at the end", present is None, present)
-    report(meeting, findings)
-    return findings
-
-
-async def stop_after_some_traffic(talkers: list[Member], stop: asyncio.Event) -> None:
-    """Let the chat run on after the restart until every member had ``AFTER`` more
-    messages acknowledged (or the recovery time passed): traffic through the recovery."""
-    base = {m: len(m.acknowledged()) for m in talkers}
-    await all_of(
-        *(
-            m.wait_until(lambda m: len(m.acknowledged()) >= base[m] + AFTER, READY_SECONDS)
-            for m in talkers
-        )
-    )
-    stop.set()
 
 
 # -- the tests ---------------------------------------------------------------------------

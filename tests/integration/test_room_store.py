@@ -8,11 +8,11 @@ published, closing, the open-room index, and the write-back after a loss.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 
 import pytest
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 
 from callroom.metrics import Metrics
 from callroom.room import core
@@ -20,10 +20,13 @@ from callroom.room.keys import RoomKey, room_key
 from callroom.room.model import Effects, Identity, RoomRules
 from callroom.room.record import RoomRecord
 from callroom.runtime.bus_redis import RedisRoomBus
+from callroom.runtime.bus_sharded import ShardedRoomBus
 from callroom.runtime.memory import MemoryRoomBus, MemoryRoomStore
 from callroom.runtime.messages import Delivery, Update, update_of
 from callroom.runtime.ports import RoomBus, RoomStore
+from callroom.runtime.redis_cluster import ClusterWriter
 from callroom.runtime.redis_keys import RedisKeys
+from callroom.runtime.redis_slots import SlotMap, node_url
 from callroom.runtime.redis_writer import CommandWriter
 from callroom.runtime.store_redis import RESTORE_STEP, RedisRoomStore
 from callroom_testing import flush_test_redis, wait_until
@@ -43,7 +46,7 @@ class Heard:
     def on_delivery(self, key: RoomKey, delivery: Delivery) -> None:
         self.deliveries.append((key, delivery))
 
-    def on_reconnect(self, restarted: bool) -> None:
+    def on_reconnect(self, restarted: bool, keys: Collection[RoomKey] | None = None) -> None:
         self.reconnects.append(restarted)
 
 
@@ -55,13 +58,17 @@ class Backend:
     immediate: bool  # the bus hands messages over in the same turn
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis_cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     heard = Heard()
     if request.param == "memory":
         memory_bus = MemoryRoomBus()
         memory_bus.listen(heard)
         yield Backend(MemoryRoomStore(memory_bus), memory_bus, heard, immediate=True)
+        return
+    if request.param == "redis_cluster":
+        async for backend in cluster_backend(request.getfixturevalue("cluster_url"), heard):
+            yield backend
         return
     url = await flush_test_redis()
     keys = RedisKeys(f"test-{uuid.uuid4().hex[:8]}")
@@ -70,6 +77,28 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     writer = CommandWriter(ConnectionPool.from_url(url), metrics.redis)
     store = RedisRoomStore(writer, redis, keys)
     bus = RedisRoomBus(url, "node-a", writer=writer, redis=redis, keys=keys, metrics=metrics.redis)
+    bus.listen(heard)
+    await store.start()
+    await bus.start()
+    await wait_until(lambda: bus.up)
+    try:
+        yield Backend(store, bus, heard, immediate=False)
+    finally:
+        await bus.close()
+        await store.close()
+
+
+async def cluster_backend(url: str, heard: Heard) -> AsyncIterator[Backend]:
+    """The Redis pair over the suite's Redis Cluster, as ``build.py`` wires it."""
+    keys = RedisKeys(f"test-{uuid.uuid4().hex[:8]}")
+    slots = SlotMap(url, socket_connect_timeout=2)
+    redis = RedisCluster.from_url(node_url(url), require_full_coverage=False)
+    metrics = Metrics(redis=True)
+    writer = ClusterWriter(slots, client_name="test", metrics=metrics.redis)
+    store = RedisRoomStore(writer, redis, keys)
+    bus = ShardedRoomBus(
+        url, "node-a", slots=slots, writer=writer, redis=redis, keys=keys, metrics=metrics.redis
+    )
     bus.listen(heard)
     await store.start()
     await bus.start()

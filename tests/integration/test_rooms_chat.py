@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from callroom_testing import (
     Client,
     TokenFactory,
@@ -16,6 +18,9 @@ from callroom_testing import (
     wait_until,
 )
 from deployment import DeployFactory, room_gone
+
+# Issue 19: these run over the suite's Redis Cluster too (conftest.py).
+pytestmark = pytest.mark.on_redis_cluster
 
 
 async def chat(client: Client, content: str, chat_id: str | None = None) -> dict[str, Any]:

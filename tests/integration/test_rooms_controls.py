@@ -3,6 +3,8 @@ and on two (tests/deployment.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from callroom_testing import (
     TokenFactory,
     events,
@@ -16,6 +18,9 @@ from callroom_testing import (
     wait_until,
 )
 from deployment import DeployFactory, current_room, room_gone
+
+# Issue 19: these run over the suite's Redis Cluster too (conftest.py).
+pytestmark = pytest.mark.on_redis_cluster
 
 
 async def test_hands_queue_in_order_and_are_lowered_by_owner_or_host(

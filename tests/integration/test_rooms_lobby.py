@@ -3,6 +3,8 @@ on one node and on two (tests/deployment.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from callroom_testing import (
     TokenFactory,
     events,
@@ -12,6 +14,9 @@ from callroom_testing import (
     settle,
 )
 from deployment import DeployFactory, current_room, room_gone
+
+# Issue 19: these run over the suite's Redis Cluster too (conftest.py).
+pytestmark = pytest.mark.on_redis_cluster
 
 # SPEC §3.2: everything a waiting member may ever receive.
 WAITING_MAY_RECEIVE = {"room_state", "accept_waiting", "deny_waiting", "pong", "error"}

@@ -24,6 +24,9 @@ from callroom_testing import (
 )
 from deployment import DeployFactory, connected, current_room, dropped
 
+# Issue 19: these run over the suite's Redis Cluster too (conftest.py).
+pytestmark = pytest.mark.on_redis_cluster
+
 
 async def drop(client: Client, how: str) -> None:
     """End a connection without leaving: a reloading tab (1001) or a lost network."""

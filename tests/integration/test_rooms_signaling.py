@@ -10,6 +10,9 @@ import pytest
 from callroom_testing import Client, TokenFactory, join_admitted, join_room, settle
 from deployment import DeployFactory, Deployment
 
+# Issue 19: these run over the suite's Redis Cluster too (conftest.py).
+pytestmark = pytest.mark.on_redis_cluster
+
 SPOOF = {"clientId": "alice", "displayName": "Alice (host)"}
 
 SIGNALS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [

@@ -2,22 +2,28 @@
 
 ``REDIS_URL`` unset: the memory store and bus, no liveness (SPEC §6). Set: the Redis
 store and bus sharing one ordered command connection, the subscriber, and the liveness
-loop that sweeps dead nodes (SPEC §7).
+loop that sweeps dead nodes (SPEC §7). ``redis+cluster://`` (SPEC §9): the same store and
+liveness over the cluster's router (one ordered connection per primary), the bus with
+one sharded subscriber per shard.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 
 from callroom.room.keys import RoomKey
 from callroom.runtime.bus_redis import RedisRoomBus
+from callroom.runtime.bus_sharded import ShardedRoomBus
 from callroom.runtime.hub import Hub
 from callroom.runtime.liveness_redis import RedisLiveness
 from callroom.runtime.memory import MemoryRoomBus, MemoryRoomStore, NoLiveness
+from callroom.runtime.ports import RoomBus
+from callroom.runtime.redis_cluster import ClusterWriter
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import CommandWriter
+from callroom.runtime.redis_slots import SlotMap, is_cluster_url, node_url
+from callroom.runtime.redis_writer import CommandWriter, RedisClient, Writer
 from callroom.runtime.store_redis import RedisRoomStore
 
 if TYPE_CHECKING:
@@ -60,15 +66,43 @@ def _redis_hub(
 ) -> Hub:
     keys = RedisKeys(settings.REDIS_PREFIX)
     # Named connections: `CLIENT LIST` tells an operator which node holds which.
-    redis: Redis = Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=5, client_name=f"callroom:{node_id}"
-    )
-    writer = CommandWriter(
-        ConnectionPool.from_url(
-            url, socket_connect_timeout=2, client_name=f"callroom-rooms:{node_id}"
-        ),
-        metrics.redis,
-    )
+    redis: RedisClient
+    writer: Writer
+    bus: RoomBus
+    if is_cluster_url(url):
+        slots = SlotMap(url, socket_connect_timeout=2)
+        redis = RedisCluster.from_url(
+            node_url(url),
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            client_name=f"callroom:{node_id}",
+            require_full_coverage=False,  # a lost shard must not stop the others' rooms
+        )
+        writer = ClusterWriter(
+            slots, client_name=f"callroom-rooms:{node_id}", metrics=metrics.redis
+        )
+        bus = ShardedRoomBus(
+            url,
+            node_id,
+            slots=slots,
+            writer=writer,
+            redis=redis,
+            keys=keys,
+            metrics=metrics.redis,
+        )
+    else:
+        redis = Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, client_name=f"callroom:{node_id}"
+        )
+        writer = CommandWriter(
+            ConnectionPool.from_url(
+                url, socket_connect_timeout=2, client_name=f"callroom-rooms:{node_id}"
+            ),
+            metrics.redis,
+        )
+        bus = RedisRoomBus(
+            url, node_id, writer=writer, redis=redis, keys=keys, metrics=metrics.redis
+        )
     hub: Hub | None = None
 
     async def sweep(dead: str, rooms: list[RoomKey]) -> None:
@@ -82,12 +116,9 @@ def _redis_hub(
         metrics,
         node_id=node_id,
         store=RedisRoomStore(writer, redis, keys),
-        bus=RedisRoomBus(
-            url, node_id, writer=writer, redis=redis, keys=keys, metrics=metrics.redis
-        ),
+        bus=bus,
         liveness=RedisLiveness(
             node_id,
-            redis=redis,
             writer=writer,
             keys=keys,
             interval=settings.HEARTBEAT_INTERVAL_SECONDS,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 
 from callroom.errors import StoreUnavailable
@@ -26,7 +26,7 @@ from callroom.room.record import session_node
 from callroom.runtime.messages import Delivery, Update
 from callroom.runtime.ports import BusListener
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter, pack_publish
+from callroom.runtime.redis_writer import REDIS_ERRORS, RedisClient, Writer
 from callroom.runtime.tasks import finish
 from callroom.runtime.wire import dump_delivery, load_message
 
@@ -44,8 +44,8 @@ class RedisRoomBus:
         url: str,
         node_id: str,
         *,
-        writer: CommandWriter,
-        redis: Redis,
+        writer: Writer,
+        redis: RedisClient,
         keys: RedisKeys,
         metrics: RedisMetrics | None = None,
     ) -> None:
@@ -71,6 +71,9 @@ class RedisRoomBus:
 
     def listen(self, listener: BusListener) -> None:
         self._listener = listener
+
+    def hears(self, key: RoomKey) -> bool:
+        return self.up
 
     async def start(self) -> None:
         """Start the subscriber; Redis being down does not stop this."""
@@ -101,8 +104,7 @@ class RedisRoomBus:
         self, key: RoomKey, delivery: Delivery, on_lost: Callable[[], None] | None = None
     ) -> None:
         channel = self._keys.room_channel(key).encode()
-        packed = pack_publish(channel, dump_delivery(delivery))
-        future = self._writer.call_packed("PUBLISH", packed, answer=on_lost is not None)
+        future = self._writer.publish(channel, dump_delivery(delivery), answer=on_lost is not None)
         if on_lost is not None:
             if future is None:
                 on_lost()
@@ -113,8 +115,7 @@ class RedisRoomBus:
         """It reaches that node in order with the room's channel: both are heard on its
         one subscriber connection, in the order Redis ran the publishes."""
         addressed = key.encode() + b"\x00" + dump_delivery(delivery)
-        packed = pack_publish(self._keys.node_channel(node_id).encode(), addressed)
-        self._writer.call_packed("PUBLISH", packed, answer=False)
+        self._writer.publish(self._keys.node_channel(node_id).encode(), addressed, answer=False)
 
     def publish_to_holders(
         self, key: RoomKey, delivery: Delivery, sessions: Mapping[str, str]

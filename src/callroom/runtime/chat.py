@@ -116,7 +116,7 @@ class RoomChat:
             now_ms=int(time.time() * 1000),
             new_chat_id=self.new_chat_id,
         )
-        require_bus(self.bus)
+        require_bus(self.bus, peer.room_key)
         kept = self.history.submit(peer.room_key, message)
         if self._immediate:
             return kept
@@ -198,7 +198,7 @@ class RoomChat:
             return False
         if unsent is not None:
             unsent.discard(stored.chat_id)
-        if not self.bus.up:  # went down while the store wrote it
+        if not self.bus.hears(key):  # went down while the store wrote it
             self._unsent_to(key, stored.chat_id)
             raise ProtocolError(ErrorCode.UNAVAILABLE, NOT_DELIVERED, "add_chat")
         if answered is None:  # one node: delivered in this turn, nothing can be lost
@@ -234,7 +234,7 @@ class RoomChat:
     async def _delete(self, peer: Peer, command: DeleteChat) -> None:
         key = peer.room_key
         deleter = chat.may_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id)
-        require_bus(self.bus)
+        require_bus(self.bus, key)
         found = await self.history.get(key, command.chat_id)
         # The room as it is now: a member demoted or sent away meanwhile is refused.
         chat.check_delete(self.replicas.member_room(peer, "delete_chat"), peer.client_id, found)

@@ -80,7 +80,7 @@ class RoomCommands:
         key = peer.room_key
         record = self.replicas.member_record(peer)
         effects = core.handle(record.room, peer.client_id, command, self.rules)
-        require_bus(self.bus)
+        require_bus(self.bus, key)
         for action in effects.actions:
             if isinstance(action, Send):
                 # A signal has one recipient: to the node holding it only.

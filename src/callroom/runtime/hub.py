@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -204,8 +204,8 @@ class Hub:
         if delivery.tag:  # a chat broadcast; this node's own answers its sender's add
             self.chat.echoed(delivery.tag)
 
-    def on_reconnect(self, restarted: bool) -> None:
-        self.resyncer.begin(restarted)
+    def on_reconnect(self, restarted: bool, keys: Collection[RoomKey] | None = None) -> None:
+        self.resyncer.begin(restarted, keys)
 
     async def resync(self, restarted: bool) -> None:  # now, and wait for it
         self.resyncer.begin(restarted)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 
 from callroom.errors import StoreUnavailable
 from callroom.room.keys import RoomKey
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter
+from callroom.runtime.redis_writer import REDIS_ERRORS, Writer
 from callroom.runtime.tasks import finish
 
 log = structlog.get_logger(__name__)
@@ -31,20 +31,21 @@ Sweep = Callable[[str, list[RoomKey]], Awaitable[None]]
 
 
 class RedisLiveness:
-    """This node's liveness key, and the sweep of dead nodes."""
+    """This node's liveness key, and the sweep of dead nodes.
+
+    Its commands go through the node's ordered writer (on a cluster: the primary of the
+    ``{nodes}`` slot, which every liveness key shares, so ``MGET`` stays on one slot)."""
 
     def __init__(
         self,
         node_id: str,
         *,
-        redis: Redis,
-        writer: CommandWriter,
+        writer: Writer,
         keys: RedisKeys,
         interval: float,
         sweep: Sweep,
     ) -> None:
         self.node_id = node_id
-        self._redis = redis
         self._writer = writer
         self._keys = keys
         self._interval = interval
@@ -58,12 +59,17 @@ class RedisLiveness:
         """Stop beating and say goodbye: the others sweep this node's places at once."""
         if self._task is not None:
             await finish(self._task)  # not a bare cancel(): see redis_writer.finish
-        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
-            await asyncio.wait_for(self._redis.delete(self._keys.node_key(self.node_id)), 1)
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError, StoreUnavailable):
+            await asyncio.wait_for(self._ask("DEL", self._keys.node_key(self.node_id)), 1)
 
     def hold_room(self, key: RoomKey, *, held: bool) -> None:
         command = "SADD" if held else "SREM"
         self._writer.call(command, self._keys.node_rooms(self.node_id), key, answer=False)
+
+    async def _ask(self, *args: Any) -> Any:
+        future = self._writer.call(*args)
+        assert future is not None
+        return await future
 
     async def _loop(self) -> None:
         interval = self._interval
@@ -80,35 +86,29 @@ class RedisLiveness:
 
     async def beat(self, ttl_seconds: float) -> None:
         """Say this node lives for ``ttl_seconds`` more."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._keys.node_key(self.node_id), "1", px=int(ttl_seconds * 1000))
-            pipe.sadd(self._keys.nodes, self.node_id)
-            await pipe.execute()
-
-    async def _members(self, name: str) -> set[bytes]:
-        members: set[bytes] = await self._redis.execute_command("SMEMBERS", name)  # type: ignore[no-untyped-call]
-        return members
+        ttl = int(ttl_seconds * 1000)
+        await self._ask("SET", self._keys.node_key(self.node_id), "1", "PX", ttl)
+        await self._ask("SADD", self._keys.nodes, self.node_id)
 
     async def dead_nodes(self) -> list[str]:
-        nodes = sorted(n.decode() for n in await self._members(self._keys.nodes))
+        nodes = sorted(n.decode() for n in await self._ask("SMEMBERS", self._keys.nodes))
         others = [n for n in nodes if n != self.node_id]
         if not others:
             return []
-        alive = await self._redis.mget([self._keys.node_key(n) for n in others])
+        alive = await self._ask("MGET", *[self._keys.node_key(n) for n in others])
         return [n for n, mark in zip(others, alive, strict=True) if mark is None]
 
     async def claim(self, dead: str, ttl_seconds: float) -> bool:
         """Take the sweep of a dead node; one node gets it."""
         claim = self._keys.sweep_claim(dead)
-        return bool(await self._redis.set(claim, self.node_id, nx=True, px=int(ttl_seconds * 1000)))
+        taken = await self._ask("SET", claim, self.node_id, "NX", "PX", int(ttl_seconds * 1000))
+        return taken is not None
 
     async def rooms_of(self, node_id: str) -> list[RoomKey]:
-        members = await self._members(self._keys.node_rooms(node_id))
+        members = await self._ask("SMEMBERS", self._keys.node_rooms(node_id))
         return sorted(RoomKey(k.decode()) for k in members)
 
     async def forget(self, node_id: str) -> None:
         """A swept node is gone for good."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._keys.node_rooms(node_id))
-            pipe.srem(self._keys.nodes, node_id)
-            await pipe.execute()
+        await self._ask("DEL", self._keys.node_rooms(node_id))
+        await self._ask("SREM", self._keys.nodes, node_id)

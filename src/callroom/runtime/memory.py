@@ -27,6 +27,9 @@ class MemoryRoomBus:
     def listen(self, listener: BusListener) -> None:
         self._listener = listener
 
+    def hears(self, key: RoomKey) -> bool:
+        return True
+
     async def start(self) -> None:
         pass
 

@@ -9,7 +9,7 @@ the update over in the same turn; on many, both go through Redis.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol, runtime_checkable
 
 from callroom.room.keys import RoomKey
@@ -26,10 +26,11 @@ class BusListener(Protocol):
     def on_delivery(self, key: RoomKey, delivery: Delivery) -> None:
         """A frame for some members of a room this node hears."""
 
-    def on_reconnect(self, restarted: bool) -> None:
+    def on_reconnect(self, restarted: bool, keys: Collection[RoomKey] | None = None) -> None:
         """The bus (re)connected; messages may have been missed meanwhile. ``restarted``:
-        the bus is another process now and may have lost every record. Returns at once
-        (the hub resyncs in a task of its own)."""
+        the bus is another process now and may have lost every record. ``keys``: the
+        rooms concerned (a cluster's shard), None for every room. Returns at once (the
+        hub resyncs in a task of its own)."""
 
 
 class RoomStore(Protocol):
@@ -87,6 +88,10 @@ class RoomBus(Protocol):
     @property
     def up(self) -> bool:
         """Whether this node hears its rooms now (Redis: the subscriber is connected)."""
+
+    def hears(self, key: RoomKey) -> bool:
+        """Whether this node hears ``key``'s room now (on a cluster: its shard's link is
+        up; a room of a shard failing over does not stop the others)."""
 
     def listen(self, listener: BusListener) -> None: ...
 

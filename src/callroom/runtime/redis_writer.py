@@ -6,6 +6,12 @@ trip. A member's chat message published before its next command is therefore see
 every node before that command's update: the room's channel carries everything in the
 order the node called Redis. redis-py's ``Pipeline`` did the same at several times the
 CPU per command (docs/performance.md, "Many nodes").
+
+On a Redis Cluster (``redis_cluster.py``) there is one ``CommandWriter`` per primary:
+a room's keys and channels share one slot, so its commands still go through one writer
+in call order. A command a shard redirects (``MOVED``/``ASK``) is handed back to the
+router (``redirect``), which sends it on to the right shard ahead of anything of that
+slot called later; a connection lost tells the router (``down``) to read the map again.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from redis import exceptions as redis_errors
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from callroom.errors import StoreUnavailable
@@ -28,8 +34,39 @@ from callroom.metrics import RedisMetrics
 log = structlog.get_logger(__name__)
 
 WRITE_BATCH = 512
+PUBLISHES = frozenset({"PUBLISH", "SPUBLISH"})
 WRITE_TIMEOUT_SECONDS = 5.0  # a batch's write and replies; then Redis counts as down
-REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+REDIS_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+    redis_errors.ClusterError,  # a cluster without a primary for a slot (a failover)
+    redis_errors.RedisClusterException,
+    redis_errors.TryAgainError,
+)
+
+
+# The client of the store's, bus's and liveness's other commands (not room commands).
+RedisClient = Redis | RedisCluster
+
+
+class Writer(Protocol):
+    """What the store, bus and liveness use of their ordered writer: one Redis's
+    ``CommandWriter`` or a cluster's router (``redis_cluster.ClusterWriter``)."""
+
+    @property
+    def sharded(self) -> bool:
+        """A cluster: SPUBLISH and SSUBSCRIBE, no cross-slot rooms index."""
+
+    def call(self, *args: Any, answer: bool = True) -> asyncio.Future[Any] | None: ...
+
+    def publish(
+        self, channel: bytes, message: bytes, *, answer: bool
+    ) -> asyncio.Future[Any] | None: ...
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -37,6 +74,13 @@ class Command:
     name: str
     packed: bytes  # the command in RESP
     future: asyncio.Future[Any] | None
+    slot: int = -1  # on a cluster: the slot it goes to
+    redirects: int = 0
+
+
+# A cluster's router takes the commands a shard redirected, in order; returns those it
+# could not send on (they fail).
+Redirect = Callable[["CommandWriter", list[tuple[Command, redis_errors.AskError]]], list[Command]]
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -82,6 +126,18 @@ class CommandWriter:
     connection: AbstractConnection | None = None
     in_flight: list[Command] = field(default_factory=list)
     dropped: bool = False  # a connection was lost: the next one is a reconnect
+    redirect: Redirect | None = None  # on a cluster (module docstring)
+    down: Callable[[], None] | None = None  # on a cluster: told when the connection fails
+    sharded = False  # one Redis: PUBLISH and SUBSCRIBE, the global rooms index
+
+    def publish(
+        self, channel: bytes, message: bytes, *, answer: bool
+    ) -> asyncio.Future[Any] | None:
+        return self.call_packed("PUBLISH", pack_publish(channel, message), answer=answer)
+
+    def enqueue(self, command: Command) -> None:
+        self.queue.append(command)
+        self.wake.set()
 
     def call(self, *args: Any, answer: bool = True) -> asyncio.Future[Any] | None:
         return self.call_packed(args[0], pack(args), answer=answer)
@@ -133,22 +189,32 @@ class CommandWriter:
             self.dropped = True
             self._count_lost(batch)
             fail_all(batch)
+            if self.down is not None:
+                self.down()
             return
+        bounced: list[tuple[Command, redis_errors.AskError]] = []
         for command, result in zip(batch, results, strict=True):
             future = command.future
             if isinstance(result, Exception):
+                if self.redirect is not None and isinstance(result, redis_errors.AskError):
+                    bounced.append((command, result))  # MOVED is an AskError too
+                    continue
                 log.warning("redis_command_failed", command=command.name, error=str(result))
                 self._count_lost((command,))
                 if future is not None and not future.done():
                     future.set_exception(StoreUnavailable("redis"))
             elif future is not None and not future.done():
                 future.set_result(result)
+        if bounced and self.redirect is not None:
+            failed = self.redirect(self, bounced)
+            self._count_lost(failed)
+            fail_all(failed)
 
     def _count_lost(self, commands: Iterable[Command]) -> None:
         """``callroom_redis_publish_failures_total``: chat messages, signals, deliveries
         that Redis did not take (their senders were answered already)."""
         if self.metrics is not None:
-            lost = sum(1 for command in commands if command.name == "PUBLISH")
+            lost = sum(1 for command in commands if command.name in PUBLISHES)
             if lost:
                 self.metrics.publish_failures.inc(lost)
 

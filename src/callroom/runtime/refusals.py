@@ -9,6 +9,7 @@ from callroom.errors import (
     ProtocolError,
     StoreUnavailable,
 )
+from callroom.room.keys import RoomKey
 from callroom.runtime.ports import RoomBus
 
 
@@ -24,10 +25,10 @@ def room_unavailable(event: str, message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.UNAVAILABLE, message, event)
 
 
-def require_bus(bus: RoomBus) -> None:
+def require_bus(bus: RoomBus, key: RoomKey) -> None:
     """Refuse a chat message, a deletion or a signal while the bus is down: it would be
     stored (done) but its broadcast, the sender's answer included, never heard back.
     SPEC §3.3 ``unavailable`` instead (worded by ``server/ws_answers``, naming the
     frame's event): nothing is done, the sender retries later."""
-    if not bus.up:
+    if not bus.hears(key):
         raise StoreUnavailable("redis")

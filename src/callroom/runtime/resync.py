@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import structlog
 
@@ -73,10 +73,12 @@ class Resync:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_TIMEOUT_SECONDS)
 
-    def begin(self, restarted: bool) -> None:
-        """The bus (re)connected: resync every room held (again, if one is under way)."""
+    def begin(self, restarted: bool, keys: Collection[RoomKey] | None = None) -> None:
+        """The bus (re)connected: resync every room held, or those of ``keys`` (a
+        cluster's shard), again if one is under way."""
         self._restarted = self._restarted or restarted
-        self._pending = set(self.replicas.keys())
+        held = set(self.replicas.keys())
+        self._pending = held if keys is None else self._pending | (held & set(keys))
         if self.running:
             self._again = True
             return

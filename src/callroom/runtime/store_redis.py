@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
-
 from callroom.errors import StoreUnavailable
 from callroom.room.keys import RoomKey
 from callroom.room.record import RoomRecord
 from callroom.runtime.messages import Update
 from callroom.runtime.redis_keys import RedisKeys
-from callroom.runtime.redis_writer import REDIS_ERRORS, CommandWriter
+from callroom.runtime.redis_writer import REDIS_ERRORS, RedisClient, Writer
 from callroom.runtime.tasks import finish
 from callroom.runtime.wire import dump_record, dump_update, load_record
 
@@ -36,25 +34,25 @@ RESTORE_STEP = 1_000_000
 
 # KEYS[1] room hash; ARGV: expected version, new version, record ('' = closed), channel,
 # message, closed record's time to live, rooms index, room key. A missing room is at 0.
-CAS_SCRIPT = """
+CAS_TEMPLATE = """
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then return 0 end
 if ARGV[3] == '' then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', '')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('SREM', ARGV[7], ARGV[8])
+  {unindex}
 else
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
   redis.call('PERSIST', KEYS[1])
-  redis.call('SADD', ARGV[7], ARGV[8])
+  {index}
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('{publish}', ARGV[4], ARGV[5])
 return 1
 """
 
 # KEYS[1] room hash; ARGV: the replica's version, the version to write, record, channel,
 # message, rooms index, room key, restore step.
-RESTORE_SCRIPT = """
+RESTORE_TEMPLATE = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 local base = tonumber(redis.call('HGET', KEYS[1], 'r') or '-1')
 local mine = tonumber(ARGV[1])
@@ -62,20 +60,39 @@ local older_restore = base >= 0 and current == base + tonumber(ARGV[8]) and base
 if current >= mine and not older_restore then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'r', ARGV[1])
 redis.call('PERSIST', KEYS[1])
-redis.call('SADD', ARGV[6], ARGV[7])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+{restore_index}
+redis.call('{publish}', ARGV[4], ARGV[5])
 return 1
 """
+
+# One Redis: the rooms index in the same step, PUBLISH. A cluster: a script touches its
+# declared key's slot only, so no index (``open_rooms`` scans the room hashes), and
+# SPUBLISH on the room's channel, which shares that slot (SPEC §9).
+ONE_REDIS = {
+    "unindex": "redis.call('SREM', ARGV[7], ARGV[8])",
+    "index": "redis.call('SADD', ARGV[7], ARGV[8])",
+    "restore_index": "redis.call('SADD', ARGV[6], ARGV[7])",
+    "publish": "PUBLISH",
+}
+SHARDED = {"unindex": "", "index": "", "restore_index": "", "publish": "SPUBLISH"}
+CAS_SCRIPT = CAS_TEMPLATE.format(**ONE_REDIS)
+RESTORE_SCRIPT = RESTORE_TEMPLATE.format(**ONE_REDIS)
+SHARDED_CAS_SCRIPT = CAS_TEMPLATE.format(**SHARDED)
+SHARDED_RESTORE_SCRIPT = RESTORE_TEMPLATE.format(**SHARDED)
+SCAN_COUNT = 1000
 
 
 class RedisRoomStore:
     """Room records in Redis, shared by every node."""
 
-    def __init__(self, writer: CommandWriter, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, writer: Writer, redis: RedisClient, keys: RedisKeys) -> None:
         self._writer = writer
         self._redis = redis
         self._keys = keys
         self._task: asyncio.Task[None] | None = None
+        self._sharded = writer.sharded
+        self._cas = SHARDED_CAS_SCRIPT if writer.sharded else CAS_SCRIPT
+        self._restore = SHARDED_RESTORE_SCRIPT if writer.sharded else RESTORE_SCRIPT
 
     async def start(self) -> None:
         """Start the ordered command writer; Redis being down does not stop this."""
@@ -107,7 +124,7 @@ class RedisRoomStore:
         return bool(
             await self._ask(
                 "EVAL",
-                CAS_SCRIPT,
+                self._cas,
                 1,
                 self._keys.room_hash(key),
                 expected,
@@ -126,7 +143,7 @@ class RedisRoomStore:
         return bool(
             await self._ask(
                 "EVAL",
-                RESTORE_SCRIPT,
+                self._restore,
                 1,
                 self._keys.room_hash(key),
                 version,
@@ -142,9 +159,28 @@ class RedisRoomStore:
 
     async def open_rooms(self) -> list[RoomKey]:
         try:
-            members: set[bytes] = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            if self._sharded:
+                return await self._scan_rooms()
+            members: set[bytes] = await self._redis.execute_command(
                 "SMEMBERS", self._keys.rooms_index
             )
         except REDIS_ERRORS:
             raise StoreUnavailable("redis") from None
         return sorted(RoomKey(m.decode()) for m in members)
+
+    async def _scan_rooms(self) -> list[RoomKey]:
+        """On a cluster: every room hash of every primary, those holding a record (a
+        closed room's keeps its version, with an empty record, for a day)."""
+        names = [
+            name.decode()
+            async for name in self._redis.scan_iter(
+                match=self._keys.room_hash_pattern, count=SCAN_COUNT, _type="hash"
+            )
+        ]
+        futures = [self._writer.call("HGET", name, "s") for name in names]
+        records = [await future for future in futures if future is not None]
+        return sorted(
+            RoomKey(self._keys.room_of_hash(name))
+            for name, record in zip(names, records, strict=True)
+            if record
+        )
