@@ -14,7 +14,8 @@ import socket
 RANGE = os.environ.get("CALLROOM_TEST_PORTS", "")
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a listener could bind ``port`` of 127.0.0.1 now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -31,7 +32,7 @@ def free_port() -> int:
         candidates = list(range(int(low), int(high or low) + 1))
         random.shuffle(candidates)
         for port in candidates:
-            if _bindable(port):
+            if bindable(port):
                 return port
         raise RuntimeError(f"no free port in CALLROOM_TEST_PORTS={RANGE}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

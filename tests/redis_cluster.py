@@ -25,7 +25,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from pathlib import Path
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+
+from ports import bindable
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -47,20 +48,13 @@ class ClusterFailed(RuntimeError):
     """The cluster did not come up (the log tails say why)."""
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(count: int) -> list[int]:
     """``count`` ports of the range whose cluster bus port is free too."""
     low, _, high = PORTS.partition("-")
     found = [
-        port for port in range(int(low), int(high) + 1) if _free(port) and _free(port + BUS_OFFSET)
+        port
+        for port in range(int(low), int(high) + 1)
+        if bindable(port) and bindable(port + BUS_OFFSET)
     ][:count]
     if len(found) < count:
         raise ClusterFailed(f"not {count} free ports in {PORTS}")
