@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,18 +43,31 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    url = ""
-    for line in proc.stderr:
-        if '"listening"' in line:
-            url = json.loads(line)["url"]
-            break
+    # The server logs a line per request: its stderr is read for as long as it runs, or
+    # the pipe fills (64 KiB) and the server blocks writing its access lines.
+    listening: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=read_logs, args=(proc, listening), daemon=True)
+    reader.start()
+    url = listening.get(timeout=30)
     assert url, "server did not start"
     token = httpx.post(f"{url}/dev/token", json={"sub": "root", "roles": ["admin"]}).json()["token"]
     yield url, token
     proc.terminate()
-    proc.wait(timeout=10)
-    proc.stderr.close()
+    assert proc.wait(timeout=10) == 0
+    reader.join(timeout=10)
+
+
+def read_logs(proc: subprocess.Popen[str], listening: queue.Queue[str]) -> None:
+    """Read the server's log lines to the end; hand over its URL once it listens."""
+    assert proc.stderr is not None
+    url = ""
+    with proc.stderr:
+        for line in proc.stderr:
+            if not url and '"listening"' in line:
+                url = json.loads(line)["url"]
+                listening.put(url)
+    if not url:
+        listening.put("")  # it ended before listening
 
 
 @schema.parametrize()
