@@ -168,11 +168,14 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def spawn(kind: ServerKind, nodes: int = 1, pin: bool = True) -> AsyncIterator[Spawned]:
-    """Start ``nodes`` servers of ``kind``, wait until they serve, stop them on exit."""
+async def spawn(
+    kind: ServerKind, nodes: int = 1, pin: bool = True, *, lobby: bool = False
+) -> AsyncIterator[Spawned]:
+    """Start ``nodes`` servers of ``kind``, wait until they serve, stop them on exit;
+    ``lobby``: with callroom's waiting room on (the storm scenario)."""
     workdir = Path(tempfile.mkdtemp(prefix="callroom-bench-"))
     server_cpus, generator_cpu = plan_cpus(nodes, pin)
-    env = os.environ | BENCH_ENV
+    env = os.environ | BENCH_ENV | ({"LOBBY_ENABLED": "true"} if lobby else {})
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
     # The dev server creates its key in its working directory at start; the bench mints
     # with that file once the server answers.
