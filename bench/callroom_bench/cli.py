@@ -50,6 +50,7 @@ class Workload(StrEnum):
 
 class Comparable(StrEnum):
     JOIN = "join"
+    STORM = "storm"
     CHAT = "chat"
     BIGROOM = "bigroom"
     SIGNAL = "signal"
@@ -180,6 +181,30 @@ def join(
     params = Params(
         Scenario.JOIN, connections=connections, room_size=room_size, concurrency=concurrency
     )
+    source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin)
+    _execute(params, source, json_path)
+
+
+@bench_app.command()
+def storm(
+    connections: Connections = DEFAULTS[Scenario.STORM].connections,
+    room_size: RoomSize = DEFAULTS[Scenario.STORM].room_size,
+    window: Annotated[
+        float, typer.Option(min=0.05, help="Seconds over which every connection is opened.")
+    ] = DEFAULTS[Scenario.STORM].duration,
+    url: Url = None,
+    spawn: Spawn = ServerKind.CALLROOM,
+    protocol: ProtocolOpt = Protocol.CALLROOM,
+    server_pid: ServerPid = None,
+    key_file: KeyFile = DEV_KEY_FILE,
+    issuer: Issuer = DEV_ISSUER,
+    audience: Audience = DEV_AUDIENCE,
+    json_path: JsonOut = None,
+    pin: Pin = True,
+) -> None:
+    """The top of the hour: N connections into rooms of M opened within --window, the
+    lobby on, hosts admitting: p99 connect -> room_state as participant."""
+    params = Params(Scenario.STORM, connections=connections, room_size=room_size, duration=window)
     source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin)
     _execute(params, source, json_path)
 

@@ -41,6 +41,8 @@ class JoinReply:
     elapsed_s: float
     latency_ms: Latency | None
     generator_cpu: float
+    opened_s: float = 0.0  # a storm's: when its last connection was opened
+    waited: int = 0  # a storm's: connections that were in the waiting room first
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,28 @@ class Generator:
             elapsed_s=float(reply["elapsed_s"]),
             latency_ms=_latency(reply["latency_ms"]),
             generator_cpu=float(reply["generator_cpu"]),
+        )
+
+    async def storm(
+        self,
+        urls: list[str],
+        window_s: float,
+        engineio: bool,
+        progress: Progress | None = None,
+        limit_s: float = JOIN_LIMIT_SECONDS,
+    ) -> JoinReply:
+        """Open ``urls`` in order, evenly over ``window_s`` (open loop); hosts admit the
+        waiting; each join is done at its first ``room_state`` as participant, or given
+        up after ``limit_s``. ``elapsed_s`` runs to the last join's outcome."""
+        command = {"op": "storm", "urls": urls, "window_s": window_s, "limit_s": limit_s}
+        reply = await self._request({**command, "engineio": engineio}, progress)
+        return JoinReply(
+            joined=[bool(joined) for joined in reply["joined"]],
+            elapsed_s=float(reply["elapsed_s"]),
+            latency_ms=_latency(reply["latency_ms"]),
+            generator_cpu=float(reply["generator_cpu"]),
+            opened_s=float(reply["opened_s"]),
+            waited=int(reply["waited"]),
         )
 
     async def settle(self, quiet_s: float = 0.3, limit_s: float = 60.0) -> None:

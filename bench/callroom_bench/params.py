@@ -12,6 +12,7 @@ from callroom_bench.stats import CpuUse, Latency
 
 class Scenario(StrEnum):
     JOIN = "join"
+    STORM = "storm"
     CHAT = "chat"
     BIGROOM = "bigroom"
     SIGNAL = "signal"
@@ -48,6 +49,7 @@ class Params:
 _STEPPED = {"concurrency", "rates", "duration", "payload_bytes"}
 _USES: dict[Scenario, set[str]] = {
     Scenario.JOIN: {"connections", "room_size", "concurrency"},
+    Scenario.STORM: {"connections", "room_size", "duration"},
     Scenario.IDLE: {"connections", "room_size", "concurrency", "duration"},
     Scenario.CHAT: {"rooms", "room_size", *_STEPPED},
     Scenario.BIGROOM: {"room_size", *_STEPPED},
@@ -57,6 +59,8 @@ _USES: dict[Scenario, set[str]] = {
 
 DEFAULTS = {
     Scenario.JOIN: Params(Scenario.JOIN, connections=2000, room_size=10),
+    # Issue 20: 10,000 connections into 1,000 rooms of 10, all opened within 5 s.
+    Scenario.STORM: Params(Scenario.STORM, connections=10000, room_size=10, duration=5.0),
     Scenario.CHAT: Params(
         Scenario.CHAT,
         rooms=100,
@@ -105,6 +109,18 @@ class JoinResult:
 
 
 @dataclass(frozen=True)
+class StormResult(JoinResult):
+    """A join whose latency runs from the TCP connect to the first ``room_state`` as
+    participant, through the lobby; ``opened_s``: when the last connection was opened
+    (the window, unless the generator fell behind its schedule); ``waited``: the
+    connections let in from the waiting room by a host."""
+
+    window_s: float
+    opened_s: float
+    waited: int
+
+
+@dataclass(frozen=True)
 class StepResult:
     rate: float
     duration_s: float
@@ -145,4 +161,4 @@ class IdleResult:
     errors: dict[str, int]
 
 
-Result = JoinResult | TrafficResult | IdleResult
+Result = JoinResult | StormResult | TrafficResult | IdleResult

@@ -33,6 +33,7 @@ from callroom_bench.params import (
     JoinResult,
     Params,
     Result,
+    StormResult,
     TrafficResult,
 )
 from callroom_bench.stats import CpuUse, Latency
@@ -41,6 +42,11 @@ from callroom_bench.target import Target
 
 def headline(result: Result) -> tuple[str, float | None, bool]:
     """The one number a scenario is judged by: (metric, value, higher is better)."""
+    if isinstance(result, StormResult):
+        # Only a storm that let everyone in has a figure: a join given up is not fast.
+        everyone = result.joined == result.connections and result.latency_ms is not None
+        p99 = result.latency_ms.p99 if everyone and result.latency_ms else None
+        return "p99 ms from connect to participant", p99, False
     if isinstance(result, JoinResult):
         return "joins/s", result.joins_per_s, True
     if isinstance(result, IdleResult):
@@ -199,6 +205,9 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
         joined = f"{result.joined}/{result.connections}"
         row = [joined, f"{result.joins_per_s:,.0f}", *_ms(result.latency_ms)]
         row += _cpu(result.cpu, result.generator_saturated)
+        if isinstance(result, StormResult):  # the schedule kept, or how far it slipped
+            headers[:0] = ["opened in s", "lobby"]
+            row[:0] = [f"{result.opened_s:g}/{result.window_s:g}", str(result.waited)]
         rows = [row]
     else:
         headers = ["joined", "open after hold", "RSS before KB", "RSS after KB", "KB/conn"]

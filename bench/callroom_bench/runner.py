@@ -17,7 +17,7 @@ from rich.progress import Progress
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
 from callroom_bench.generator import Generator
-from callroom_bench.params import Params, Result
+from callroom_bench.params import Params, Result, Scenario
 from callroom_bench.report import build_report, compare_ratios, median_round_ratios, median_runs
 from callroom_bench.scenarios import RUNNERS
 from callroom_bench.servers import PROTOCOLS, ServerKind, pinned_generator, spawn
@@ -72,7 +72,8 @@ async def bench(
         target = Target("external", source.urls, source.protocol, minter, source.server_pids)
         result, generator = await _run(params, target, progress, None)
         return build_report(params, target, result, generator, pinned=False), result
-    async with spawn(source.spawn, source.nodes, source.pin) as server:
+    lobby = params.scenario is Scenario.STORM
+    async with spawn(source.spawn, source.nodes, source.pin, lobby=lobby) as server:
         minter = Minter(server.key_file) if server.kind is ServerKind.CALLROOM else None
         target = Target(server.kind.value, server.urls, PROTOCOLS[server.kind], minter, server.pids)
         # The orchestration (this process: pipes, progress) shares the generator's core,

@@ -2,6 +2,10 @@
 
 - **join**: N connections into rooms of M, C handshakes in flight; joins/s and the time
   from the TCP connect to the first ``room_state``.
+- **storm**: the top of the hour, N connections into rooms of M opened on a schedule
+  within a window whatever the server's pace, the lobby on: the first member of each
+  room becomes its host and admits the others; the time from the TCP connect to the
+  first ``room_state`` as participant.
 - **chat** (R rooms x M), **bigroom** (one room, one sender) and **signal** (pairs
   exchanging ~2 KB ``candidate`` messages): an open-loop total send rate, stepped up
   until a step fails; delivered messages/s and p50/p99/max latency per step, and the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +41,7 @@ from callroom_bench.params import (
     Result,
     Scenario,
     StepResult,
+    StormResult,
     TrafficResult,
 )
 from callroom_bench.stats import CpuMeter, CpuUse, process_rss_kb
@@ -126,6 +132,39 @@ async def run_join(
     _, result = await _join_all(target, generator, urls, params, progress, meter)
     await generator.close()
     return result
+
+
+async def run_storm(
+    params: Params, target: Target, generator: Generator, progress: Progress, run: str
+) -> StormResult:
+    n, size = params.connections, params.room_size
+    people = members(run, math.ceil(n / size), size)[:n]
+    # Arrivals in a random order (seeded by the run): a room's host is whoever comes
+    # first, and its members may knock before or after it (SPEC §2, the lobby).
+    random.Random(run).shuffle(people)
+    urls = _urls(target, people)
+    phase = _Phase(progress, f"storm of {n} in {params.duration:g} s", n)
+    meter = CpuMeter(target.server_pids, generator.cpu)
+    engineio = target.protocol is Protocol.SOCKETIO
+    reply = await generator.storm(urls, params.duration, engineio, phase.set)
+    server, core = meter.stop()
+    joined = sum(reply.joined)
+    phase.finish(f"admitted {joined}/{n}")
+    await generator.close()
+    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    return StormResult(
+        connections=n,
+        joined=joined,
+        elapsed_s=round(reply.elapsed_s, 3),
+        joins_per_s=round(joined / reply.elapsed_s, 1),
+        latency_ms=reply.latency_ms,
+        cpu=cpu,
+        generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,
+        errors=dict(generator.errors),
+        window_s=params.duration,
+        opened_s=round(reply.opened_s, 3),
+        waited=reply.waited,
+    )
 
 
 async def run_idle(
@@ -300,6 +339,7 @@ async def run_traffic(
 Runner = Callable[[Params, Target, Generator, Progress, str], Awaitable[Result]]
 RUNNERS: dict[Scenario, Runner] = {
     Scenario.JOIN: run_join,
+    Scenario.STORM: run_storm,
     Scenario.IDLE: run_idle,
     Scenario.CHAT: run_traffic,
     Scenario.BIGROOM: run_traffic,

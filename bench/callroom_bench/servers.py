@@ -46,7 +46,7 @@ PROTOCOLS = {
 }
 
 # SPEC §6 limits that would otherwise refuse or throttle the load: the lobby is off so
-# every joiner is admitted, rate and connection limits are far above any bench load.
+# every joiner is admitted (the storm turns it on: ``spawn(lobby=True)``), rate and connection limits are far above any bench load.
 BENCH_ENV = {
     "LOBBY_ENABLED": "false",
     "RATE_LIMIT_PER_SECOND": "1000000",
@@ -168,11 +168,14 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def spawn(kind: ServerKind, nodes: int = 1, pin: bool = True) -> AsyncIterator[Spawned]:
-    """Start ``nodes`` servers of ``kind``, wait until they serve, stop them on exit."""
+async def spawn(
+    kind: ServerKind, nodes: int = 1, pin: bool = True, *, lobby: bool = False
+) -> AsyncIterator[Spawned]:
+    """Start ``nodes`` servers of ``kind``, wait until they serve, stop them on exit;
+    ``lobby``: with callroom's waiting room on (the storm scenario)."""
     workdir = Path(tempfile.mkdtemp(prefix="callroom-bench-"))
     server_cpus, generator_cpu = plan_cpus(nodes, pin)
-    env = os.environ | BENCH_ENV
+    env = os.environ | BENCH_ENV | ({"LOBBY_ENABLED": "true"} if lobby else {})
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
     # The dev server creates its key in its working directory at start; the bench mints
     # with that file once the server answers.

@@ -8,6 +8,7 @@
 // {"event":"error","message":...}.
 //
 //   {"op":"join","urls":[...],"concurrency":C,"engineio":false,"limit_s":30}
+//   {"op":"storm","urls":[...],"window_s":5,"engineio":false,"limit_s":30}
 //   {"op":"settle","quiet_s":0.3,"limit_s":60}
 //   {"op":"senders","senders":[{"conn":i,"prefix":"...","suffix":"...","fanout":n}]}
 //   {"op":"step","rate":r,"duration":d}
@@ -102,6 +103,7 @@ const state = {
   /** @type {Outlet[]} */
   outlets: [],
   engineio: false,
+  storm: false, // a storm: members wait in the lobby, hosts admit them (Conn.lobby)
   closing: false,
   /** @type {Record<string, number>} */
   errors: {},
@@ -159,6 +161,10 @@ class Conn {
     this.closedByServer = false;
     this.started = 0;
     this.joinNs = 0;
+    this.role = ""; // a storm's: the role of its latest room_state
+    this.waited = false; // a storm's: it was in the waiting room before it got in
+    /** @type {Set<string>} a storm host's: the waiting members it admitted */
+    this.admitted = new Set();
     /** @type {(ok: boolean) => void} */
     this.settle = () => {};
     /** @type {Promise<void>} */
@@ -301,6 +307,10 @@ class Conn {
       }
       body = text.slice(2);
     }
+    if (state.storm) {
+      this.lobby(body);
+      return;
+    }
     if (!this.joined) {
       if (body.includes('"room_state"')) {
         this.joined = true;
@@ -315,6 +325,50 @@ class Conn {
       const code = errorCode(body);
       if (code !== null) count(code);
     }
+  }
+
+  /**
+   * A storm's frame: a member counts as joined at its first room_state as participant
+   * (a peer without a lobby sends no role), and a host admits whoever waits.
+   * @param {string} body
+   */
+  lobby(body) {
+    let message;
+    try {
+      message = JSON.parse(body);
+    } catch {
+      count("unparseable_frame");
+      return;
+    }
+    const { event, payload } = Array.isArray(message)
+      ? { event: message[0], payload: message[1] }
+      : message;
+    if (event === "room_state") {
+      this.role = payload.role ?? "participant";
+      if (this.role === "waiting") this.waited = true;
+      if (this.role !== "waiting" && !this.joined) {
+        this.joined = true;
+        this.joinNs = state.rxNow - this.started;
+        this.settle(true);
+      }
+      if (this.role === "host") {
+        for (const waiting of payload.waitingUsers ?? []) this.admit(waiting.clientId);
+      }
+    } else if (event === "waiting_request") {
+      if (this.role === "host") this.admit(payload.clientId);
+    } else if (event === "error") {
+      count(`error:${payload?.code ?? "None"}`);
+    } else if (!this.joined && event !== "accept_waiting") {
+      count("first_frame_not_room_state");
+    }
+  }
+
+  /** A storm host lets a waiting member in, once (SPEC §3.3 accept_waiting). */
+  admit(/** @type {string} */ clientId) {
+    if (this.admitted.has(clientId)) return;
+    this.admitted.add(clientId);
+    const frame = { event: "accept_waiting", payload: { clientId } };
+    this.send(OP_TEXT, Buffer.from(JSON.stringify(frame)));
   }
 }
 
@@ -379,6 +433,54 @@ const ops = {
     const joined = state.conns.filter((c) => c.joined);
     return {
       joined: state.conns.map((c) => c.joined),
+      elapsed_s: elapsed,
+      latency_ms: latency(Float64Array.from(joined, (c) => c.joinNs)),
+      generator_cpu: cpuShare(cpu, elapsed),
+    };
+  },
+
+  /**
+   * The top of the hour: every connection opened on schedule (open loop: connection k of
+   * n at k * window / n, in the given order, whatever the server's pace), hosts admitting
+   * their waiting members; each join timed from its TCP connect to its first room_state
+   * as participant.
+   * @param {{urls: string[], window_s: number, engineio: boolean, limit_s: number}} cmd
+   */
+  async storm(cmd) {
+    state.storm = true;
+    state.engineio = cmd.engineio;
+    state.conns = cmd.urls.map((url) => new Conn(url));
+    const cpu = process.cpuUsage();
+    const started = nowNs();
+    const spacing = (cmd.window_s * 1e9) / Math.max(state.conns.length, 1);
+    /** @type {Promise<boolean>[]} */
+    const joins = [];
+    let finished = 0;
+    const ticker = setInterval(() => progress(finished), PROGRESS_MS);
+    await new Promise((resolve) => {
+      const tick = () => {
+        const due = Math.min(
+          Math.floor((nowNs() - started) / spacing) + 1,
+          state.conns.length,
+        );
+        while (joins.length < due) {
+          const join = state.conns[joins.length].join(cmd.limit_s * 1e3);
+          joins.push(join.finally(() => finished++));
+        }
+        if (joins.length === state.conns.length) resolve(undefined);
+        else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const opened = (nowNs() - started) / 1e9;
+    await Promise.all(joins);
+    clearInterval(ticker);
+    const elapsed = (nowNs() - started) / 1e9;
+    const joined = state.conns.filter((c) => c.joined);
+    return {
+      joined: state.conns.map((c) => c.joined),
+      opened_s: opened,
+      waited: state.conns.filter((c) => c.waited).length,
       elapsed_s: elapsed,
       latency_ms: latency(Float64Array.from(joined, (c) => c.joinNs)),
       generator_cpu: cpuShare(cpu, elapsed),

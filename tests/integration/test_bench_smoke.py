@@ -42,8 +42,14 @@ from callroom.auth.dev import DevKeys
 from callroom_bench import servers as bench_servers
 from callroom_bench.cli import bench_app
 from callroom_bench.generator import Generator, JoinReply
-from callroom_bench.params import StepResult, TrafficResult
-from callroom_bench.report import compare_table, median_round_ratios, median_runs, result_table
+from callroom_bench.params import StepResult, StormResult, TrafficResult
+from callroom_bench.report import (
+    compare_table,
+    headline,
+    median_round_ratios,
+    median_runs,
+    result_table,
+)
 from callroom_bench.scenarios import headline_usable
 from callroom_bench.servers import BENCH_ENV
 from callroom_bench.stats import CpuUse, Latency
@@ -55,6 +61,7 @@ PEERS = ROOT / "bench" / "peers"
 # One short step per traffic scenario; sizes of a few connections.
 TINY: dict[str, list[str]] = {
     "join": ["join", "--connections", "6", "--room-size", "3", "--concurrency", "3"],
+    "storm": ["storm", "--connections", "6", "--room-size", "3", "--window", "0.2"],
     "chat": ["chat", "--rooms", "2", "--room-size", "3", "--rates", "40", "--duration", "0.2"],
     "bigroom": ["bigroom", "--room-size", "5", "--rates", "20", "--duration", "0.2"],
     "signal": ["signal", "--pairs", "3", "--rates", "40", "--duration", "0.2"],
@@ -192,11 +199,14 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
     assert report["generator"]["node"].startswith("v")
     result = report["result"]
     assert result["errors"] == {}
-    if name == "join":
+    if name in ("join", "storm"):
         assert result["joined"] == result["connections"] == 6
         assert result["joins_per_s"] > 0
         assert set(result["latency_ms"]) == {"p50", "p99", "max"}
         assert set(result["cpu"]) == {"generator", "server", "generator_core"}
+        if name == "storm":  # everyone got in: the headline is the p99
+            assert report["headline"]["value"] == result["latency_ms"]["p99"]
+            assert result["opened_s"] > 0
     elif name == "idle":
         assert result["open_after_hold"] == result["joined"] == 6
         assert result["rss_after_kb"] > 0
@@ -240,6 +250,19 @@ def test_every_scenario_runs_against_callroom(
     report = _bench([*TINY[name], *urls, *target], tmp_path)
     _assert_worked(name, report)
     assert report["protocol"] == "callroom"
+
+
+def test_a_storm_on_a_spawned_callroom_goes_through_the_lobby(tmp_path: Path) -> None:
+    # Spawned for a storm, callroom runs its waiting room (the smoke server above runs
+    # without it): the first of each room becomes host and admits the rest.
+    args = ["storm", "--connections", "12", "--room-size", "4", "--window", "0.3"]
+    report = _bench(args, tmp_path)
+    result = report["result"]
+    assert result["joined"] == result["connections"] == 12
+    assert result["waited"] == 12 - 3  # every member but the three rooms' hosts
+    assert result["errors"] == {}
+    assert report["headline"]["metric"] == "p99 ms from connect to participant"
+    assert report["headline"]["higher_is_better"] is False
 
 
 def test_compare_runs_each_peer_and_skips_what_is_not_installed(tmp_path: Path) -> None:
@@ -605,6 +628,17 @@ def test_a_headline_is_unusable_when_the_generator_was_at_its_limit(
     assert ("unusable" in caption) is (chosen is not None and not usable)
     marked = [line for line in _text(table).splitlines() if "%!" in line]
     assert len(marked) == sum(step.generator_saturated for step in results)
+
+
+@pytest.mark.parametrize(("joined", "p99"), [(10, 2.0), (9, None)])
+def test_a_storm_has_a_figure_only_when_everyone_got_in(joined: int, p99: float | None) -> None:
+    cpu = CpuUse(generator=0.2, server=0.9, generator_core=0.3)
+    storm = StormResult(10, joined, 1.0, 10.0, Latency(1, 2, 3), cpu, False, {}, 0.5, 0.5, 7)
+    assert headline(storm) == ("p99 ms from connect to participant", p99, False)
+    report = {"scenario": "storm", "server": "callroom", "protocol": "callroom"}
+    table = _text(result_table(report, storm))
+    assert "0.5/0.5" in table  # opened in the window
+    assert f"{joined}/10" in table
 
 
 def test_the_compare_table_marks_an_unusable_headline() -> None:
