@@ -108,8 +108,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ):  # the socket went away while the checks awaited
         context.run(_ended, state, conn, None)
         return HandedOver(status=101)
-    transport.write(switching_protocols(accept))
-    member.take_over(transport, protocol.hand_off())
+    member.take_over(transport, protocol.hand_off(), switching_protocols(accept))
     state.metrics.join_seconds.observe(time.perf_counter() - request[STARTED_KEY])
     record(state, request, 101, event="ws_handshake", conn_id=conn.conn_id)
     context.run(log.info, "ws_connected", client=ip)
