@@ -46,7 +46,8 @@ PROTOCOLS = {
 }
 
 # SPEC §6 limits that would otherwise refuse or throttle the load: the lobby is off so
-# every joiner is admitted (the storm turns it on: ``spawn(lobby=True)``), rate and connection limits are far above any bench load.
+# every joiner is admitted (the storm turns it on: ``spawn(lobby=True)``), rate and
+# connection limits are far above any bench load.
 BENCH_ENV = {
     "LOBBY_ENABLED": "false",
     "RATE_LIMIT_PER_SECOND": "1000000",
