@@ -250,6 +250,8 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self._http_counted: dict[tuple[str, str, str], Counter] = {}
+        self._http_timed: dict[str, Histogram] = {}
         self.join_seconds = Histogram(
             "callroom_join_seconds",
             "From the upgrade request to the room_state sent",
@@ -266,6 +268,20 @@ class Metrics:
         r.register(_HotCollector(self.received_by_event, self.message_seconds, self.messages_sent))
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason=reason)
+
+    def http_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        """One answered request (the access line's metrics); the labelled children are
+        kept, so a request costs two dictionary lookups instead of two ``labels()``
+        calls (every label is bounded: route templates, methods, statuses)."""
+        counter = self._http_counted.get((route, method, status))
+        if counter is None:
+            counter = self.http_requests.labels(route=route, method=method, status=status)
+            self._http_counted[route, method, status] = counter
+        counter.inc()
+        timer = self._http_timed.get(route)
+        if timer is None:
+            timer = self._http_timed[route] = self.http_seconds.labels(route=route)
+        timer.observe(seconds)
 
     def observe_store_commit(self, messages: int, seconds: float) -> None:
         """A group commit of the chat store (``SqlChatHistory``'s ``on_commit``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -273,3 +274,63 @@ async def test_cached_keys_keep_working_while_provider_is_down(
     client = await open_client(ws_url(node, token=make_token("dave")))
     assert (await client.next())["event"] == "room_state"
     await client.close()
+
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "keep-alive, Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",  # RFC 6455 §1.3's example
+}
+
+
+async def _upgrade(node: Any, token: str, headers: dict[str, str]) -> tuple[bytes, bytes]:
+    """A hand-written upgrade request: (the status line, the rest of the answer's head)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    lines = [f"GET /ws/zoom/room-1?token={token} HTTP/1.1", "Host: x"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    status, _, rest = head.partition(b"\r\n")
+    return status, rest
+
+
+async def test_the_101_answers_the_key_as_rfc_6455_says(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    status, rest = await _upgrade(node, make_token("alice"), UPGRADE)
+    assert status == b"HTTP/1.1 101 Switching Protocols"
+    headers = dict(line.split(b": ", 1) for line in rest.strip().split(b"\r\n"))
+    assert headers[b"Sec-WebSocket-Accept"] == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+    assert headers[b"Upgrade"] == b"websocket"
+    assert headers[b"Connection"].lower() == b"upgrade"
+    assert b"Sec-WebSocket-Extensions" not in headers  # no permessage-deflate
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Upgrade": "h2c"},
+        {"Connection": "keep-alive"},
+        {"Sec-WebSocket-Version": "12"},
+        {"Sec-WebSocket-Key": ""},
+        {"Sec-WebSocket-Key": base64.b64encode(b"fifteen bytes!!").decode()},
+        {"Sec-WebSocket-Key": "not base64 at all!"},
+    ],
+)
+async def test_a_broken_upgrade_is_400_with_its_reason(
+    start_node: Any, make_token: TokenFactory, change: dict[str, str]
+) -> None:
+    node = await start_node()
+    status, _ = await _upgrade(node, make_token("alice"), UPGRADE | change)
+    assert status.startswith(b"HTTP/1.1 400")
+    async with aiohttp.ClientSession() as http:  # the same request over plain HTTP
+        url = f"{node.url}/ws/zoom/room-1?token={make_token('alice')}"
+        async with http.get(url, headers=UPGRADE | change) as resp:
+            assert resp.status == 400
+            assert await resp.json() == {
+                "error": "bad_request",
+                "message": "expected a WebSocket upgrade",
+            }

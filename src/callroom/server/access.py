@@ -80,11 +80,9 @@ def record(
     """Count the request and write its access line (a refusal's line rate limited)."""
     started = request.get(STARTED_KEY)
     elapsed = 0.0 if started is None else time.perf_counter() - started
-    route = route_label(request)
-    state.metrics.http_requests.labels(
-        route=route, method=method_label(request.method), status=str(status)
-    ).inc()
-    state.metrics.http_seconds.labels(route=route).observe(elapsed)
+    state.metrics.http_request(
+        route_label(request), method_label(request.method), str(status), elapsed
+    )
     request[LOGGED_KEY] = True
     if status >= 400 and not state.refusal_log.allow(f"{event}:{reason}"):
         return
@@ -107,13 +105,15 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The client's address for the handlers; one access line per request."""
     request[STARTED_KEY] = time.perf_counter()
     state = request.app[STATE_KEY]
-    headers = request.headers
-    request[CLIENT_KEY] = client_address(
-        request.remote,
-        state.trusted_proxies,
-        headers.getall("Forwarded", ()),
-        headers.getall("X-Forwarded-For", ()),
-    )
+    trusted = state.trusted_proxies
+    if trusted:
+        headers = request.headers
+        forwarded = headers.getall("Forwarded", ())
+        request[CLIENT_KEY] = client_address(
+            request.remote, trusted, forwarded, headers.getall("X-Forwarded-For", ())
+        )
+    else:  # no proxy is trusted: the TCP peer is the client (SPEC §9)
+        request[CLIENT_KEY] = client_address(request.remote, trusted)
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # e.g. 413 from reading a body that is too large

@@ -131,10 +131,13 @@ class Connection:
         # Set by every frame received, cleared by each heartbeat ping (server/heartbeat.py).
         self.alive = True
 
-    def attach(self, transport: asyncio.Transport) -> None:
-        """The upgrade is done: write what was queued (``room_state`` first, SPEC §1), and
-        carry out a close that was asked for before the upgrade."""
+    def attach(self, transport: asyncio.Transport, head: bytes = b"") -> None:
+        """The upgrade is done: write ``head`` (the 101) and what was queued
+        (``room_state`` first, SPEC §1) in one system call, and carry out a close that
+        was asked for before the upgrade."""
         self._transport = transport
+        if head:
+            self._out.insert(0, head)
         self.flush()
         if self.closing and self.on_close_code is not None and self._close_timer is None:
             self._send_close(self.on_close_code, "")

@@ -86,12 +86,13 @@ class MemberSocket(asyncio.Protocol):
         parser = WebSocketReader(self._queue, max_msg_size, compress=False, decode_text=True)
         self._parser = GatedReader(parser, FrameGate(session.frame_arrived), self._stream_failed)
 
-    def take_over(self, transport: asyncio.Transport, tail: bytes) -> None:
+    def take_over(self, transport: asyncio.Transport, tail: bytes, head: bytes) -> None:
         """Become the transport's protocol; ``tail``: the member's bytes aiohttp read
-        after the request. ``room_state`` goes out first (SPEC §1)."""
+        after the request; ``head``: the 101, written with ``room_state`` after it (the
+        first frame, SPEC §1)."""
         self._transport = transport
         transport.set_protocol(self)
-        self._conn.attach(transport)
+        self._conn.attach(transport, head)
         if tail:
             self.data_received(tail)
 

@@ -88,6 +88,8 @@ def client_address(
     the values of the ``Forwarded`` and ``X-Forwarded-For`` header lines."""
     if peer is None:
         return "unknown"
+    if not trusted and "." in peer and ":" not in peer:
+        return peer  # a dotted IPv4 peer from the socket is canonical already
     nearest = parse_address(peer)
     if nearest is None:
         return peer  # a Unix socket: nothing to check it against

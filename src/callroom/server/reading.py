@@ -17,30 +17,22 @@ behind a chat message the store has not committed yet; a control frame; any fram
 frames are queued). So frames of one member are still handled in the order they were
 sent (SPEC §3.2): the fast lane is open only when nothing of that member is pending.
 
-``HandshakeResponse`` is aiohttp's ``WebSocketResponse`` used for the handshake only: it
-checks the upgrade and writes the 101 answer, then the socket is handed to the member's
-``MemberSocket`` (docs/architecture.md "After the upgrade").
-
-This reaches into aiohttp's WebSocket internals (``WebSocketResponse._post_start``, the
-``WebSocketDataQueue`` type): pyproject pins aiohttp to the 3.14 series, and
+This reaches into aiohttp's WebSocket internals (the ``WebSocketDataQueue`` and
+``WebSocketReader`` types): pyproject pins aiohttp to the 3.14 series, and
 tests/integration/test_reading.py fails if the fast lane stops being used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WSMessage, WSMsgType
 from aiohttp._websocket.models import WSMessageTextBytes
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 
 from callroom.errors import ConnectionFailed
 from callroom.server.inbound import FrameGate
-
-if TYPE_CHECKING:
-    from aiohttp.http_websocket import WebSocketWriter
-    from aiohttp.web_request import BaseRequest
 
 # Told that the member's bytes broke the protocol (``Session.stream_failed``).
 Failed = Callable[[ConnectionFailed], None]
@@ -130,20 +122,3 @@ class GatedReader:
         """Parse nothing more; let go of the callback (and the cycle through it)."""
         self._gate = None
         self._failed = None
-
-
-class HandshakeResponse(web.WebSocketResponse):
-    """aiohttp's ``WebSocketResponse`` for the handshake only: it checks the upgrade and
-    writes the 101 answer; the socket then belongs to the member's ``MemberSocket``, and
-    aiohttp's request, response and tasks end (docs/architecture.md "After the upgrade")."""
-
-    def _post_start(
-        self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter
-    ) -> None:
-        # No reader, no heartbeat, no queue: the member's socket reads its own frames.
-        self._ws_protocol = protocol
-        self._writer = writer
-
-    async def write_eof(self) -> None:  # type: ignore[override]
-        """aiohttp calls this when the handler returns: the socket is not its to close."""
-        self._eof_sent = True

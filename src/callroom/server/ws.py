@@ -1,8 +1,8 @@
 """The WebSocket endpoint ``/ws/{kind}/{roomId}`` (SPEC §1, §3): a thin adapter.
 
 Before the upgrade: the checks of SPEC §1, each refusal raised and answered by
-``http_answers`` (an HTTP status and the JSON body). The upgrade itself is aiohttp's
-(``HandshakeResponse`` checks it and writes the 101). Then the socket is handed to the
+``http_answers`` (an HTTP status and the JSON body). The upgrade is checked and its 101
+written here (server/upgrade.py). Then the socket is handed to the
 member's ``MemberSocket`` (server/member_socket.py) with its ``Connection`` (the
 runtime's peer: frames out, closes) and ``Session`` (frames in: rate limit, decoding,
 the lane, answers in order; server/session.py), and the handler returns: aiohttp's
@@ -12,7 +12,6 @@ frame (queued by the join, flushed when the socket is taken over).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import time
@@ -27,9 +26,9 @@ from callroom.server.guard import GuardedRequestHandler
 from callroom.server.handshake import check_origin, check_path, client_ip, ws_token
 from callroom.server.http_answers import error_response, http_answer
 from callroom.server.member_socket import MemberSocket
-from callroom.server.reading import HandshakeResponse
 from callroom.server.session import Session
 from callroom.server.state import STATE_KEY, AppState
+from callroom.server.upgrade import HandedOver, accept_key, switching_protocols
 
 log = structlog.get_logger(__name__)
 
@@ -53,10 +52,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             )
         identity = await state.authenticate(ws_token(request))
         await state.hub.precheck(kind, room_id, identity)
-        ws = HandshakeResponse(compress=False, autoping=False)
         # Checked last, so a plain GET of the same URL tells a browser client why its
         # upgrade would be refused (browsers hide the handshake status from scripts).
-        if not ws.can_prepare(request).ok:
+        accept = accept_key(request)
+        if accept is None:
             raise HandshakeRefused(HandshakeCode.BAD_REQUEST, "expected a WebSocket upgrade")
         conn = Connection(
             identity,
@@ -100,22 +99,20 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         on_end=functools.partial(_ended, state),
         context=context,
     )
-    with contextlib.suppress(ConnectionError):  # the socket went away: ended below
-        await ws.prepare(request)
     transport = request.transport
     protocol = request.protocol
     if (
         transport is None
         or transport.is_closing()
         or not isinstance(protocol, GuardedRequestHandler)
-    ):
+    ):  # the socket went away while the checks awaited
         context.run(_ended, state, conn, None)
-        return ws
-    member.take_over(transport, protocol.hand_off())
+        return HandedOver(status=101)
+    member.take_over(transport, protocol.hand_off(), switching_protocols(accept))
     state.metrics.join_seconds.observe(time.perf_counter() - request[STARTED_KEY])
     record(state, request, 101, event="ws_handshake", conn_id=conn.conn_id)
     context.run(log.info, "ws_connected", client=ip)
-    return ws
+    return HandedOver(status=101)
 
 
 def _ended(state: AppState, conn: Connection, client_code: int | None) -> None:
