@@ -36,14 +36,12 @@ import asyncio
 import json
 import logging
 import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -70,31 +68,13 @@ from fuzz_frames import (
     judge,
     text_message,
 )
+from loop_thread import LoopThread
 
 EXAMPLES = int(os.environ.get("CALLROOM_FUZZ_EXAMPLES", "60"))
 ANSWER_SECONDS = 10.0  # a frame's answers, a close, a reconnection
 # No keepalive pings of the clients: websockets draws their payloads from ``random`` in
 # the loop's thread, which hypothesis takes for a strategy using global randomness.
 QUIET_CLIENT: dict[str, Any] = {"ping_interval": None}
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An event loop running in a thread of its own; ``run`` waits for a coroutine."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
 
 
 class LogLines:
