@@ -44,6 +44,9 @@ def summary(frame: dict[str, Any]) -> Summary:
         return (event, payload["clientId"], payload["chatId"])
     if event in ("room_locked", "room_unlocked"):
         return (event,)
+    if event == "get_recent_chats":
+        chat_ids = tuple(message["chatId"] for message in payload["messages"])
+        return (event, chat_ids, payload["total"], payload["hasMore"])
     return (event, payload.get("clientId"))
 
 
@@ -103,6 +106,7 @@ class RoomModel:
     hands: list[str] = field(default_factory=list)
     chats: dict[str, str] = field(default_factory=dict)  # chatId → author
     deleted: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # the store's, kept past a close
     seq: int = 0
 
     # -- who -------------------------------------------------------------------------
@@ -250,7 +254,17 @@ class RoomModel:
             exp.send([cid], frame)
             return exp
         self.chats[chat_id] = cid
+        self.history.append(chat_id)
         exp.send(self.admitted(), frame)
+        return exp
+
+    def recent(self, cid: str) -> Expected:
+        """``get_recent_chats`` without a limit: the newest 50, oldest first (SPEC §3.1)."""
+        exp = self.expect()
+        if self.roles[cid] not in ADMITTED:
+            return exp.error(cid, "forbidden", "get_recent_chats")
+        page = (tuple(self.history[-50:]), len(self.history), len(self.history) > 50)
+        exp.send([cid], ("get_recent_chats", *page))
         return exp
 
     def delete(self, cid: str, chat_id: str) -> Expected:
@@ -263,6 +277,7 @@ class RoomModel:
         if author != cid and self.roles[cid] != "host":
             return exp.error(cid, "forbidden", "delete_chat")
         del self.chats[chat_id]
+        self.history.remove(chat_id)  # from the store too, for good
         self.deleted.append(chat_id)
         exp.send(self.admitted(), ("delete_chat", cid, chat_id))
         return exp

@@ -1,8 +1,9 @@
 """A stateful model test over live clients (issue 21): hypothesis drives several real
-WebSocket clients through random joins, admissions, denials, chats, deletes, hands,
-screen shares, signaling, kicks, bans, promotions, demotions, locks, reconnects and
-takeovers, on one node and on two nodes over Redis (SPEC §7), and checks the server
-against a model of the room written from the SPEC (tests/room_model.py).
+WebSocket clients through random joins, admissions, denials, chats, retries, deletes,
+history reads, hands, screen shares, signaling, kicks, bans, promotions, demotions,
+locks, leaves, reconnects and takeovers, on one node and on two nodes over Redis
+(SPEC §7), and checks the server against a model of the room written from the SPEC
+(tests/room_model.py).
 
 After every step every connected client is drained (``Client.drain``: on two nodes it
 waits for a barrier from each node) and:
@@ -18,7 +19,8 @@ waits for a barrier from each node) and:
    trying host controls, the lobby chatting or signaling, a kick of oneself, a target
    of the wrong kind, a second screen sharer...), and a refused join its 403 code;
 5. the room the deployment holds (on two nodes, its record in Redis) has the model's
-   roles, hand queue, bans and lock; a room whose last member left is gone.
+   roles, hand queue, bans and lock; a room whose last member left is gone;
+6. no node logged a line of level error or above (tests/log_lines.py).
 
 The nodes live for the whole module on a loop of their own (tests/loop_thread.py); each
 example plays in a fresh room. Size: ``CALLROOM_MODEL_EXAMPLES`` examples (default 40)
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -56,12 +58,17 @@ from callroom_testing import (
     flush_test_redis,
 )
 from deployment import Deployment
+from log_lines import LogLines
 from loop_thread import LoopThread
 from model_driver import LiveRoom
 from room_model import SIGNALS, Expected, RoomModel
 
 EXAMPLES = int(os.environ.get("CALLROOM_MODEL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("CALLROOM_MODEL_STEPS", "25"))
+# Shrinking replays live examples for minutes: off unless asked for; a failure prints
+# its steps as drawn (at most STEPS, plus the opening meeting).
+SHRINK = os.environ.get("CALLROOM_MODEL_SHRINK", "") == "1"
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate, *([Phase.shrink] if SHRINK else [])]
 USERS = ("ann", "bob", "cat", "dan", "eve", "hal")  # hal: a token host (SPEC §2)
 HOST_ONLY = ("kick_participant", "promote_host", "lock_room", "accept_waiting", "demote_host")
 
@@ -118,10 +125,19 @@ def loop_thread() -> Iterator[LoopThread]:
     thread.close()
 
 
+@pytest.fixture(scope="module")
+def log_lines() -> Iterator[LogLines]:
+    lines = LogLines()
+    lines.start()
+    yield lines
+    lines.stop()
+
+
 @pytest.fixture(scope="module", params=["one_node", "two_nodes"])
 def nodes(
     request: pytest.FixtureRequest,
     loop_thread: LoopThread,
+    log_lines: LogLines,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Nodes]:
     started = Nodes(tmp_path_factory.mktemp("model"), 1 if request.param == "one_node" else 2)
@@ -176,9 +192,16 @@ class RoomMachine(RuleBasedStateMachine):
 
     # -- joining and leaving ------------------------------------------------------------
 
-    @initialize()
-    def first_join(self) -> None:
+    @initialize(admitted=st.integers(0, 3), waiting=st.integers(0, 1))
+    def meeting(self, admitted: int, waiting: int) -> None:
+        """ann hosts; ``admitted`` users let in through the lobby, ``waiting`` knock:
+        a busy room from the start, so that handoffs and host controls come early."""
         self.run("join", None, self.live.joins("ann"), self.model.join("ann", False))
+        for cid in USERS[1 : 1 + admitted + waiting]:
+            self.run("join", None, self.live.joins(cid), self.model.join(cid, False))
+        for cid in USERS[1 : 1 + admitted]:
+            exp = self.model.accept("ann", cid)
+            self.command("accept_waiting", "ann", {"clientId": cid}, exp)
 
     @rule(data=st.data())
     def join(self, data: st.DataObject) -> None:
@@ -197,7 +220,7 @@ class RoomMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.model.roles))
     @rule(data=st.data(), code=st.sampled_from([1000, 1001]))
     def leave(self, data: st.DataObject, code: int) -> None:
-        cid = self.member(data)
+        cid = self.fit(data, self.model.hosts())  # mostly a host: the handoff (SPEC §2)
         if self.model.roles[cid] != "waiting":
             code = 1000  # an admitted member's 1001 is a drop: ``reconnect``
         self.run("leave", None, self.live.leaves(cid, code), self.model.leave(cid))
@@ -261,6 +284,12 @@ class RoomMachine(RuleBasedStateMachine):
         cid = self.fit(data, self.model.admitted())
         chat_id = self.pick(data, [*self.model.chats, *self.model.deleted])
         self.command("delete_chat", cid, {"chatId": chat_id}, self.model.delete(cid, chat_id))
+
+    @precondition(lambda self: bool(self.model.roles))
+    @rule(data=st.data())
+    def recent_chats(self, data: st.DataObject) -> None:
+        cid = self.fit(data, self.model.admitted())
+        self.command("get_recent_chats", cid, {}, self.model.recent(cid))
 
     @precondition(lambda self: bool(self.model.roles))
     @rule(data=st.data(), raise_it=st.booleans())
@@ -353,8 +382,9 @@ class RoomMachine(RuleBasedStateMachine):
 
 
 def test_the_room_behaves_as_its_model_under_random_steps(
-    nodes: Nodes, loop_thread: LoopThread
+    nodes: Nodes, loop_thread: LoopThread, log_lines: LogLines
 ) -> None:
+    since = len(log_lines.lines)
     figures: Counter[str] = Counter()
     RoomMachine.nodes = nodes
     RoomMachine.loop = loop_thread
@@ -365,9 +395,11 @@ def test_the_room_behaves_as_its_model_under_random_steps(
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
             deadline=None,
+            phases=PHASES,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
     print(f"\nmodel ({len(nodes.deploy.nodes)} node(s)): {sorted(figures.items())}")
     assert figures["examples"] >= 1
     assert figures["steps"] >= figures["examples"]
+    assert not log_lines.errors(since), log_lines.errors(since)  # 6: no fault of a node
