@@ -23,10 +23,11 @@ waits for a barrier from each node) and:
 6. no node logged a line of level error or above (tests/log_lines.py).
 
 The nodes live for the whole module on a loop of their own (tests/loop_thread.py); each
-example plays in a fresh room. Size: ``CALLROOM_MODEL_EXAMPLES`` examples (default 40)
-of up to ``CALLROOM_MODEL_STEPS`` steps (default 25) per deployment; the figures of
-docs/security.md come from ``CALLROOM_MODEL_EXAMPLES=300 .venv/bin/pytest -s
-tests/integration/test_model_live.py``.
+example plays in a fresh room. Size: ``CALLROOM_MODEL_EXAMPLES`` examples (default 80)
+of up to ``CALLROOM_MODEL_STEPS`` steps (default 25) per deployment, ``CALLROOM_MODEL_SHRINK=1``
+to shrink a failure; the figures of docs/security.md come from
+``CALLROOM_MODEL_EXAMPLES=500 .venv/bin/pytest -s --timeout=0
+tests/integration/test_model_live.py`` (``--timeout=0``: past pytest-timeout's 120 s).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from loop_thread import LoopThread
 from model_driver import LiveRoom
 from room_model import SIGNALS, Expected, RoomModel
 
-EXAMPLES = int(os.environ.get("CALLROOM_MODEL_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("CALLROOM_MODEL_EXAMPLES", "80"))
 STEPS = int(os.environ.get("CALLROOM_MODEL_STEPS", "25"))
 # Shrinking replays live examples for minutes: off unless asked for; a failure prints
 # its steps as drawn (at most STEPS, plus the opening meeting).
