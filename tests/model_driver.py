@@ -81,16 +81,26 @@ class LiveRoom:
 
     def reconnects(self, cid: str, abort: bool) -> Act:
         async def act() -> None:
-            # A drop (SPEC §2: a reloading tab's 1001, or a lost network): its place is kept.
-            client = self.clients.pop(cid)
-            if abort:
-                client.ws.transport.abort()
-            else:
-                await client.close(1001)
+            await self._drop(self.clients.pop(cid), abort)  # its place is kept (SPEC §2)
             await wait_until(lambda: dropped(self.deploy, cid, self.key), SECONDS)
             await self._connect(cid)
 
         return act
+
+    def drops(self, cid: str, abort: bool) -> Act:
+        async def act() -> None:
+            await self._drop(self.clients.pop(cid), abort)
+            await wait_until(lambda: dropped(self.deploy, cid, self.key), SECONDS)
+
+        return act
+
+    @staticmethod
+    async def _drop(client: Client, abort: bool) -> None:
+        """SPEC §2: a reloading tab's 1001, or a lost network."""
+        if abort:
+            client.ws.transport.abort()
+        else:
+            await client.close(1001)
 
     def takes_over(self, cid: str) -> Act:
         async def act() -> None:
@@ -201,13 +211,16 @@ class LiveRoom:
         assert list(room.hands) == model.hands
         assert set(room.banned) == model.banned
         assert room.locked == model.locked
-        assert all(member.connected for member in room.members.values())
+        connected = {cid: member.connected for cid, member in room.members.items()}
+        assert connected == {cid: cid not in model.away for cid in model.roles}, connected
         if model.admitted():
             assert model.hosts(), "a room with admitted members has a host"
-        assert set(self.clients) == set(model.roles)
+        assert set(self.clients) == set(model.here())
 
     async def close_all(self) -> None:
         """The end of an example: everyone leaves (1000), and the room is gone."""
+        for cid in sorted(self.model.away):  # back first: no grace left running
+            await self._connect(cid)
         for client in self.clients.values():
             await client.close(1000)
         self.clients.clear()

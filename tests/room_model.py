@@ -107,6 +107,7 @@ class RoomModel:
     chats: dict[str, str] = field(default_factory=dict)  # chatId → author
     deleted: list[str] = field(default_factory=list)
     history: list[str] = field(default_factory=list)  # the store's, kept past a close
+    away: set[str] = field(default_factory=set)  # admitted, dropped, in their grace
     seq: int = 0
 
     # -- who -------------------------------------------------------------------------
@@ -116,6 +117,10 @@ class RoomModel:
 
     def admitted(self) -> list[str]:
         return self.having(*ADMITTED)
+
+    def here(self, *roles: str) -> list[str]:
+        """Connected members (of ``roles``, or any): those who can act."""
+        return [c for c in self.having(*(roles or ("waiting", *ADMITTED))) if c not in self.away]
 
     def hosts(self) -> list[str]:
         return self.having("host")
@@ -194,9 +199,23 @@ class RoomModel:
         self._remove(cid, exp, forget=False)
         return exp
 
+    def drop(self, cid: str) -> Expected:
+        """An admitted member's connection ends without a leave: its place is kept, the
+        others see nothing (SPEC §2)."""
+        exp = self.expect()
+        self.away.add(cid)
+        return exp
+
+    def back(self, cid: str) -> Expected:
+        """A dropped member connects again within its grace: same role, nothing to others."""
+        exp = self.expect()
+        self.away.discard(cid)
+        return exp
+
     def _remove(self, cid: str, exp: Expected, *, forget: bool) -> None:
         was = self.roles.pop(cid)
         self.stay.pop(cid, None)
+        self.away.discard(cid)
         if cid in self.hands:
             self.hands.remove(cid)
         if forget:
@@ -205,8 +224,10 @@ class RoomModel:
             exp.send(self.admitted(), ("disconnect", cid))
         admitted = self.admitted()
         if admitted and not self.hosts():
-            # SPEC §2 handoff: the one admitted earliest in its current stay.
-            self._set_role(min(admitted, key=lambda c: self.stay[c]), "host")
+            # SPEC §2 handoff: the one admitted earliest in its current stay; one in its
+            # reconnect grace only when no connected one is left (docs/protocol.md).
+            heir = min(admitted, key=lambda c: (c in self.away, self.stay[c]))
+            self._set_role(heir, "host")
         if not self.roles:  # the room is closed: it forgets everything (SPEC §2)
             self.remembered.clear()
             self.banned.clear()
@@ -356,7 +377,8 @@ class RoomModel:
             return exp.error(host, "invalid_payload", "kick_participant")
         if target not in self.roles:
             return exp.error(host, "not_found", "kick_participant")
-        exp.closes[target] = 4004
+        if target not in self.away:  # a member in its grace has no connection to close
+            exp.closes[target] = 4004
         if ban:
             self.banned.add(target)
         self._remove(target, exp, forget=True)

@@ -62,7 +62,7 @@ from deployment import Deployment
 from log_lines import LogLines
 from loop_thread import LoopThread
 from model_driver import LiveRoom
-from room_model import SIGNALS, Expected, RoomModel
+from room_model import ADMITTED, SIGNALS, Expected, RoomModel
 
 EXAMPLES = int(os.environ.get("CALLROOM_MODEL_EXAMPLES", "80"))
 STEPS = int(os.environ.get("CALLROOM_MODEL_STEPS", "25"))
@@ -178,10 +178,10 @@ class RoomMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(among))
 
     def member(self, data: st.DataObject) -> str:
-        return self.pick(data, list(self.model.roles))
+        return self.pick(data, self.model.here())
 
     def host(self, data: st.DataObject) -> str:
-        return self.pick(data, self.model.hosts())
+        return self.pick(data, self.model.here("host"))
 
     def fit(self, data: st.DataObject, fitting: list[str]) -> str:
         """Mostly a member the command fits (so that most commands are carried out),
@@ -218,21 +218,34 @@ class RoomMachine(RuleBasedStateMachine):
             return
         self.run("join", None, self.live.joins(cid), self.model.join(cid, cid == "hal"))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data(), code=st.sampled_from([1000, 1001]))
     def leave(self, data: st.DataObject, code: int) -> None:
-        cid = self.fit(data, self.model.hosts())  # mostly a host: the handoff (SPEC §2)
+        cid = self.fit(data, self.model.here("host"))  # mostly a host: the handoff (SPEC §2)
         if self.model.roles[cid] != "waiting":
             code = 1000  # an admitted member's 1001 is a drop: ``reconnect``
         self.run("leave", None, self.live.leaves(cid, code), self.model.leave(cid))
 
-    @precondition(lambda self: bool(self.model.admitted()))
+    @precondition(lambda self: bool(self.model.here(*ADMITTED)))
     @rule(data=st.data(), abort=st.booleans())
     def reconnect(self, data: st.DataObject, abort: bool) -> None:
-        cid = self.pick(data, self.model.admitted())
+        cid = self.pick(data, self.model.here(*ADMITTED))
         self.run("reconnect", None, self.live.reconnects(cid, abort), self.model.expect())
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here(*ADMITTED)))
+    @rule(data=st.data(), abort=st.booleans())
+    def drop(self, data: st.DataObject, abort: bool) -> None:
+        """A drop that lasts: the member stays away (in its grace) while others act."""
+        cid = self.pick(data, self.model.here(*ADMITTED))
+        self.run("drop", None, self.live.drops(cid, abort), self.model.drop(cid))
+
+    @precondition(lambda self: bool(self.model.away))
+    @rule(data=st.data())
+    def come_back(self, data: st.DataObject) -> None:
+        cid = self.pick(data, sorted(self.model.away))
+        self.run("come back", None, self.live.joins(cid), self.model.back(cid))
+
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data())
     def takeover(self, data: st.DataObject) -> None:
         cid = self.member(data)
@@ -252,7 +265,7 @@ class RoomMachine(RuleBasedStateMachine):
         cid = self.fit(data, self.model.having("waiting"))
         self.command("request_waiting", cid, {}, self.model.knock(cid))
 
-    @precondition(lambda self: bool(self.model.hosts() and self.model.having("waiting")))
+    @precondition(lambda self: bool(self.model.here("host") and self.model.having("waiting")))
     @rule(data=st.data(), admit=st.booleans())
     def answer_knock(self, data: st.DataObject, admit: bool) -> None:
         host = self.host(data)
@@ -264,10 +277,10 @@ class RoomMachine(RuleBasedStateMachine):
         else:
             self.command("deny_waiting", host, {"clientId": target}, self.model.deny(host, target))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data(), retry=st.booleans())
     def chat(self, data: st.DataObject, retry: bool) -> None:
-        cid = self.fit(data, self.model.admitted())
+        cid = self.fit(data, self.model.here(*ADMITTED))
         own = [chat_id for chat_id, author in self.model.chats.items() if author == cid]
         if own and retry:  # a retry of one of its messages
             chat_id = self.pick(data, own)
@@ -279,23 +292,23 @@ class RoomMachine(RuleBasedStateMachine):
             "add_chat", cid, payload, self.model.chat(cid, chat_id, payload["chatContent"])
         )
 
-    @precondition(lambda self: bool(self.model.chats or self.model.deleted))
+    @precondition(lambda self: bool(self.model.here() and (self.model.chats or self.model.deleted)))
     @rule(data=st.data())
     def delete_chat(self, data: st.DataObject) -> None:
-        cid = self.fit(data, self.model.admitted())
+        cid = self.fit(data, self.model.here(*ADMITTED))
         chat_id = self.pick(data, [*self.model.chats, *self.model.deleted])
         self.command("delete_chat", cid, {"chatId": chat_id}, self.model.delete(cid, chat_id))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data())
     def recent_chats(self, data: st.DataObject) -> None:
-        cid = self.fit(data, self.model.admitted())
+        cid = self.fit(data, self.model.here(*ADMITTED))
         self.command("get_recent_chats", cid, {}, self.model.recent(cid))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data(), raise_it=st.booleans())
     def hand(self, data: st.DataObject, raise_it: bool) -> None:
-        cid = self.fit(data, self.model.admitted())
+        cid = self.fit(data, self.model.here(*ADMITTED))
         if raise_it:
             self.command("raise_hand", cid, {}, self.model.raise_hand(cid))
             return
@@ -303,13 +316,13 @@ class RoomMachine(RuleBasedStateMachine):
         payload = {"clientId": target} if target != cid else {}
         self.command("lower_hand", cid, payload, self.model.lower_hand(cid, target))
 
-    @precondition(lambda self: bool(self.model.having("participant")))
+    @precondition(lambda self: bool(self.model.here("participant")))
     @rule(data=st.data())
     def request_share(self, data: st.DataObject) -> None:
-        cid = self.fit(data, self.model.having("participant"))
+        cid = self.fit(data, self.model.here("participant"))
         self.command("request_screenshare", cid, {}, self.model.request_share(cid))
 
-    @precondition(lambda self: bool(self.model.hosts() and self.model.having("participant")))
+    @precondition(lambda self: bool(self.model.here("host") and self.model.having("participant")))
     @rule(data=st.data(), grant=st.booleans())
     def answer_share(self, data: st.DataObject, grant: bool) -> None:
         host = self.host(data)
@@ -320,23 +333,23 @@ class RoomMachine(RuleBasedStateMachine):
         else:
             self.command("deny_screenshare", host, payload, self.model.deny_share(host, target))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data())
     def stop_share(self, data: st.DataObject) -> None:
-        cid = self.fit(data, self.model.having("screenshare", "host"))
+        cid = self.fit(data, self.model.here("screenshare", "host"))
         target = self.pick(data, [cid, *self.model.having("screenshare")])
         payload = {"clientId": target} if target != cid else {}
         self.command("stop_screenshare", cid, payload, self.model.stop_share(cid, target))
 
-    @precondition(lambda self: bool(self.model.roles))
+    @precondition(lambda self: bool(self.model.here()))
     @rule(data=st.data(), event=st.sampled_from(sorted(SIGNALS)))
     def signal(self, data: st.DataObject, event: str) -> None:
-        cid = self.fit(data, self.model.admitted())
+        cid = self.fit(data, self.model.here(*ADMITTED))
         target = self.fit(data, [c for c in self.model.admitted() if c != cid])
         payload = {"targetClientId": target, **SIGNALS[event]}
         self.command(event, cid, payload, self.model.signal(cid, event, target))
 
-    @precondition(lambda self: bool(self.model.hosts()))
+    @precondition(lambda self: bool(self.model.here("host")))
     @rule(data=st.data(), ban=st.booleans())
     def kick(self, data: st.DataObject, ban: bool) -> None:
         host = self.host(data)
@@ -345,7 +358,7 @@ class RoomMachine(RuleBasedStateMachine):
         payload = {"clientId": target, "ban": ban}
         self.command(what, host, payload, self.model.kick(host, target, ban))
 
-    @precondition(lambda self: bool(self.model.hosts() and self.model.banned))
+    @precondition(lambda self: bool(self.model.here("host") and self.model.banned))
     @rule(data=st.data())
     def unban(self, data: st.DataObject) -> None:
         host = self.host(data)
@@ -354,7 +367,7 @@ class RoomMachine(RuleBasedStateMachine):
             "unban_participant", host, {"clientId": target}, self.model.unban(host, target)
         )
 
-    @precondition(lambda self: bool(self.model.hosts()))
+    @precondition(lambda self: bool(self.model.here("host")))
     @rule(data=st.data(), promote=st.booleans())
     def promote_or_demote(self, data: st.DataObject, promote: bool) -> None:
         host = self.host(data)
@@ -366,17 +379,18 @@ class RoomMachine(RuleBasedStateMachine):
         else:
             self.command("demote_host", host, payload, self.model.demote(host, target))
 
-    @precondition(lambda self: bool(self.model.hosts()))
+    @precondition(lambda self: bool(self.model.here("host")))
     @rule(data=st.data(), locked=st.booleans())
     def lock(self, data: st.DataObject, locked: bool) -> None:
         host = self.host(data)
         event = "lock_room" if locked else "unlock_room"
         self.command(event, host, {}, self.model.lock(host, locked))
 
-    @precondition(lambda self: len(self.model.roles) > len(self.model.hosts()))
+    @precondition(lambda self: len(self.model.here()) > len(self.model.here("host")))
     @rule(data=st.data(), event=st.sampled_from(HOST_ONLY))
     def non_host_tries_a_host_control(self, data: st.DataObject, event: str) -> None:
-        actor = self.pick(data, [c for c, r in self.model.roles.items() if r != "host"])
+        non_hosts = [c for c in self.model.here() if self.model.roles[c] != "host"]
+        actor = self.pick(data, non_hosts)
         target = self.member(data)
         exp = self.model.expect().error(actor, "forbidden", event)
         self.command(f"{event} by a non-host", actor, {"clientId": target}, exp)
