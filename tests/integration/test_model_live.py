@@ -61,7 +61,7 @@ from callroom_testing import (
 from deployment import Deployment
 from log_lines import LogLines
 from loop_thread import LoopThread
-from model_driver import LiveRoom
+from model_driver import Act, LiveRoom
 from room_model import ADMITTED, SIGNALS, Expected, RoomModel
 
 EXAMPLES = int(os.environ.get("CALLROOM_MODEL_EXAMPLES", "80"))
@@ -160,7 +160,7 @@ class RoomMachine(RuleBasedStateMachine):
         self.live = LiveRoom(self.nodes.deploy, self.nodes.make_token, self.model)
         self.figures["examples"] += 1
 
-    def run(self, what: str, actor: str | None, act: Any, exp: Expected) -> None:
+    def run(self, what: str, actor: str | None, act: Act, exp: Expected) -> None:
         self.figures["steps"] += 1
         self.figures[what] += 1
         self.figures["errors expected"] += sum(
@@ -185,7 +185,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     def fit(self, data: st.DataObject, fitting: list[str]) -> str:
         """Mostly a member the command fits (so that most commands are carried out),
-        else any member (the SPEC's refusals)."""
+        else any connected member (the SPEC's refusals)."""
         odds: int = data.draw(st.integers(0, 3), label="fitting?")
         if fitting and odds > 0:
             return self.pick(data, fitting)
