@@ -34,20 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pytest
-import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -70,90 +66,14 @@ from fuzz_frames import (
     judge,
     text_message,
 )
+from log_lines import LogLines
+from loop_thread import LoopThread
 
 EXAMPLES = int(os.environ.get("CALLROOM_FUZZ_EXAMPLES", "60"))
 ANSWER_SECONDS = 10.0  # a frame's answers, a close, a reconnection
 # No keepalive pings of the clients: websockets draws their payloads from ``random`` in
 # the loop's thread, which hypothesis takes for a strategy using global randomness.
 QUIET_CLIENT: dict[str, Any] = {"ping_interval": None}
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An event loop running in a thread of its own; ``run`` waits for a coroutine."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
-class LogLines:
-    """Every log line of the process, structlog's and the stdlib's, kept for the checks:
-    a line of level error or above is a failure of the fuzzed node."""
-
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-        self._handler = _Keep(self.lines)
-        self._config = structlog.get_config()
-
-    def start(self) -> None:
-        structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                structlog.stdlib.add_log_level,
-                self._keep,
-            ],
-            logger_factory=structlog.PrintLoggerFactory(),
-            cache_logger_on_first_use=False,
-        )
-        logging.getLogger().addHandler(self._handler)
-
-    def stop(self) -> None:
-        logging.getLogger().removeHandler(self._handler)
-        structlog.configure(**self._config)
-
-    def _keep(self, _logger: Any, method: str, event_dict: Any) -> Any:
-        line = dict(event_dict)
-        if method == "exception":
-            line["level"] = "error"
-        self.lines.append(line)
-        raise structlog.DropEvent
-
-    def errors(self, since: int = 0) -> list[dict[str, Any]]:
-        return [
-            line
-            for line in self.lines[since:]
-            if line.get("level") in ("error", "critical") or line.get("exc_info")
-        ]
-
-
-class _Keep(logging.Handler):
-    """Stdlib records (asyncio, aiohttp, loggers configured by another test) as lines."""
-
-    def __init__(self, lines: list[dict[str, Any]]) -> None:
-        super().__init__(logging.WARNING)
-        self.lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.msg if isinstance(record.msg, dict) else record.getMessage()
-        self.lines.append(
-            {
-                "event": message,
-                "logger": record.name,
-                "level": record.levelname.lower(),
-                "exc_info": bool(record.exc_info),
-            }
-        )
 
 
 @dataclass
