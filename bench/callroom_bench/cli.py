@@ -27,6 +27,7 @@ from rich.progress import (
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
 from callroom_bench.params import DEFAULTS, Params, Scenario
+from callroom_bench.redis_topology import shards_problem
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
 from callroom_bench.servers import ServerKind
@@ -147,11 +148,13 @@ def _source(
     audience: str,
     pin: bool,
     nodes: int = 1,
+    shards: int = 0,
 ) -> Source:
     return Source(
         urls=tuple(url or ()),
         spawn=spawn,
         nodes=nodes,
+        shards=shards,
         protocol=protocol,
         server_pids=tuple(server_pid or ()),
         key_file=key_file,
@@ -308,6 +311,14 @@ def idle(
 def cluster(
     workload: Annotated[Workload, typer.Option(help="Traffic pattern.")] = Workload.CHAT,
     nodes: Annotated[int, typer.Option(min=2, help="Nodes to spawn (needs REDIS_URL).")] = 2,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Start a Redis of M shards for the run (1: one redis-server; 3 or more: a "
+            "Redis Cluster) instead of using REDIS_URL; 0: REDIS_URL.",
+        ),
+    ] = 0,
     rooms: Rooms = DEFAULTS[Scenario.CHAT].rooms,
     room_size: RoomSize = DEFAULTS[Scenario.CHAT].room_size,
     pairs: Pairs = DEFAULTS[Scenario.SIGNAL].pairs,
@@ -325,10 +336,12 @@ def cluster(
     pin: Pin = True,
 ) -> None:
     """chat or signal with every room spread round-robin over the nodes (--url per node)."""
-    if not url and not os.environ.get("REDIS_URL"):
+    if problem := shards_problem(shards, bool(url)):
+        raise typer.BadParameter(problem, param_hint="--shards")
+    if not url and not shards and not os.environ.get("REDIS_URL"):
         raise typer.BadParameter(
-            "nodes must share rooms: pass --url for each node, or set REDIS_URL so that "
-            "the bench spawns callroom nodes on that Redis",
+            "nodes must share rooms: pass --url for each node, or set REDIS_URL (or give "
+            "--shards) so that the bench spawns callroom nodes on that Redis",
             param_hint="--url",
         )
     traffic = Scenario(workload.value)
@@ -344,7 +357,9 @@ def cluster(
         workload=traffic,
     )
     spawn = ServerKind.CALLROOM
-    source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes)
+    source = _source(
+        url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes, shards
+    )
     _execute(params, source, json_path)
 
 

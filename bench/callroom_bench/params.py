@@ -114,6 +114,9 @@ class StepResult:
     delivered: int
     lost: int
     delivered_per_s: float
+    delivered_per_server_core: float | None
+    """delivered/s ÷ the server's CPU share (all nodes together): deliveries per server
+    core; None when the server's CPU is not measured."""
     latency_ms: Latency | None
     cpu: CpuUse
     generator_saturated: bool

@@ -94,6 +94,7 @@ REPORT_KEYS = {
     "server_pids",
     "pinned",
     "generator",
+    "redis",
     "params",
     "headline",
     "result",
@@ -108,12 +109,15 @@ STEP_KEYS = {
     "delivered",
     "lost",
     "delivered_per_s",
+    "delivered_per_server_core",
     "latency_ms",
     "cpu",
     "generator_saturated",
     "errors",
     "ok",
 }
+
+CPU_KEYS = {"generator", "server", "generator_core", "redis"}
 
 
 class Server(NamedTuple):
@@ -196,7 +200,7 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
         assert result["joined"] == result["connections"] == 6
         assert result["joins_per_s"] > 0
         assert set(result["latency_ms"]) == {"p50", "p99", "max"}
-        assert set(result["cpu"]) == {"generator", "server", "generator_core"}
+        assert set(result["cpu"]) == CPU_KEYS
     elif name == "idle":
         assert result["open_after_hold"] == result["joined"] == 6
         assert result["rss_after_kb"] > 0
@@ -209,7 +213,7 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
         assert step["lost"] == 0
         assert step["errors"] == {}
         assert set(step["latency_ms"]) == {"p50", "p99", "max"}
-        assert set(step["cpu"]) == {"generator", "server", "generator_core"}
+        assert set(step["cpu"]) == CPU_KEYS
         assert step["cpu"]["generator"] > 0  # the generator's own CPU, from Node
         assert result["usable"] == report["headline"]["usable"]
 
@@ -225,6 +229,7 @@ def test_every_scenario_runs_against_the_picows_relay(
     report = _bench([*TINY[name], *urls, *target], tmp_path)
     _assert_worked(name, report)
     assert report["server_pids"] == pids
+    assert report["redis"] is None  # the bench started no Redis
     assert ("workload" in report["params"]) == name.startswith("cluster")
     if name == "join":
         assert report["result"]["cpu"]["server"] is None
@@ -386,6 +391,8 @@ def test_compare_spawns_callroom_as_the_baseline(tmp_path: Path) -> None:
         (["chat", "--rates", "fast"], "not a list of numbers"),
         (["chat", "--rates", "0"], "at least one rate"),
         (["cluster"], "nodes must share rooms"),
+        (["cluster", "--shards", "2"], "at least 3 primaries"),
+        (["cluster", "--shards", "1", "--url", "ws://127.0.0.1:1"], "leave out --url"),
     ],
 )
 def test_bad_options_are_refused(
@@ -574,6 +581,7 @@ def _step(generator_cpu: float, core: float | None, ok: bool = True) -> StepResu
         delivered=1,
         lost=0,
         delivered_per_s=10 * generator_cpu,
+        delivered_per_server_core=10 * generator_cpu,
         latency_ms=Latency(1, 2, 3),
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= 0.7,
@@ -670,3 +678,28 @@ def test_cluster_spawns_nodes_sharing_rooms_through_redis(
     _assert_worked(name, report)
     assert len(set(report["urls"])) == 2
     assert len(set(report["server_pids"])) == 2
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_cluster_starts_a_redis_of_its_own_with_m_shards(shards: int, tmp_path: Path) -> None:
+    """`bench cluster --shards M` starts its own Redis (one redis-server, or a Redis
+    Cluster of M primaries), two callroom nodes on it whatever REDIS_URL says, and stops
+    every process it started."""
+    out = tmp_path / "result.json"
+    unreachable = {"REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # must not be used
+    args = [*TINY["cluster-chat"], "--shards", str(shards), "--json", str(out)]
+    result = CliRunner().invoke(bench_app, args, env=unreachable)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(out.read_text())
+    _assert_worked("cluster-chat", report)
+    redis = report["redis"]
+    assert redis["shards"] == shards
+    assert redis["mode"] == ("single" if shards == 1 else "cluster")
+    assert redis["url"].startswith("redis://" if shards == 1 else "redis+cluster://")
+    assert len(set(redis["ports"])) == len(set(redis["pids"])) == len(redis["cpus"]) == shards
+    assert len(set(report["server_pids"])) == 2
+    (step,) = report["result"]["steps"]
+    assert len(step["cpu"]["redis"]) == shards
+    assert all(share >= 0 for share in step["cpu"]["redis"])
+    for pid in [*redis["pids"], *report["server_pids"]]:
+        assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
