@@ -11,8 +11,9 @@ A report is one run of one scenario against one server::
 load generator (its program, Node's version, its CPU); ``redis`` the Redis the bench
 started for the run (``cluster --shards``: shards, mode, URL, ports, PIDs, CPUs), else
 null. ``usable`` is false when the generator was at its limit where the headline was
-decided. ``compare`` wraps several reports with the ratios of their headline values. ``tool`` keeps the name the
-command had before it became ``callroom-bench``, so old and new result files read alike.
+decided. ``compare`` wraps several reports with the ratios of their headline values.
+``tool`` keeps the name the command had before it became ``callroom-bench``, so old and
+new result files read alike.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from callroom_bench.params import (
     JoinResult,
     Params,
     Result,
+    StepResult,
     TrafficResult,
 )
 from callroom_bench.stats import CpuUse, Latency
@@ -176,6 +178,12 @@ def _cpu(cpu: CpuUse, saturated: bool) -> tuple[str, str, str]:
     return f"{cpu.generator:.0%}{mark}", core, server
 
 
+def _redis(step: StepResult) -> list[str]:
+    """Each Redis process's CPU, and the step's ``redis_ceiling_per_s``."""
+    shares = "/".join(f"{share:.0%}" for share in step.cpu.redis or ())
+    return [shares or "-", _per_core(step.redis_ceiling_per_s)]
+
+
 def _per_core(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -193,7 +201,8 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
     legend = "ms; CPU in % of a core (! the generator at >= 70% of its core)\n"
     if isinstance(result, TrafficResult):
         # recv/core: delivered/s per core of server CPU (all nodes together); redis: each
-        # Redis process the bench started (cluster --shards), in % of a core.
+        # Redis process the bench started (cluster --shards), in % of a core; redis max:
+        # recv/s at which the busiest of them would use a whole core.
         headers = ["rate/s", "sent/s", "recv/s", "recv/core", "lost", "p50", "p99", "max"]
         headers += ["gen", "gen core", "server"]
         redis = any(s.cpu.redis for s in result.steps)
@@ -206,12 +215,12 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
                 str(s.lost),
                 *_ms(s.latency_ms),
                 *_cpu(s.cpu, s.generator_saturated),
-                *(["/".join(f"{share:.0%}" for share in s.cpu.redis or ())] if redis else []),
+                *(_redis(s) if redis else []),
                 "yes" if s.ok else "no",
             ]
             for s in result.steps
         ]
-        headers += [*(["redis"] if redis else []), "ok"]
+        headers += [*(["redis", "redis max"] if redis else []), "ok"]
     elif isinstance(result, JoinResult):
         headers = ["joined", "joins/s", "p50", "p99", "max", "gen", "gen core", "server"]
         joined = f"{result.joined}/{result.connections}"

@@ -239,6 +239,7 @@ async def _step(
     latency, lost = reply.latency_ms, max(reply.expected - reply.delivered, 0)
     ok = latency is not None and latency.p99 < P99_LIMIT_MS and not lost and not reply.errors
     per_s = reply.delivered / reply.window_s
+    busiest = max(cpu.redis or [0.0])  # the Redis process that would saturate first
     p99 = "-" if latency is None else f"{latency.p99:g} ms"
     phase.finish(
         f"{params.traffic} {rate:g}/s: {per_s:,.0f} delivered/s, p99 {p99}"
@@ -254,6 +255,7 @@ async def _step(
         lost=lost,
         delivered_per_s=round(per_s, 1),
         delivered_per_server_core=round(per_s / cpu.server, 1) if cpu.server else None,
+        redis_ceiling_per_s=round(per_s / busiest, 1) if busiest else None,
         latency_ms=latency,
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,

@@ -110,6 +110,7 @@ STEP_KEYS = {
     "lost",
     "delivered_per_s",
     "delivered_per_server_core",
+    "redis_ceiling_per_s",
     "latency_ms",
     "cpu",
     "generator_saturated",
@@ -230,6 +231,7 @@ def test_every_scenario_runs_against_the_picows_relay(
     _assert_worked(name, report)
     assert report["server_pids"] == pids
     assert report["redis"] is None  # the bench started no Redis
+    assert all(step["redis_ceiling_per_s"] is None for step in report["result"].get("steps", []))
     assert ("workload" in report["params"]) == name.startswith("cluster")
     if name == "join":
         assert report["result"]["cpu"]["server"] is None
@@ -582,6 +584,7 @@ def _step(generator_cpu: float, core: float | None, ok: bool = True) -> StepResu
         lost=0,
         delivered_per_s=10 * generator_cpu,
         delivered_per_server_core=10 * generator_cpu,
+        redis_ceiling_per_s=None,
         latency_ms=Latency(1, 2, 3),
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= 0.7,
@@ -701,5 +704,7 @@ def test_cluster_starts_a_redis_of_its_own_with_m_shards(shards: int, tmp_path: 
     (step,) = report["result"]["steps"]
     assert len(step["cpu"]["redis"]) == shards
     assert all(share >= 0 for share in step["cpu"]["redis"])
+    ceiling = step["redis_ceiling_per_s"]  # None when every share rounded to 0
+    assert ceiling is None or ceiling >= step["delivered_per_s"]  # a share <= one core
     for pid in [*redis["pids"], *report["server_pids"]]:
         assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
