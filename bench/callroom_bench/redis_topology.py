@@ -131,7 +131,7 @@ async def _until(check: Callable[[], bool], seconds: float, what: str, logs: lis
     deadline = loop.time() + seconds
     while not await asyncio.to_thread(check):
         if loop.time() > deadline:
-            tails = "\n".join(f"{log.name}:\n{tail(log)}" for log in logs)
+            tails = "\n".join(f"{log.parent.name}:\n{tail(log)}" for log in logs)
             raise BenchError(f"Redis: {what} not reached within {seconds:g} s\n{tails}")
         await asyncio.sleep(0.05)  # polling a condition with a deadline
 

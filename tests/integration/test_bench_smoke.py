@@ -708,3 +708,22 @@ def test_cluster_starts_a_redis_of_its_own_with_m_shards(shards: int, tmp_path: 
     assert ceiling is None or ceiling >= step["delivered_per_s"]  # a share <= one core
     for pid in [*redis["pids"], *report["server_pids"]]:
         assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def _children(command: str) -> list[int]:
+    """PIDs of this process's children running ``command`` (from /proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            name, _, rest = stat.read_text().partition(") ")
+            if name.endswith(f"({command}") and int(rest.split()[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_cluster_stops_its_redis_when_a_node_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "bogus")  # callroom refuses to start (SPEC §6)
+    result = CliRunner().invoke(bench_app, [*TINY["cluster-chat"], "--shards", "3"])
+    assert result.exit_code == 1, result.output
+    assert "the server exited" in " ".join(result.output.split())
+    assert _children("redis-server") == []
