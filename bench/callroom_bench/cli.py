@@ -26,7 +26,28 @@ from rich.progress import (
 
 from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
+from callroom_bench.options import (
+    Audience,
+    Concurrency,
+    Connections,
+    Duration,
+    Issuer,
+    JsonOut,
+    KeyFile,
+    Pairs,
+    PayloadBytes,
+    PayloadOverride,
+    Pin,
+    ProtocolOpt,
+    Rates,
+    Rooms,
+    RoomSize,
+    ServerPid,
+    Spawn,
+    Url,
+)
 from callroom_bench.params import DEFAULTS, Params, Scenario
+from callroom_bench.redis_topology import shards_problem
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
 from callroom_bench.servers import ServerKind
@@ -55,50 +76,6 @@ class Comparable(StrEnum):
     BIGROOM = "bigroom"
     SIGNAL = "signal"
     IDLE = "idle"
-
-
-# Options shared by the scenario commands.
-Url = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--url",
-        help="Base URL of a running server, e.g. ws://127.0.0.1:8080. Repeat it to spread "
-        "every room's members round-robin over nodes. Without it the bench spawns a server.",
-    ),
-]
-Spawn = Annotated[ServerKind, typer.Option(help="Server to start when no --url is given.")]
-ProtocolOpt = Annotated[
-    Protocol,
-    typer.Option(help="Wire protocol of --url: callroom (JWT), raw (bench peers), socketio."),
-]
-ServerPid = Annotated[
-    list[int] | None,
-    typer.Option(help="PID of the --url server (repeatable): report its CPU and memory."),
-]
-KeyFile = Annotated[
-    Path, typer.Option(help="RSA private key (PEM) that signs the tokens for --url.")
-]
-Issuer = Annotated[str, typer.Option(help="Token issuer for --url (default: dev mode's).")]
-Audience = Annotated[str, typer.Option(help="Token audience for --url (default: dev mode's).")]
-Concurrency = Annotated[int, typer.Option(min=1, help="Handshakes in flight while joining.")]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the full result here.")]
-Pin = Annotated[
-    bool, typer.Option(help="Pin a spawned server and the generator to different cores.")
-]
-Rates = Annotated[
-    str | None,
-    typer.Option(help="Total send rates (msgs/s), comma-separated, ascending; one step each."),
-]
-Duration = Annotated[float, typer.Option(min=0.05, help="Seconds per step (idle: hold time).")]
-PayloadBytes = Annotated[int, typer.Option(min=32, help="Size of the chat text / candidate.")]
-PayloadOverride = Annotated[
-    int | None,
-    typer.Option(min=32, help="Size of the chat text / candidate (default: 100 / 2048)."),
-]
-Rooms = Annotated[int, typer.Option(min=1, help="Rooms.")]
-RoomSize = Annotated[int, typer.Option(min=1, help="Members per room.")]
-Connections = Annotated[int, typer.Option(min=1, help="Connections in total.")]
-Pairs = Annotated[int, typer.Option(min=1, help="Signaling pairs (a room each).")]
 
 
 def _rates(text: str | None, scenario: Scenario) -> tuple[float, ...]:
@@ -148,11 +125,13 @@ def _source(
     audience: str,
     pin: bool,
     nodes: int = 1,
+    shards: int = 0,
 ) -> Source:
     return Source(
         urls=tuple(url or ()),
         spawn=spawn,
         nodes=nodes,
+        shards=shards,
         protocol=protocol,
         server_pids=tuple(server_pid or ()),
         key_file=key_file,
@@ -333,6 +312,14 @@ def idle(
 def cluster(
     workload: Annotated[Workload, typer.Option(help="Traffic pattern.")] = Workload.CHAT,
     nodes: Annotated[int, typer.Option(min=2, help="Nodes to spawn (needs REDIS_URL).")] = 2,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Start a Redis of M shards for the run (1: one redis-server; 3 or more: a "
+            "Redis Cluster) instead of using REDIS_URL; 0: REDIS_URL.",
+        ),
+    ] = 0,
     rooms: Rooms = DEFAULTS[Scenario.CHAT].rooms,
     room_size: RoomSize = DEFAULTS[Scenario.CHAT].room_size,
     pairs: Pairs = DEFAULTS[Scenario.SIGNAL].pairs,
@@ -350,10 +337,12 @@ def cluster(
     pin: Pin = True,
 ) -> None:
     """chat or signal with every room spread round-robin over the nodes (--url per node)."""
-    if not url and not os.environ.get("REDIS_URL"):
+    if problem := shards_problem(shards, bool(url)):
+        raise typer.BadParameter(problem, param_hint="--shards")
+    if not url and not shards and not os.environ.get("REDIS_URL"):
         raise typer.BadParameter(
-            "nodes must share rooms: pass --url for each node, or set REDIS_URL so that "
-            "the bench spawns callroom nodes on that Redis",
+            "nodes must share rooms: pass --url for each node, or set REDIS_URL (or give "
+            "--shards) so that the bench spawns callroom nodes on that Redis",
             param_hint="--url",
         )
     traffic = Scenario(workload.value)
@@ -369,7 +358,9 @@ def cluster(
         workload=traffic,
     )
     spawn = ServerKind.CALLROOM
-    source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes)
+    source = _source(
+        url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes, shards
+    )
     _execute(params, source, json_path)
 
 

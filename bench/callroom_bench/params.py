@@ -130,6 +130,13 @@ class StepResult:
     delivered: int
     lost: int
     delivered_per_s: float
+    delivered_per_server_core: float | None
+    """delivered/s ÷ the server's CPU share (all nodes together): deliveries per server
+    core; None when the server's CPU is not measured."""
+    redis_ceiling_per_s: float | None
+    """delivered/s ÷ the CPU share of the busiest Redis process the bench started: the
+    rate at which that process would use a whole core, at this step's mix (rooms, nodes,
+    shards); None without such a process or when its share rounds to 0."""
     latency_ms: Latency | None
     cpu: CpuUse
     generator_saturated: bool

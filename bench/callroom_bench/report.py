@@ -3,14 +3,17 @@
 A report is one run of one scenario against one server::
 
     {"tool": "callroom bench", "version", "scenario", "started_at", "machine",
-     "server", "protocol", "urls", "server_pids", "pinned", "generator", "params",
-     "headline": {"metric", "value", "higher_is_better", "usable"}, "result", "errors"}
+     "server", "protocol", "urls", "server_pids", "pinned", "generator", "redis",
+     "params", "headline": {"metric", "value", "higher_is_better", "usable"}, "result",
+     "errors"}
 
 ``result`` is the scenario's dataclass (scenarios.py) as a dict; ``generator`` names the
-load generator (its program, Node's version, its CPU). ``usable`` is false when the
-generator was at its limit where the headline was decided. ``compare`` wraps
-several reports with the ratios of their headline values. ``tool`` keeps the name the
-command had before it became ``callroom-bench``, so old and new result files read alike.
+load generator (its program, Node's version, its CPU); ``redis`` the Redis the bench
+started for the run (``cluster --shards``: shards, mode, URL, ports, PIDs, CPUs), else
+null. ``usable`` is false when the generator was at its limit where the headline was
+decided. ``compare`` wraps several reports with the ratios of their headline values.
+``tool`` keeps the name the command had before it became ``callroom-bench``, so old and
+new result files read alike.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from callroom_bench.params import (
     JoinResult,
     Params,
     Result,
+    StepResult,
     StormResult,
     TrafficResult,
 )
@@ -74,7 +78,12 @@ def machine() -> dict[str, Any]:
 
 
 def build_report(
-    params: Params, target: Target, result: Result, generator: dict[str, Any], pinned: bool
+    params: Params,
+    target: Target,
+    result: Result,
+    generator: dict[str, Any],
+    pinned: bool,
+    redis: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     metric, value, higher = headline(result)
     return {
@@ -89,6 +98,7 @@ def build_report(
         "server_pids": list(target.server_pids),
         "pinned": pinned,
         "generator": generator,
+        "redis": redis,
         "params": params.used(),
         "headline": {
             "metric": metric,
@@ -174,6 +184,16 @@ def _cpu(cpu: CpuUse, saturated: bool) -> tuple[str, str, str]:
     return f"{cpu.generator:.0%}{mark}", core, server
 
 
+def _redis(step: StepResult) -> list[str]:
+    """Each Redis process's CPU, and the step's ``redis_ceiling_per_s``."""
+    shares = "/".join(f"{share:.0%}" for share in step.cpu.redis or ())
+    return [shares or "-", _per_core(step.redis_ceiling_per_s)]
+
+
+def _per_core(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{code} x{count}" for code, count in sorted(errors.items())) or "none"
 
@@ -186,20 +206,27 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
     # < 100 ms, nothing lost, no error.
     legend = "ms; CPU in % of a core (! the generator at >= 70% of its core)\n"
     if isinstance(result, TrafficResult):
-        headers = ["rate/s", "sent/s", "recv/s", "lost", "p50", "p99", "max"]
+        # recv/core: delivered/s per core of server CPU (all nodes together); redis: each
+        # Redis process the bench started (cluster --shards), in % of a core; redis max:
+        # recv/s at which the busiest of them would use a whole core.
+        headers = ["rate/s", "sent/s", "recv/s", "recv/core", "lost", "p50", "p99", "max"]
+        headers += ["gen", "gen core", "server"]
+        redis = any(s.cpu.redis for s in result.steps)
         rows = [
             [
                 f"{s.rate:g}",
                 f"{s.sent_per_s:,.0f}",
                 f"{s.delivered_per_s:,.0f}",
+                _per_core(s.delivered_per_server_core),
                 str(s.lost),
                 *_ms(s.latency_ms),
                 *_cpu(s.cpu, s.generator_saturated),
+                *(_redis(s) if redis else []),
                 "yes" if s.ok else "no",
             ]
             for s in result.steps
         ]
-        headers += ["gen", "gen core", "server", "ok"]
+        headers += [*(["redis", "redis max"] if redis else []), "ok"]
     elif isinstance(result, JoinResult):
         headers = ["joined", "joins/s", "p50", "p99", "max", "gen", "gen core", "server"]
         joined = f"{result.joined}/{result.connections}"
@@ -227,6 +254,9 @@ def result_table(report: dict[str, Any], result: Result) -> Table:
         table.add_row(*row)
     metric, value, _ = headline(result)
     shown = "-" if value is None else f"{value:,.1f}"
+    if isinstance(result, TrafficResult) and result.best is not None:
+        per_core = result.best.delivered_per_server_core
+        shown += "" if per_core is None else f" ({per_core:,.0f} per server core)"
     if value is not None and not usable(result):
         shown += " (unusable: the generator was at its limit)"
     table.caption = f"{legend}{metric}: {shown}; errors: {_errors(result.errors)}"

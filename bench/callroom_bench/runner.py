@@ -39,6 +39,8 @@ class Source:
     issuer: str = DEV_ISSUER
     audience: str = DEV_AUDIENCE
     pin: bool = True
+    shards: int = 0
+    """Start a Redis of this many shards for the spawned nodes (0: they use REDIS_URL)."""
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -73,15 +75,25 @@ async def bench(
         result, generator = await _run(params, target, progress, None)
         return build_report(params, target, result, generator, pinned=False), result
     lobby = params.scenario is Scenario.STORM
-    async with spawn(source.spawn, source.nodes, source.pin, lobby=lobby) as server:
+    async with spawn(source.spawn, source.nodes, source.pin, source.shards, lobby=lobby) as server:
         minter = Minter(server.key_file) if server.kind is ServerKind.CALLROOM else None
-        target = Target(server.kind.value, server.urls, PROTOCOLS[server.kind], minter, server.pids)
+        redis = server.redis
+        target = Target(
+            server.kind.value,
+            server.urls,
+            PROTOCOLS[server.kind],
+            minter,
+            server.pids,
+            redis_pids=() if redis is None else redis.pids,
+        )
         # The orchestration (this process: pipes, progress) shares the generator's core,
         # so that the server's core holds the server alone.
         with pinned_generator(server.generator_cpu):
             result, generator = await _run(params, target, progress, server.generator_cpu)
         pinned = server.generator_cpu is not None
-        return build_report(params, target, result, generator, pinned=pinned), result
+        described = None if redis is None else redis.describe()
+        report = build_report(params, target, result, generator, pinned=pinned, redis=described)
+        return report, result
 
 
 async def compare(

@@ -44,7 +44,7 @@ from callroom_bench.params import (
     StormResult,
     TrafficResult,
 )
-from callroom_bench.stats import CpuMeter, CpuUse, process_rss_kb
+from callroom_bench.stats import CpuMeter, CpuUse, Window, process_rss_kb
 from callroom_bench.target import BenchError, Target
 
 P99_LIMIT_MS = 100.0
@@ -53,6 +53,10 @@ GENERATOR_LIMIT = 0.7
 than about the server (issue 20): such a step is marked, and a headline resting on it is
 reported as unusable."""
 _STAMP_OVERHEAD = len(timed_text(0, ""))
+
+
+def _cpu_use(generator: float, window: Window) -> CpuUse:
+    return CpuUse(generator, window.server, window.generator_core, window.redis)
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,13 @@ async def _join_all(
     phase = _Phase(progress, f"joining {len(urls)}", len(urls))
     engineio = target.protocol is Protocol.SOCKETIO
     reply = await generator.join(urls, params.concurrency, engineio, phase.set)
-    server, core = (None, None) if meter is None else meter.stop()
+    window = Window(None, None, None) if meter is None else meter.stop()
     joined = sum(reply.joined)
     phase.finish(f"joined {joined}/{len(urls)}")
     if not joined:
         await generator.close()
         raise BenchError(f"no connection could join {target.urls}: {generator.errors}")
-    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    cpu = _cpu_use(reply.generator_cpu, window)
     result = JoinResult(
         connections=len(urls),
         joined=joined,
@@ -128,7 +132,7 @@ async def run_join(
 ) -> JoinResult:
     n, size = params.connections, params.room_size
     urls = _urls(target, members(run, math.ceil(n / size), size)[:n])
-    meter = CpuMeter(target.server_pids, generator.cpu)
+    meter = CpuMeter(target.server_pids, generator.cpu, target.redis_pids)
     _, result = await _join_all(target, generator, urls, params, progress, meter)
     await generator.close()
     return result
@@ -144,14 +148,14 @@ async def run_storm(
     random.Random(run).shuffle(people)
     urls = _urls(target, people)
     phase = _Phase(progress, f"storm of {n} in {params.duration:g} s", n)
-    meter = CpuMeter(target.server_pids, generator.cpu)
+    meter = CpuMeter(target.server_pids, generator.cpu, target.redis_pids)
     engineio = target.protocol is Protocol.SOCKETIO
     reply = await generator.storm(urls, params.duration, engineio, phase.set)
-    server, core = meter.stop()
+    window = meter.stop()
     joined = sum(reply.joined)
     phase.finish(f"admitted {joined}/{n}")
     await generator.close()
-    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    cpu = _cpu_use(reply.generator_cpu, window)
     return StormResult(
         connections=n,
         joined=joined,
@@ -265,16 +269,16 @@ async def _step(
     rate: float, params: Params, target: Target, generator: Generator, progress: Progress
 ) -> StepResult:
     phase = _Phase(progress, f"{params.traffic} {rate:g}/s", params.duration)
-    meter = CpuMeter(target.server_pids, generator.cpu)
-    window: list[tuple[float | None, float | None]] = []
+    meter = CpuMeter(target.server_pids, generator.cpu, target.redis_pids)
+    window: list[Window] = []
     reply = await generator.step(
         rate, params.duration, phase.set, lambda: window.append(meter.stop())
     )
-    server, core = window[0] if window else meter.stop()
-    cpu = CpuUse(generator=reply.generator_cpu, server=server, generator_core=core)
+    cpu = _cpu_use(reply.generator_cpu, window[0] if window else meter.stop())
     latency, lost = reply.latency_ms, max(reply.expected - reply.delivered, 0)
     ok = latency is not None and latency.p99 < P99_LIMIT_MS and not lost and not reply.errors
     per_s = reply.delivered / reply.window_s
+    busiest = max(cpu.redis or [0.0])  # the Redis process that would saturate first
     p99 = "-" if latency is None else f"{latency.p99:g} ms"
     phase.finish(
         f"{params.traffic} {rate:g}/s: {per_s:,.0f} delivered/s, p99 {p99}"
@@ -289,6 +293,8 @@ async def _step(
         delivered=reply.delivered,
         lost=lost,
         delivered_per_s=round(per_s, 1),
+        delivered_per_server_core=round(per_s / cpu.server, 1) if cpu.server else None,
+        redis_ceiling_per_s=round(per_s / busiest, 1) if busiest else None,
         latency_ms=latency,
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,

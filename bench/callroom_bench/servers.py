@@ -4,6 +4,8 @@ A spawned server gets a fresh working directory (its dev key, its SQLite file, i
 the abuse limits of SPEC §6 raised so that the bench measures speed rather than the rate
 limiter, and, when ``taskset`` exists and there are at least two CPUs, its own core:
 servers on the first cores, the generator on the last one (docs/performance.md, "Method").
+``cluster --shards M`` starts its own Redis first (``redis_topology``), whose processes
+take the cores after the nodes', never the generator's.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
 
 from callroom_bench.client import Protocol
+from callroom_bench.processes import free_port, open_log, stop, tail
+from callroom_bench.redis_topology import RedisTopology, start_redis
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 
 READY_TIMEOUT_SECONDS = 90.0
@@ -90,19 +94,27 @@ def server_command(kind: ServerKind, port: int) -> list[str]:
     return [sys.executable, str(script), "--port", str(port)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclass(frozen=True)
+class Placement:
+    """CPU of each server node, of each Redis process and of the generator (None: not
+    pinned)."""
+
+    servers: list[int | None]
+    generator: int | None
+    redis: list[int | None]
 
 
-def plan_cpus(nodes: int, pin: bool) -> tuple[list[int | None], int | None]:
-    """CPU of each server node and of the generator; all None when pinning is not possible."""
+def plan_cpus(nodes: int, pin: bool, shards: int = 0) -> Placement:
+    """The generator on the last CPU; the nodes, then the Redis processes, round-robin
+    over the others: each its own core when there are enough, and on two CPUs all of
+    them on the first (the generator's core stays its own). All None when pinning is
+    not possible."""
     cpus = sorted(os.sched_getaffinity(0))
     if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
-        return [None] * nodes, None
-    return [cpus[i % (len(cpus) - 1)] for i in range(nodes)], cpus[-1]
+        return Placement([None] * nodes, None, [None] * shards)
+    rest = cpus[:-1]
+    placed: list[int | None] = [rest[i % len(rest)] for i in range(nodes + shards)]
+    return Placement(placed[:nodes], cpus[-1], placed[nodes:])
 
 
 @contextmanager
@@ -124,72 +136,72 @@ class Spawned:
     pids: tuple[int, ...]
     key_file: Path
     generator_cpu: int | None
+    redis: RedisTopology | None = None
 
 
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
-    return "\n".join(text) or "(no output)"
-
-
-def _health_ok(port: int) -> bool:
+def _health_ok(port: int, path: str) -> bool:
     # A blocking probe in a thread: simpler than asyncio streams, and a refused connect
     # raised inside uvloop before a success confuses coverage's tracer on Python 3.11.
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET /ws/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(request.encode())
             return sock.recv(64).split(b" ")[1:2] == [b"200"]
     except OSError:
         return False
 
 
-async def _wait_ready(process: asyncio.subprocess.Process, port: int, log: Path) -> None:
+async def _wait_ready(
+    kind: ServerKind, process: asyncio.subprocess.Process, port: int, log: Path
+) -> None:
+    # callroom: /readyz (SPEC §4), which waits for its Redis subscriber too; a node that
+    # only answers /ws/health would refuse the first messages with `unavailable`. The
+    # peers have /ws/health only.
+    path = "/readyz" if kind is ServerKind.CALLROOM else "/ws/health"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + READY_TIMEOUT_SECONDS
     while loop.time() < deadline:
         if process.returncode is not None:
-            raise BenchError(f"the server exited with code {process.returncode}:\n{_tail(log)}")
-        if await asyncio.to_thread(_health_ok, port):
+            raise BenchError(f"the server exited with code {process.returncode}:\n{tail(log)}")
+        if await asyncio.to_thread(_health_ok, port, path):
             return
         await asyncio.sleep(0.1)
-    raise BenchError(f"the server did not answer GET /ws/health in time:\n{_tail(log)}")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+    raise BenchError(f"the server did not answer GET {path} in time:\n{tail(log)}")
 
 
 @asynccontextmanager
 async def spawn(
-    kind: ServerKind, nodes: int = 1, pin: bool = True, *, lobby: bool = False
+    kind: ServerKind,
+    nodes: int = 1,
+    pin: bool = True,
+    shards: int = 0,
+    *,
+    lobby: bool = False,
 ) -> AsyncIterator[Spawned]:
-    """Start ``nodes`` servers of ``kind``, wait until they serve, stop them on exit;
-    ``lobby``: with callroom's waiting room on (the storm scenario)."""
+    """Start ``nodes`` servers of ``kind`` (on a Redis of ``shards`` shards started first,
+    when given), wait until they serve, stop them all on exit; ``lobby``: with
+    callroom's waiting room on (the storm scenario)."""
     workdir = Path(tempfile.mkdtemp(prefix="callroom-bench-"))
-    server_cpus, generator_cpu = plan_cpus(nodes, pin)
+    placement = plan_cpus(nodes, pin, shards)
     env = os.environ | BENCH_ENV | ({"LOBBY_ENABLED": "true"} if lobby else {})
     env.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
     # The dev server creates its key in its working directory at start; the bench mints
     # with that file once the server answers.
     key_file = workdir / DEV_KEY_FILE
     processes: list[tuple[asyncio.subprocess.Process, int, Path]] = []
+    redis: RedisTopology | None = None
+    stack = AsyncExitStack()
     try:
-        for node, cpu in enumerate(server_cpus):
+        if shards:
+            redis = await stack.enter_async_context(start_redis(shards, placement.redis, workdir))
+            env["REDIS_URL"] = redis.url
+        for node, cpu in enumerate(placement.servers):
             port = free_port()
             command = server_command(kind, port)
             if cpu is not None:
                 command = ["taskset", "-c", str(cpu), *command]
             log = workdir / f"server-{node}.log"
-            fd = _open_log(log)
+            fd = open_log(log)
             try:
                 process = await asyncio.create_subprocess_exec(
                     *command, cwd=workdir, env=env, stdout=fd, stderr=asyncio.subprocess.STDOUT
@@ -198,14 +210,16 @@ async def spawn(
                 os.close(fd)
             processes.append((process, port, log))
         for process, port, log in processes:
-            await _wait_ready(process, port, log)
+            await _wait_ready(kind, process, port, log)
         yield Spawned(
             kind=kind,
             urls=tuple(f"ws://127.0.0.1:{port}" for _, port, _ in processes),
             pids=tuple(process.pid for process, _, _ in processes),
             key_file=key_file,
-            generator_cpu=generator_cpu,
+            generator_cpu=placement.generator,
+            redis=redis,
         )
     finally:
-        await asyncio.gather(*(_stop(process) for process, _, _ in processes))
+        await asyncio.gather(*(stop(process) for process, _, _ in processes))
+        await stack.aclose()  # Redis after the nodes: they leave their rooms on SIGTERM
         shutil.rmtree(workdir, ignore_errors=True)

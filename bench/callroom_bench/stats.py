@@ -62,12 +62,14 @@ class CpuUse:
     ``generator`` is the generator process's own CPU (Node's ``process.cpuUsage``);
     ``generator_core`` how busy the generator's core was (``/proc/stat``, anything on it:
     the generator, the kernel's network work done there, other processes), when the
-    generator has a core of its own.
+    generator has a core of its own. ``redis`` is each Redis process's CPU when the
+    bench started the Redis (``cluster --shards``), in the order of its ports.
     """
 
     generator: float
     server: float | None
     generator_core: float | None = None
+    redis: tuple[float, ...] | None = None
 
     @property
     def generator_busy(self) -> float:
@@ -75,15 +77,32 @@ class CpuUse:
         return max(self.generator, self.generator_core or 0.0)
 
 
-class CpuMeter:
-    """Measures the server's CPU and the generator's core over the window between
-    ``__init__`` and ``stop``; the generator's own CPU comes from the generator."""
+@dataclass(frozen=True)
+class Window:
+    """What ``CpuMeter.stop`` measured, as shares of one core (None: not measured)."""
 
-    def __init__(self, server_pids: Sequence[int], generator_core: int | None = None) -> None:
+    server: float | None
+    generator_core: float | None
+    redis: tuple[float, ...] | None
+
+
+class CpuMeter:
+    """Measures the server's CPU, each Redis process's and the generator's core over the
+    window between ``__init__`` and ``stop``; the generator's own CPU comes from the
+    generator."""
+
+    def __init__(
+        self,
+        server_pids: Sequence[int],
+        generator_core: int | None = None,
+        redis_pids: Sequence[int] = (),
+    ) -> None:
         self._pids = tuple(server_pids)
         self._core = generator_core
+        self._redis_pids = tuple(redis_pids)
         self._wall = time.monotonic()
         self._server = self._server_cpu()
+        self._redis = [process_cpu_seconds(pid) for pid in self._redis_pids]
         self._core_ticks = None if generator_core is None else core_ticks(generator_core)
 
     def _server_cpu(self) -> float | None:
@@ -91,14 +110,18 @@ class CpuMeter:
             return None
         return sum(process_cpu_seconds(pid) for pid in self._pids)
 
-    def stop(self) -> tuple[float | None, float | None]:
-        """(server, generator's core) as shares of one core, None where not measured."""
+    def stop(self) -> Window:
+        """The window's CPU shares."""
         wall = max(time.monotonic() - self._wall, 1e-9)
         before, after = self._server, self._server_cpu()
         server = None if before is None or after is None else round((after - before) / wall, 3)
+        redis = tuple(
+            round((process_cpu_seconds(pid) - spent) / wall, 3)
+            for pid, spent in zip(self._redis_pids, self._redis, strict=True)
+        )
         core = None
         if self._core is not None and self._core_ticks is not None:
             busy, total = core_ticks(self._core)
             spent = total - self._core_ticks[1]
             core = round((busy - self._core_ticks[0]) / spent, 3) if spent > 0 else None
-        return server, core
+        return Window(server, core, redis or None)

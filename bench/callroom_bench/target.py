@@ -49,13 +49,15 @@ class Minter:
 
 @dataclass(frozen=True)
 class Target:
-    """Base URLs (members are spread over them round-robin), wire protocol, server PIDs."""
+    """Base URLs (members are spread over them round-robin), wire protocol, server PIDs,
+    and the PIDs of the Redis processes when the bench started them."""
 
     name: str
     urls: tuple[str, ...]
     protocol: Protocol
     minter: Minter | None = None
     server_pids: tuple[int, ...] = field(default=())
+    redis_pids: tuple[int, ...] = field(default=())
 
     def url(self, room: str, member: int, client_id: str) -> str:
         """The URL for member ``member`` of ``room``; its node is ``member % len(urls)``."""

@@ -101,6 +101,7 @@ REPORT_KEYS = {
     "server_pids",
     "pinned",
     "generator",
+    "redis",
     "params",
     "headline",
     "result",
@@ -115,12 +116,16 @@ STEP_KEYS = {
     "delivered",
     "lost",
     "delivered_per_s",
+    "delivered_per_server_core",
+    "redis_ceiling_per_s",
     "latency_ms",
     "cpu",
     "generator_saturated",
     "errors",
     "ok",
 }
+
+CPU_KEYS = {"generator", "server", "generator_core", "redis"}
 
 
 class Server(NamedTuple):
@@ -203,7 +208,7 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
         assert result["joined"] == result["connections"] == 6
         assert result["joins_per_s"] > 0
         assert set(result["latency_ms"]) == {"p50", "p99", "max"}
-        assert set(result["cpu"]) == {"generator", "server", "generator_core"}
+        assert set(result["cpu"]) == CPU_KEYS
         if name == "storm":  # everyone got in: the headline is the p99
             assert report["headline"]["value"] == result["latency_ms"]["p99"]
             assert result["opened_s"] > 0
@@ -219,7 +224,7 @@ def _assert_worked(name: str, report: dict[str, Any]) -> None:
         assert step["lost"] == 0
         assert step["errors"] == {}
         assert set(step["latency_ms"]) == {"p50", "p99", "max"}
-        assert set(step["cpu"]) == {"generator", "server", "generator_core"}
+        assert set(step["cpu"]) == CPU_KEYS
         assert step["cpu"]["generator"] > 0  # the generator's own CPU, from Node
         assert result["usable"] == report["headline"]["usable"]
 
@@ -235,6 +240,8 @@ def test_every_scenario_runs_against_the_picows_relay(
     report = _bench([*TINY[name], *urls, *target], tmp_path)
     _assert_worked(name, report)
     assert report["server_pids"] == pids
+    assert report["redis"] is None  # the bench started no Redis
+    assert all(step["redis_ceiling_per_s"] is None for step in report["result"].get("steps", []))
     assert ("workload" in report["params"]) == name.startswith("cluster")
     if name == "join":
         assert report["result"]["cpu"]["server"] is None
@@ -409,6 +416,8 @@ def test_compare_spawns_callroom_as_the_baseline(tmp_path: Path) -> None:
         (["chat", "--rates", "fast"], "not a list of numbers"),
         (["chat", "--rates", "0"], "at least one rate"),
         (["cluster"], "nodes must share rooms"),
+        (["cluster", "--shards", "2"], "at least 3 primaries"),
+        (["cluster", "--shards", "1", "--url", "ws://127.0.0.1:1"], "leave out --url"),
     ],
 )
 def test_bad_options_are_refused(
@@ -597,6 +606,8 @@ def _step(generator_cpu: float, core: float | None, ok: bool = True) -> StepResu
         delivered=1,
         lost=0,
         delivered_per_s=10 * generator_cpu,
+        delivered_per_server_core=10 * generator_cpu,
+        redis_ceiling_per_s=None,
         latency_ms=Latency(1, 2, 3),
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= 0.7,
@@ -704,3 +715,49 @@ def test_cluster_spawns_nodes_sharing_rooms_through_redis(
     _assert_worked(name, report)
     assert len(set(report["urls"])) == 2
     assert len(set(report["server_pids"])) == 2
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_cluster_starts_a_redis_of_its_own_with_m_shards(shards: int, tmp_path: Path) -> None:
+    """`bench cluster --shards M` starts its own Redis (one redis-server, or a Redis
+    Cluster of M primaries), two callroom nodes on it whatever REDIS_URL says, and stops
+    every process it started."""
+    out = tmp_path / "result.json"
+    unreachable = {"REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # must not be used
+    args = [*TINY["cluster-chat"], "--shards", str(shards), "--json", str(out)]
+    result = CliRunner().invoke(bench_app, args, env=unreachable)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(out.read_text())
+    _assert_worked("cluster-chat", report)
+    redis = report["redis"]
+    assert redis["shards"] == shards
+    assert redis["mode"] == ("single" if shards == 1 else "cluster")
+    assert redis["url"].startswith("redis://" if shards == 1 else "redis+cluster://")
+    assert len(set(redis["ports"])) == len(set(redis["pids"])) == len(redis["cpus"]) == shards
+    assert len(set(report["server_pids"])) == 2
+    (step,) = report["result"]["steps"]
+    assert len(step["cpu"]["redis"]) == shards
+    assert all(share >= 0 for share in step["cpu"]["redis"])
+    ceiling = step["redis_ceiling_per_s"]  # None when every share rounded to 0
+    assert ceiling is None or ceiling >= step["delivered_per_s"]  # a share <= one core
+    for pid in [*redis["pids"], *report["server_pids"]]:
+        assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def _children(command: str) -> list[int]:
+    """PIDs of this process's children running ``command`` (from /proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            name, _, rest = stat.read_text().partition(") ")
+            if name.endswith(f"({command}") and int(rest.split()[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_cluster_stops_its_redis_when_a_node_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "bogus")  # callroom refuses to start (SPEC §6)
+    result = CliRunner().invoke(bench_app, [*TINY["cluster-chat"], "--shards", "3"])
+    assert result.exit_code == 1, result.output
+    assert "the server exited" in " ".join(result.output.split())
+    assert _children("redis-server") == []
