@@ -30,6 +30,7 @@ from callroom_bench.params import DEFAULTS, Params, Scenario
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
 from callroom_bench.servers import ServerKind
+from callroom_bench.soak import soak_command
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 
 PROG_NAME = "callroom-bench"
@@ -346,6 +347,9 @@ def cluster(
     spawn = ServerKind.CALLROOM
     source = _source(url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes)
     _execute(params, source, json_path)
+
+
+bench_app.command("soak")(soak_command)  # its options and checks: callroom_bench/soak.py
 
 
 @bench_app.command("compare")
