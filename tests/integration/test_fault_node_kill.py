@@ -84,13 +84,6 @@ DEPLOYMENTS: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
 }
 
 
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
-
-
 @pytest.fixture(params=sorted(DEPLOYMENTS))
 async def nodes(
     request: pytest.FixtureRequest, jwks_server: JwksServer, tmp_path: Path

@@ -69,13 +69,6 @@ async def postgres() -> AsyncIterator[PostgresProcess]:
         yield server
 
 
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
-
-
 @pytest.fixture(params=sorted(DEPLOYMENTS))
 async def meeting(
     request: pytest.FixtureRequest,
