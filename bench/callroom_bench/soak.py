@@ -29,6 +29,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,8 +38,9 @@ import orjson
 import typer
 from rich.console import Console
 
+from callroom import __version__
 from callroom_bench.client import Protocol
-from callroom_bench.report import write_json
+from callroom_bench.report import machine, write_json
 from callroom_bench.runner import run_sync
 from callroom_bench.servers import ServerKind, pinned_generator, spawn
 from callroom_bench.stats import process_rss_kb
@@ -296,6 +298,8 @@ async def _soak(params: SoakParams, target: Target, limits: Limits, run: str) ->
     if len(target.urls) != 1 or len(target.server_pids) != 1:
         raise BenchError("the soak watches one server: give one --url and its --server-pid")
     timeout = aiohttp.ClientTimeout(total=JOIN_TIMEOUT_SECONDS)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    load_before = os.getloadavg()  # a soak measures growth, not speed: the load is context
     async with aiohttp.ClientSession(timeout=timeout) as session:
         sampler = Sampler(session, target.urls[0], target.server_pids[0])
         before = await sampler.sample()
@@ -319,7 +323,11 @@ async def _soak(params: SoakParams, target: Target, limits: Limits, run: str) ->
     if totals.errors:
         reasons.append(f"{totals.errors} error frames: {totals.error_codes}")
     return {
+        "tool": "callroom bench",
+        "version": __version__,
         "scenario": "soak",
+        "started_at": started_at,
+        "machine": machine() | {"load_average": [load_before, os.getloadavg()]},
         "params": asdict(params),
         "limits": asdict(limits),
         "before": asdict(before),

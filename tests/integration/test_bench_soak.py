@@ -49,6 +49,8 @@ def test_a_short_soak_samples_the_server_and_passes(tmp_path: Path) -> None:
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["passed"] is True
     assert report["reasons"] == []
+    assert report["scenario"] == "soak"
+    assert len(report["machine"]["load_average"]) == 2  # at the start and at the end
     samples = report["samples"]
     assert len(samples) >= 20  # 15 s every 0.5 s
     assert max(s["rooms"] for s in samples) >= 2
