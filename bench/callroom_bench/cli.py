@@ -30,7 +30,7 @@ from callroom_bench.params import DEFAULTS, Params, Scenario
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
 from callroom_bench.servers import ServerKind
-from callroom_bench.soak import soak_command
+from callroom_bench.soak_cli import soak_command
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 
 PROG_NAME = "callroom-bench"
@@ -349,7 +349,7 @@ def cluster(
     _execute(params, source, json_path)
 
 
-bench_app.command("soak")(soak_command)  # its options and checks: callroom_bench/soak.py
+bench_app.command("soak")(soak_command)  # callroom_bench/soak_cli.py, soak.py
 
 
 @bench_app.command("compare")

@@ -24,24 +24,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import secrets
 import statistics
 import time
+from asyncio import Event
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiohttp
 import orjson
-import typer
-from rich.console import Console
 
 from callroom import __version__
 from callroom_bench.client import Protocol
-from callroom_bench.report import machine, write_json
-from callroom_bench.runner import run_sync
+from callroom_bench.report import machine
 from callroom_bench.servers import ServerKind, pinned_generator, spawn
 from callroom_bench.stats import process_rss_kb
 from callroom_bench.target import BenchError, Minter, Target
@@ -96,6 +93,7 @@ class Totals:
     frames_received: int = 0
     errors: int = 0
     send_failures: int = 0
+    farewells_lost: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
 
 
@@ -251,10 +249,20 @@ class Meetings:
         sockets = [ws for ws in joined if isinstance(ws, aiohttp.ClientWebSocketResponse)]
         self.totals.joins += len(sockets)
         self.totals.join_failures += len(joined) - len(sockets)
-        readers = [asyncio.create_task(self._read(ws)) for ws in sockets]
+        byes = [(f"{cid} leaves", asyncio.Event()) for cid in ids[: len(sockets)]]
+        readers = [
+            asyncio.create_task(self._read(ws, bye)) for ws, bye in zip(sockets, byes, strict=True)
+        ]
         try:
             await asyncio.gather(
                 *(self._send(ws, ids[(m + 1) % len(ids)]) for m, ws in enumerate(sockets))
+            )
+            # A socket's frames are handled in order and add_chat comes back to its sender
+            # (SPEC §3.1): once every member has its last message back, every candidate
+            # addressed to a member was handled before anyone leaves (else the server
+            # answers target_not_found, rightly: the race would be the bench's).
+            await asyncio.gather(
+                *(self._bye(ws, bye) for ws, bye in zip(sockets, byes, strict=True))
             )
         finally:
             for ws in sockets:
@@ -283,9 +291,22 @@ class Meetings:
                 self.totals.send_failures += 1  # the server closed it: a reason to fail
                 return
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _bye(self, ws: aiohttp.ClientWebSocketResponse, bye: tuple[str, Event]) -> None:
+        text, back = bye
+        self.totals.chat_sent += 1
+        try:
+            await ws.send_str(
+                orjson.dumps({"event": "add_chat", "payload": {"chatContent": text}}).decode()
+            )
+            await asyncio.wait_for(back.wait(), JOIN_TIMEOUT_SECONDS)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError):
+            self.totals.farewells_lost += 1
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, bye: tuple[str, Event]) -> None:
         async for message in ws:
             self.totals.frames_received += 1
+            if message.type is aiohttp.WSMsgType.TEXT and bye[0] in message.data:
+                bye[1].set()  # its own last message back
             if message.type is aiohttp.WSMsgType.TEXT and '"error"' in message.data:
                 decoded = orjson.loads(message.data)
                 if decoded.get("event") == "error":
@@ -318,8 +339,9 @@ async def _soak(params: SoakParams, target: Target, limits: Limits, run: str) ->
     totals = meetings.totals
     if totals.join_failures:
         reasons.append(f"{totals.join_failures} joins failed")
-    if totals.send_failures:
-        reasons.append(f"{totals.send_failures} sockets closed under the senders")
+    if totals.send_failures or totals.farewells_lost:
+        lost = totals.send_failures + totals.farewells_lost
+        reasons.append(f"{lost} sockets closed under the senders or their last message lost")
     if totals.errors:
         reasons.append(f"{totals.errors} error frames: {totals.error_codes}")
     return {
@@ -362,46 +384,3 @@ async def soak(
         with pinned_generator(server.generator_cpu):
             report = await _soak(params, target, limits, run)
         return report | {"pinned": server.generator_cpu is not None}
-
-
-def soak_command(
-    minutes: Annotated[float, typer.Option(min=0.05, help="Length of the load.")] = 30.0,
-    rooms: Annotated[int, typer.Option(min=1, help="Meetings at once.")] = 20,
-    room_size: Annotated[int, typer.Option(min=2, help="Members per meeting.")] = 4,
-    meeting_seconds: Annotated[float, typer.Option(min=0.5, help="Length of a meeting.")] = 4.0,
-    chat_rate: Annotated[float, typer.Option(min=0, help="add_chat frames/s in total.")] = 150.0,
-    signal_rate: Annotated[float, typer.Option(min=0, help="candidate frames/s in total.")] = 150.0,
-    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between samples.")] = 5.0,
-    warmup: Annotated[float, typer.Option(min=0, help="Seconds of samples not judged.")] = 30.0,
-    url: Annotated[str | None, typer.Option(help="A running server (else one is spawned).")] = None,
-    server_pid: Annotated[int | None, typer.Option(help="PID of the --url server.")] = None,
-    key_file: Annotated[Path | None, typer.Option(help="Token key of --url's server.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result.")] = None,
-    pin: Annotated[bool, typer.Option(help="Pin the server and the clients apart.")] = True,
-) -> None:
-    """Steady joins, leaves, chat and signaling; fails if RSS, fds or tasks grow."""
-    params = SoakParams(
-        minutes * 60, rooms, room_size, meeting_seconds, chat_rate, signal_rate, interval, warmup
-    )
-    err = Console(stderr=True)
-    urls = (url,) if url else ()
-    pids = (server_pid,) if server_pid else ()
-    try:
-        report = run_sync(soak(params, Limits(), secrets.token_hex(3), urls, pids, key_file, pin))
-    except BenchError as exc:
-        err.print(f"[red]bench failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-    if json_path is not None:
-        write_json(json_path, report)
-        err.print(f"wrote {json_path}")
-    before, after, totals = report["before"], report["after"], report["totals"]
-    print(
-        f"soak {minutes:g} min: joins {totals['joins']}, leaves {totals['leaves']}, "
-        f"chat {totals['chat_sent']}, candidates {totals['candidates_sent']}; "
-        f"RSS {before['rss_kb']} -> {after['rss_kb']} KiB, fds {before['fds']} -> "
-        f"{after['fds']}, tasks {before['tasks']} -> {after['tasks']}"
-    )
-    if not report["passed"]:
-        print("soak FAILED: " + "; ".join(report["reasons"]))
-        raise typer.Exit(1)
-    print("soak passed: no growth")
