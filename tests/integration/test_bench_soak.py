@@ -60,6 +60,7 @@ def test_a_short_soak_samples_the_server_and_passes(tmp_path: Path) -> None:
     assert totals["joins"] >= 3 * 2 * 5  # 3 meetings of 2, a new one every second or so
     assert totals["joins"] == totals["leaves"]
     assert totals["join_failures"] == totals["errors"] == totals["send_failures"] == 0
+    assert totals["farewells_lost"] == 0  # every member had its last message back
     assert totals["chat_sent"] > 0
     assert totals["candidates_sent"] > 0
     # Chat reaches the room, sender included; a candidate its target.
