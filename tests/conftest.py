@@ -3,6 +3,7 @@ nodes of a deployment (one, or two on Redis: tests/deployment.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from callroom_testing import (
 )
 from deployment import DeployFactory, Deployment
 from redis_cluster import RedisTestCluster
+from restart_members import Member
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +74,15 @@ async def start_node(jwks_server: JwksServer, tmp_path: Path) -> AsyncIterator[N
     for node in nodes:
         if not node.stopped.is_set():
             await node.stop()
+
+
+@pytest.fixture
+async def people() -> AsyncIterator[list[Member]]:
+    """The members of a meeting scenario (tests/restart_meeting.py); they leave before
+    the nodes stop (fixture order: request it after the nodes)."""
+    members: list[Member] = []
+    yield members
+    await asyncio.gather(*(member.leave() for member in members))
 
 
 @pytest.fixture(scope="session")

@@ -343,6 +343,23 @@ async def chatter(member: Member, stop: asyncio.Event, *, window: int, pace: flo
             await member.changed(pace)
 
 
+async def busy_chat(
+    talkers: list[Member], stop: asyncio.Event, *, window: int, pace: float, warmup: int, burst: int
+) -> list[asyncio.Task[None]]:
+    """The chat traffic before a fault: every talker's ``chatter`` started, awaited until
+    each has ``warmup`` messages acknowledged, then ``burst`` more sent by each at once,
+    in flight when the fault lands. The traffic's tasks, to gather once ``stop`` is set."""
+    traffic = [asyncio.create_task(chatter(m, stop, window=window, pace=pace)) for m in talkers]
+    warmed = await asyncio.gather(
+        *(m.wait_until(lambda m: len(m.acknowledged()) >= warmup, 10) for m in talkers)
+    )
+    assert all(warmed), "the chat traffic before the kill"
+    for member in talkers:
+        for _ in range(burst):
+            await member.chat(member.next_chat_id())
+    return traffic
+
+
 @dataclass
 class Findings:
     """The acceptance points of one scenario: each checked, every failure kept, so one

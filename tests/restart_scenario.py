@@ -31,7 +31,7 @@ from restart_meeting import (
     rooms_problem,
     within,
 )
-from restart_members import Findings, Member, chatter
+from restart_members import Findings, Member, busy_chat
 
 # A busy meeting without rate_limited noise: four members sending up to 50 messages a
 # second each (SPEC §6 rate limit raised; nothing here is about the limit).
@@ -59,14 +59,10 @@ async def restart_during_meeting(meeting: Meeting, *, busy: bool, kill: bool = T
     stop = asyncio.Event()
     traffic: list[asyncio.Task[None]] = []
     if busy:
-        traffic = [asyncio.create_task(chatter(m, stop, window=WINDOW, pace=PACE)) for m in talkers]
-        warmed = await all_of(
-            *(m.wait_until(lambda m: len(m.acknowledged()) >= WARMUP, 10) for m in talkers)
+        # The kill lands while the burst is on its way.
+        traffic = await busy_chat(
+            talkers, stop, window=WINDOW, pace=PACE, warmup=WARMUP, burst=BURST
         )
-        assert warmed, "the chat traffic before the kill"
-        for member in talkers:  # the kill lands while these are on their way
-            for _ in range(BURST):
-                await member.chat(member.next_chat_id())
     else:
         for member in talkers:
             for _ in range(QUIET):

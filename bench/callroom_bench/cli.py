@@ -51,6 +51,7 @@ from callroom_bench.redis_topology import shards_problem
 from callroom_bench.report import compare_table, result_table, write_json
 from callroom_bench.runner import Source, bench, compare, run_sync
 from callroom_bench.servers import ServerKind
+from callroom_bench.soak_cli import soak_command
 from callroom_bench.target import DEV_KEY_FILE, BenchError
 
 PROG_NAME = "callroom-bench"
@@ -362,6 +363,9 @@ def cluster(
         url, spawn, protocol, server_pid, key_file, issuer, audience, pin, nodes, shards
     )
     _execute(params, source, json_path)
+
+
+bench_app.command("soak")(soak_command)  # callroom_bench/soak_cli.py, soak.py
 
 
 @bench_app.command("compare")

@@ -15,6 +15,7 @@ them on that thread too.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -108,6 +109,15 @@ class _HotCollector(Collector):
         )
 
 
+def _running_tasks() -> float:
+    """Tasks of the running loop; 0 when scraped outside one (``render`` called from a
+    test's thread)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
+
+
 READY_PARTS = ("store", "keys", "bus")
 JWKS_OUTCOMES = ("ok", "error")
 
@@ -150,6 +160,13 @@ class Metrics:
             "callroom_ws_connections", "Open WebSocket connections on this node", registry=r
         )
         self.rooms_active = Gauge("callroom_rooms_active", "Rooms open on this node", registry=r)
+        # Read at scrape time: a task that outlives its connection or room shows here as
+        # growth (the soak scenario of the benchmark watches it; docs/operations.md).
+        Gauge(
+            "callroom_asyncio_tasks",
+            "Unfinished asyncio tasks in the node's event loop",
+            registry=r,
+        ).set_function(_running_tasks)
         self.rooms_created = Counter(
             "callroom_rooms_created", "Rooms created on this node", registry=r
         )

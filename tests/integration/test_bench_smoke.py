@@ -696,7 +696,7 @@ def test_the_bench_is_its_own_command(command: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Usage: callroom-bench" in result.stdout
-    for scenario in ("join", "chat", "bigroom", "signal", "idle", "cluster", "compare"):
+    for scenario in ("join", "chat", "bigroom", "signal", "idle", "cluster", "soak", "compare"):
         assert scenario in result.stdout
 
 

@@ -1,9 +1,9 @@
 """A callroom node killed with ``kill -9`` mid-meeting (issue 21; SPEC §2, §7, §8).
 
 Two nodes run as real processes (``python -m callroom serve``, tests/node_process.py)
-over the tests' Redis, with a REDIS_PREFIX of the test's own, and one PostgreSQL
-database for the chat history. (``DEPLOYMENTS``: what the nodes share is a parameter, so
-a Redis Cluster is one more entry.) The meeting of tests/restart_meeting.py is spread
+over what ``DEPLOYMENTS`` names: the tests' Redis, with a REDIS_PREFIX of the test's
+own, or the suite's Redis Cluster (``redis+cluster://``); and one PostgreSQL database
+for the chat history. The meeting of tests/restart_meeting.py is spread
 over them: alice, carol on the first; bob, dan and erin (waiting) on the second. Every
 admitted member chats, numbering its messages. With messages in flight the second node
 gets SIGKILL: its members' sockets break without a close frame, and they reconnect, like
@@ -49,13 +49,12 @@ from node_process import NodeProcess
 from restart_checks import check_answers, check_chat_round, check_history, history, report
 from restart_meeting import (
     Meeting,
-    all_of,
     assemble,
     members_problem,
     rooms_problem,
     within,
 )
-from restart_members import Findings, Member, chatter
+from restart_members import Findings, Member, busy_chat
 
 HEARTBEAT = 1.0  # HEARTBEAT_INTERVAL_SECONDS: the dead node is swept within 4/3 of it
 GRACE = 10.0  # RECONNECT_GRACE_SECONDS: the members' time to come back
@@ -66,20 +65,23 @@ SETTLED_SECONDS = GRACE  # the members back, the room as before
 DIED_SECONDS = 4 * HEARTBEAT  # SPEC §7: dropped within 2 x the interval (margin: CPU)
 
 
-def redis_deployment() -> dict[str, str]:
+def redis_deployment(request: pytest.FixtureRequest) -> dict[str, str]:
     """One Redis, the tests' (CALLROOM_TEST_REDIS_URL), with a key prefix of this
     test's own: pub/sub channels ignore database numbers (SPEC §9 "Redis")."""
     return {"REDIS_URL": REDIS_TEST_URL, "REDIS_PREFIX": f"fault-{uuid.uuid4().hex[:10]}"}
 
 
-DEPLOYMENTS: dict[str, Callable[[], dict[str, str]]] = {"redis": redis_deployment}
+def redis_cluster_deployment(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The suite's Redis Cluster (3 primaries, 3 replicas: tests/redis_cluster.py),
+    emptied, as ``redis+cluster://`` (SPEC §9 "Redis Cluster")."""
+    url: str = request.getfixturevalue("cluster_url")
+    return {"REDIS_URL": url}
 
 
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
+DEPLOYMENTS: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
+    "redis": redis_deployment,
+    "redis_cluster": redis_cluster_deployment,
+}
 
 
 @pytest.fixture(params=sorted(DEPLOYMENTS))
@@ -96,7 +98,7 @@ async def nodes(
         RATE_LIMIT_PER_SECOND="1000",
         RATE_LIMIT_BURST="1000",
         SHUTDOWN_GRACE_SECONDS="3",
-        **DEPLOYMENTS[request.param](),
+        **DEPLOYMENTS[request.param](request),
     )
     async with fresh_pg_database() as database:
         env["DATABASE_URL"] = database
@@ -121,14 +123,7 @@ async def test_members_of_a_killed_node_rejoin_another_and_no_acknowledged_messa
         member.fallbacks = [survivor]
     talkers = meeting.admitted()
     stop = asyncio.Event()
-    traffic = [asyncio.create_task(chatter(m, stop, window=WINDOW, pace=PACE)) for m in talkers]
-    warmed = await all_of(
-        *(m.wait_until(lambda m: len(m.acknowledged()) >= WARMUP, 10) for m in talkers)
-    )
-    assert warmed, "the chat traffic before the kill"
-    for member in talkers:
-        for _ in range(BURST):
-            await member.chat(member.next_chat_id())
+    traffic = await busy_chat(talkers, stop, window=WINDOW, pace=PACE, warmup=WARMUP, burst=BURST)
     in_flight = {m.client_id: m.link.unanswered for m in talkers}
     # Sent through the node about to die and not answered yet: stored or not, broadcast
     # or not, nobody can tell until the sender retries through the other node.

@@ -3,7 +3,7 @@
 
 The test makes a PostgreSQL cluster of its own (``initdb``, tests/pg_process.py) and
 runs callroom nodes with their chat history in it: one node, or two sharing the tests'
-Redis (``DEPLOYMENTS``: a deployment is one more parameter). The meeting of the Redis
+Redis or the suite's Redis Cluster (``DEPLOYMENTS``, one parameter each). The meeting of the Redis
 restart tests (tests/restart_meeting.py: alice hosts, bob with his hand up, carol
 sharing her screen, dan, erin in the lobby) chats, every admitted member numbering its
 messages (tests/restart_members.py keeps the ledger). With messages in flight the
@@ -41,7 +41,7 @@ from restart_meeting import (
     rooms_problem,
     within,
 )
-from restart_members import Findings, Member, chatter
+from restart_members import Findings, Member, busy_chat
 
 if TYPE_CHECKING:
     from callroom.server.node import Node
@@ -54,22 +54,19 @@ DOWN_SECONDS = 10.0  # until every /readyz names the store
 READY_SECONDS = 10.0  # SPEC §6: ready within 10 s of the part coming back
 RETRY_SECONDS = 15.0  # until every message a member sent is acknowledged
 
-# How many nodes, and what they share besides the chat store (a later Redis Cluster
-# deployment is one more entry).
-DEPLOYMENTS = {"one_node": 1, "two_nodes_redis": 2}
+# How many nodes, and what they share besides the chat store: nothing, the tests' Redis
+# or the suite's Redis Cluster (tests/redis_cluster.py, 3 primaries and 3 replicas).
+DEPLOYMENTS: dict[str, tuple[int, str | None]] = {
+    "one_node": (1, None),
+    "two_nodes_redis": (2, "redis"),
+    "two_nodes_redis_cluster": (2, "redis_cluster"),
+}
 
 
 @pytest.fixture
 async def postgres() -> AsyncIterator[PostgresProcess]:
     async with PostgresProcess() as server:
         yield server
-
-
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
 
 
 @pytest.fixture(params=sorted(DEPLOYMENTS))
@@ -80,10 +77,12 @@ async def meeting(
     people: list[Member],
     make_token: TokenFactory,
 ) -> Meeting:
-    count = DEPLOYMENTS[request.param]
+    count, redis = DEPLOYMENTS[request.param]
     shared: dict[str, Any] = {"DATABASE_URL": postgres.url(), **SETTINGS}
-    if count > 1:
+    if redis == "redis":
         shared["REDIS_URL"] = await flush_test_redis()
+    elif redis == "redis_cluster":
+        shared["REDIS_URL"] = request.getfixturevalue("cluster_url")
     nodes = [cast("Node", await start_node(**shared)) for _ in range(count)]
     return Meeting(nodes, None, make_token, people)
 
@@ -134,14 +133,7 @@ async def test_chat_lives_through_a_postgres_kill_and_restart(
     await assemble(meeting)
     talkers = meeting.admitted()
     stop = asyncio.Event()
-    traffic = [asyncio.create_task(chatter(m, stop, window=WINDOW, pace=PACE)) for m in talkers]
-    warmed = await all_of(
-        *(m.wait_until(lambda m: len(m.acknowledged()) >= WARMUP, 10) for m in talkers)
-    )
-    assert warmed, "the chat traffic before the kill"
-    for member in talkers:
-        for _ in range(BURST):
-            await member.chat(member.next_chat_id())
+    traffic = await busy_chat(talkers, stop, window=WINDOW, pace=PACE, warmup=WARMUP, burst=BURST)
     marks = {m: m.mark() for m in meeting.members.values()}
     acked_before = set().union(*(m.acknowledged() for m in talkers))
     in_flight = sum(m.link.unanswered for m in talkers)

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-
-import pytest
 
 from callroom_testing import Client, TokenFactory, join_admitted, join_room
 from redis_cluster import ClusterNode, RedisTestCluster
@@ -101,13 +99,6 @@ class PrimaryRestartEmpty:
     async def restart(self) -> None:
         assert self.killed is not None
         await self.cluster.restart(self.killed)
-
-
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
 
 
 async def own_cluster(tmp_path: Path, replicas: int) -> RedisTestCluster:

@@ -30,7 +30,6 @@ waits a fixed time: each waits for an event or a state, with a deadline.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -54,14 +53,6 @@ NodeStarter = Callable[..., Awaitable[Any]]
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     async with RedisProcess(tmp_path / "redis") as server:
         yield server
-
-
-@pytest.fixture
-async def people() -> AsyncIterator[list[Member]]:
-    """Every member of the test; they leave before the nodes stop (fixture order)."""
-    members: list[Member] = []
-    yield members
-    await asyncio.gather(*(member.leave() for member in members))
 
 
 @pytest.fixture

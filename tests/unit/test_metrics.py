@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from callroom.metrics import HotHistogram, Metrics
@@ -50,3 +52,19 @@ def test_hot_metrics_are_exposed_as_prometheus_counters_and_a_histogram() -> Non
     assert after[("callroom_message_handling_seconds_count", ())] == 2
     assert after[("callroom_message_handling_seconds_sum", ())] == 0.0003 + 0.7
     assert after[("callroom_messages_sent_total", ())] == 10
+
+
+async def test_the_task_gauge_counts_the_running_loops_unfinished_tasks() -> None:
+    metrics = Metrics()
+    here = samples(metrics)[("callroom_asyncio_tasks", ())]
+    assert here >= 1  # this test's own task
+    stop = asyncio.Event()
+    waiters = [asyncio.create_task(stop.wait()) for _ in range(5)]
+    assert samples(metrics)[("callroom_asyncio_tasks", ())] == here + 5
+    stop.set()
+    await asyncio.gather(*waiters)
+    assert samples(metrics)[("callroom_asyncio_tasks", ())] == here
+
+
+def test_the_task_gauge_is_zero_outside_an_event_loop() -> None:
+    assert samples(Metrics())[("callroom_asyncio_tasks", ())] == 0
