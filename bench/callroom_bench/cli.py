@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from callroom.auth.dev import DEV_AUDIENCE, DEV_ISSUER
 from callroom_bench.client import Protocol
 from callroom_bench.options import (
     Audience,
+    Comparable,
     Concurrency,
     Connections,
     Duration,
@@ -45,6 +45,7 @@ from callroom_bench.options import (
     ServerPid,
     Spawn,
     Url,
+    Workload,
 )
 from callroom_bench.params import DEFAULTS, Params, Scenario
 from callroom_bench.redis_topology import shards_problem
@@ -63,20 +64,6 @@ bench_app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Workload(StrEnum):
-    CHAT = "chat"
-    SIGNAL = "signal"
-
-
-class Comparable(StrEnum):
-    JOIN = "join"
-    STORM = "storm"
-    CHAT = "chat"
-    BIGROOM = "bigroom"
-    SIGNAL = "signal"
-    IDLE = "idle"
 
 
 def _rates(text: str | None, scenario: Scenario) -> tuple[float, ...]:

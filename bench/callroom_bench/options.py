@@ -1,7 +1,9 @@
-"""The options the ``callroom-bench`` scenario commands share (cli.py), as typer types."""
+"""The options the ``callroom-bench`` scenario commands share (cli.py), as typer types,
+and the choices some of them take."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +11,21 @@ import typer
 
 from callroom_bench.client import Protocol
 from callroom_bench.servers import ServerKind
+
+
+class Workload(StrEnum):
+    CHAT = "chat"
+    SIGNAL = "signal"
+
+
+class Comparable(StrEnum):
+    JOIN = "join"
+    STORM = "storm"
+    CHAT = "chat"
+    BIGROOM = "bigroom"
+    SIGNAL = "signal"
+    IDLE = "idle"
+
 
 Url = Annotated[
     list[str] | None,
