@@ -284,11 +284,15 @@ UPGRADE = {
 }
 
 
-async def _upgrade(node: Any, token: str, headers: dict[str, str]) -> tuple[bytes, bytes]:
-    """A hand-written upgrade request: (the status line, the rest of the answer's head)."""
+async def _upgrade(
+    node: Any, token: str, headers: dict[str, str], *extra: str
+) -> tuple[bytes, bytes]:
+    """A hand-written upgrade request (``extra``: more header lines, as they are): the
+    status line, and the rest of the answer's head."""
     reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
     lines = [f"GET /ws/zoom/room-1?token={token} HTTP/1.1", "Host: x"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += extra
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     head = await reader.readuntil(b"\r\n\r\n")
     writer.close()
@@ -307,6 +311,17 @@ async def test_the_101_answers_the_key_as_rfc_6455_says(
     assert headers[b"Upgrade"] == b"websocket"
     assert headers[b"Connection"].lower() == b"upgrade"
     assert b"Sec-WebSocket-Extensions" not in headers  # no permessage-deflate
+
+
+async def test_an_upgrade_named_on_a_second_connection_line_is_an_upgrade(
+    start_node: Any, make_token: TokenFactory
+) -> None:
+    node = await start_node()
+    headers = UPGRADE | {"Connection": "keep-alive"}
+    status, _ = await _upgrade(node, make_token("alice"), headers)
+    assert status.startswith(b"HTTP/1.1 400")  # the control: no upgrade named at all
+    status, _ = await _upgrade(node, make_token("bob"), headers, "Connection: Upgrade")
+    assert status == b"HTTP/1.1 101 Switching Protocols"
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ def accept_key(request: BaseRequest) -> bytes | None:
     headers = request.headers
     if headers.get("Upgrade", "").strip().lower() != "websocket":
         return None
-    tokens = headers.get("Connection", "").lower().split(",")
+    # Every Connection line counts (a proxy may add its own): RFC 9110 §7.6.1.
+    tokens = ",".join(headers.getall("Connection", ())).lower().split(",")
     if "upgrade" not in (token.strip() for token in tokens):
         return None
     if headers.get("Sec-WebSocket-Version", "") not in _VERSIONS:
