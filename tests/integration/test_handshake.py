@@ -333,6 +333,7 @@ async def test_an_upgrade_named_on_a_second_connection_line_is_an_upgrade(
         {"Sec-WebSocket-Key": ""},
         {"Sec-WebSocket-Key": base64.b64encode(b"fifteen bytes!!").decode()},
         {"Sec-WebSocket-Key": "not base64 at all!"},
+        {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==\u00e9"},  # not even ASCII
     ],
 )
 async def test_a_broken_upgrade_is_400_with_its_reason(

@@ -17,7 +17,6 @@ permessage-deflate: docs/protocol.md).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,7 @@ def accept_key(request: BaseRequest) -> bytes | None:
     try:
         if len(base64.b64decode(key)) != 16:
             return None
-    except binascii.Error:
+    except ValueError:  # not base64 (binascii.Error), or not even ASCII
         return None
     # SHA-1 is what RFC 6455 §4.2.2 names: a handshake check, not a security function.
     digest = hashlib.sha1(key.encode() + _GUID, usedforsecurity=False).digest()
