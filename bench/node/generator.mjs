@@ -363,7 +363,7 @@ class Conn {
     }
   }
 
-  /** A storm host lets a waiting member in, once (SPEC §3.3 accept_waiting). */
+  /** A storm host lets a waiting member in, once (SPEC §3.1 accept_waiting). */
   admit(/** @type {string} */ clientId) {
     if (this.admitted.has(clientId)) return;
     this.admitted.add(clientId);
