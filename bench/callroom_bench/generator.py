@@ -72,6 +72,18 @@ def _latency(value: dict[str, float] | None) -> Latency | None:
     return None if value is None else Latency(value["p50"], value["p99"], value["max"])
 
 
+def _join_reply(reply: dict[str, Any], opened_s: float = 0.0, waited: int = 0) -> JoinReply:
+    """The generator's answer to ``join`` or ``storm``."""
+    return JoinReply(
+        joined=[bool(joined) for joined in reply["joined"]],
+        elapsed_s=float(reply["elapsed_s"]),
+        latency_ms=_latency(reply["latency_ms"]),
+        generator_cpu=float(reply["generator_cpu"]),
+        opened_s=opened_s,
+        waited=waited,
+    )
+
+
 Progress = Callable[[float], None]
 
 
@@ -177,13 +189,7 @@ class Generator:
             "engineio": engineio,
             "limit_s": limit_s,
         }
-        reply = await self._request(command, progress)
-        return JoinReply(
-            joined=[bool(joined) for joined in reply["joined"]],
-            elapsed_s=float(reply["elapsed_s"]),
-            latency_ms=_latency(reply["latency_ms"]),
-            generator_cpu=float(reply["generator_cpu"]),
-        )
+        return _join_reply(await self._request(command, progress))
 
     async def storm(
         self,
@@ -198,14 +204,7 @@ class Generator:
         up after ``limit_s``. ``elapsed_s`` runs to the last join's outcome."""
         command = {"op": "storm", "urls": urls, "window_s": window_s, "limit_s": limit_s}
         reply = await self._request({**command, "engineio": engineio}, progress)
-        return JoinReply(
-            joined=[bool(joined) for joined in reply["joined"]],
-            elapsed_s=float(reply["elapsed_s"]),
-            latency_ms=_latency(reply["latency_ms"]),
-            generator_cpu=float(reply["generator_cpu"]),
-            opened_s=float(reply["opened_s"]),
-            waited=int(reply["waited"]),
-        )
+        return _join_reply(reply, float(reply["opened_s"]), int(reply["waited"]))
 
     async def settle(self, quiet_s: float = 0.3, limit_s: float = 60.0) -> None:
         """Wait until the join traffic (room_state, connect broadcasts) has died down."""

@@ -27,13 +27,13 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rich.progress import Progress, TaskID
 
 from callroom_bench.client import Protocol, encode, split_template, timed_text
-from callroom_bench.generator import Generator, Sender
+from callroom_bench.generator import Generator, JoinReply, Sender
 from callroom_bench.params import (
     IdleResult,
     JoinResult,
@@ -113,18 +113,25 @@ async def _join_all(
     if not joined:
         await generator.close()
         raise BenchError(f"no connection could join {target.urls}: {generator.errors}")
+    return reply.joined, _join_result(len(urls), reply, window, generator.errors)
+
+
+def _join_result(
+    connections: int, reply: JoinReply, window: Window, errors: dict[str, int]
+) -> JoinResult:
+    """The figures of a join (or a storm's joins) from the generator's reply."""
+    joined = sum(reply.joined)
     cpu = _cpu_use(reply.generator_cpu, window)
-    result = JoinResult(
-        connections=len(urls),
+    return JoinResult(
+        connections=connections,
         joined=joined,
         elapsed_s=round(reply.elapsed_s, 3),
         joins_per_s=round(joined / reply.elapsed_s, 1),
         latency_ms=reply.latency_ms,
         cpu=cpu,
         generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,
-        errors=dict(generator.errors),
+        errors=dict(errors),
     )
-    return reply.joined, result
 
 
 async def run_join(
@@ -151,20 +158,12 @@ async def run_storm(
     meter = CpuMeter(target.server_pids, generator.cpu, target.redis_pids)
     engineio = target.protocol is Protocol.SOCKETIO
     reply = await generator.storm(urls, params.duration, engineio, phase.set)
-    window = meter.stop()
-    joined = sum(reply.joined)
-    phase.finish(f"admitted {joined}/{n}")
+    joins = _join_result(n, reply, meter.stop(), generator.errors)
+    phase.finish(f"admitted {joins.joined}/{n}")
     await generator.close()
-    cpu = _cpu_use(reply.generator_cpu, window)
+    common = {item.name: getattr(joins, item.name) for item in fields(joins)}
     return StormResult(
-        connections=n,
-        joined=joined,
-        elapsed_s=round(reply.elapsed_s, 3),
-        joins_per_s=round(joined / reply.elapsed_s, 1),
-        latency_ms=reply.latency_ms,
-        cpu=cpu,
-        generator_saturated=cpu.generator_busy >= GENERATOR_LIMIT,
-        errors=dict(generator.errors),
+        **common,
         window_s=params.duration,
         opened_s=round(reply.opened_s, 3),
         waited=reply.waited,

@@ -405,6 +405,22 @@ function cpuShare(/** @type {NodeJS.CpuUsage} */ since, /** @type {number} */ se
   return Math.round(((used.user + used.system) / 1e6 / Math.max(seconds, 1e-9)) * 1e3) / 1e3;
 }
 
+/**
+ * Which connections joined, how long the joins took since `started` and their latency,
+ * the generator's CPU since `cpu` (the reply of `join` and of `storm`).
+ * @param {number} started @param {NodeJS.CpuUsage} cpu
+ */
+function joinOutcome(started, cpu) {
+  const elapsed = (nowNs() - started) / 1e9;
+  const joined = state.conns.filter((c) => c.joined);
+  return {
+    joined: state.conns.map((c) => c.joined),
+    elapsed_s: elapsed,
+    latency_ms: latency(Float64Array.from(joined, (c) => c.joinNs)),
+    generator_cpu: cpuShare(cpu, elapsed),
+  };
+}
+
 /** @param {number} msec */
 function sleep(msec) {
   return new Promise((resolve) => setTimeout(resolve, msec));
@@ -429,14 +445,7 @@ const ops = {
     const workers = Math.max(1, Math.min(cmd.concurrency, state.conns.length));
     await Promise.all(Array.from({ length: workers }, worker));
     clearInterval(ticker);
-    const elapsed = (nowNs() - started) / 1e9;
-    const joined = state.conns.filter((c) => c.joined);
-    return {
-      joined: state.conns.map((c) => c.joined),
-      elapsed_s: elapsed,
-      latency_ms: latency(Float64Array.from(joined, (c) => c.joinNs)),
-      generator_cpu: cpuShare(cpu, elapsed),
-    };
+    return joinOutcome(started, cpu);
   },
 
   /**
@@ -475,16 +484,8 @@ const ops = {
     const opened = (nowNs() - started) / 1e9;
     await Promise.all(joins);
     clearInterval(ticker);
-    const elapsed = (nowNs() - started) / 1e9;
-    const joined = state.conns.filter((c) => c.joined);
-    return {
-      joined: state.conns.map((c) => c.joined),
-      opened_s: opened,
-      waited: state.conns.filter((c) => c.waited).length,
-      elapsed_s: elapsed,
-      latency_ms: latency(Float64Array.from(joined, (c) => c.joinNs)),
-      generator_cpu: cpuShare(cpu, elapsed),
-    };
+    const waited = state.conns.filter((c) => c.waited).length;
+    return { ...joinOutcome(started, cpu), opened_s: opened, waited };
   },
 
   /** Wait until the join traffic (room_state, connect broadcasts) has died down. */
