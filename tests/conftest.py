@@ -19,6 +19,8 @@ from callroom_testing import (
     flush_test_redis,
 )
 from deployment import DeployFactory, Deployment
+from log_lines import LogLines
+from loop_thread import LoopThread
 from redis_cluster import RedisTestCluster
 from restart_members import Member
 
@@ -180,3 +182,21 @@ async def deploy(
         return Deployment([await start_node(**values) for _ in range(2)])
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    """An event loop on a thread of its own, for a module's live hypothesis tests
+    (test_fuzz_live.py, test_model_live.py): their rules are synchronous."""
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def log_lines() -> Iterator[LogLines]:
+    """The log lines of the module's nodes (tests/log_lines.py)."""
+    lines = LogLines()
+    lines.start()
+    yield lines
+    lines.stop()

@@ -265,21 +265,6 @@ class LiveRoom:
                 assert received["event"] != "error", (name, received)
 
 
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
-@pytest.fixture(scope="module")
-def log_lines() -> Iterator[LogLines]:
-    lines = LogLines()
-    lines.start()
-    yield lines
-    lines.stop()
-
-
 @pytest.fixture(scope="module", params=["participant", "waiting"])
 def live(
     request: pytest.FixtureRequest,

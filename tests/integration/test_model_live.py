@@ -119,21 +119,6 @@ class Nodes:
         await self.jwks.stop()
 
 
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
-@pytest.fixture(scope="module")
-def log_lines() -> Iterator[LogLines]:
-    lines = LogLines()
-    lines.start()
-    yield lines
-    lines.stop()
-
-
 @pytest.fixture(scope="module", params=["one_node", "two_nodes"])
 def nodes(
     request: pytest.FixtureRequest,
