@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,10 @@ from typing import Any
 
 import aiohttp
 
+import reaping
 from ports import free_port
 
 START_SECONDS = 180.0  # a cold start imports a lot: ~4 s, but minutes on a loaded machine
-REAP_SECONDS = 10.0
 
 
 class NodeProcess:
@@ -91,21 +90,11 @@ class NodeProcess:
 
     async def kill9(self) -> None:
         """SIGKILL: no shutdown, no goodbye (its sockets are reset by the kernel)."""
-        assert self.process.returncode is None, "not running"
-        self.process.send_signal(signal.SIGKILL)
-        async with asyncio.timeout(REAP_SECONDS):
-            await self.process.wait()
+        await reaping.kill9(self.process)
         await self._reader
 
     async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                async with asyncio.timeout(REAP_SECONDS):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        await reaping.end(self.process)
         with contextlib.suppress(Exception):
             await self._reader
 

@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import reaping
 from ports import free_port
 
 START_SECONDS = 30.0  # until a started postmaster answers (crash recovery included)
-REAP_SECONDS = 10.0
 
 
 def bin_dir() -> Path:
@@ -112,10 +112,7 @@ class PostgresProcess:
         """SIGKILL to the postmaster, as ``kill -9`` does; returns once it is reaped."""
         process = self.process
         assert process is not None, "never started"
-        assert process.returncode is None, "not running"
-        process.send_signal(signal.SIGKILL)
-        async with asyncio.timeout(REAP_SECONDS):
-            await process.wait()
+        await reaping.kill9(process)
 
     async def restart(self) -> None:
         """A new postmaster on the same data directory and port. Until the killed one's
@@ -127,14 +124,8 @@ class PostgresProcess:
     async def stop(self) -> None:
         """Fast shutdown (SIGINT), SIGKILL if it does not end; the directory removed."""
         process = self.process
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                async with asyncio.timeout(REAP_SECONDS):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if process is not None:
+            await reaping.end(process, signal.SIGINT)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     async def __aenter__(self) -> PostgresProcess:

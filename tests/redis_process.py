@@ -20,16 +20,15 @@ import asyncio
 import contextlib
 import re
 import shutil
-import signal
 import time
 from pathlib import Path
 from types import TracebackType
 
+import reaping
 from ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_SECONDS = 10.0  # until a started process answers
-REAP_SECONDS = 5.0  # until a killed or stopped process is gone
 PORT_ATTEMPTS = 5  # a free port found may be taken by someone else before Redis binds it
 
 
@@ -105,23 +104,13 @@ class RedisProcess:
         kernel resets their connections); returns once the process is reaped."""
         process = self._process
         assert process is not None, "never started"
-        assert process.returncode is None, "not running"
-        process.send_signal(signal.SIGKILL)
-        async with asyncio.timeout(REAP_SECONDS):
-            await process.wait()
+        await reaping.kill9(process)
 
     async def stop(self) -> None:
         """Make sure no process of ours is left (SIGTERM, then SIGKILL); idempotent."""
         process = self._process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            async with asyncio.timeout(REAP_SECONDS):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None:
+            await reaping.end(process)
 
     async def __aenter__(self) -> RedisProcess:
         await self.start()
