@@ -77,15 +77,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     writer = CommandWriter(ConnectionPool.from_url(url), metrics.redis)
     store = RedisRoomStore(writer, redis, keys)
     bus = RedisRoomBus(url, "node-a", writer=writer, redis=redis, keys=keys, metrics=metrics.redis)
-    bus.listen(heard)
-    await store.start()
-    await bus.start()
-    await wait_until(lambda: bus.up)
-    try:
-        yield Backend(store, bus, heard, immediate=False)
-    finally:
-        await bus.close()
-        await store.close()
+    async for running in _running(store, bus, heard):
+        yield running
 
 
 async def cluster_backend(url: str, heard: Heard) -> AsyncIterator[Backend]:
@@ -99,6 +92,17 @@ async def cluster_backend(url: str, heard: Heard) -> AsyncIterator[Backend]:
     bus = ShardedRoomBus(
         url, "node-a", slots=slots, writer=writer, redis=redis, keys=keys, metrics=metrics.redis
     )
+    async for running in _running(store, bus, heard):
+        yield running
+
+
+KEY = room_key("zoom", "store-1")
+
+
+async def _running(
+    store: RedisRoomStore, bus: RedisRoomBus | ShardedRoomBus, heard: Heard
+) -> AsyncIterator[Backend]:
+    """A Redis store and bus started, up, and closed when the test is done."""
     bus.listen(heard)
     await store.start()
     await bus.start()
@@ -108,9 +112,6 @@ async def cluster_backend(url: str, heard: Heard) -> AsyncIterator[Backend]:
     finally:
         await bus.close()
         await store.close()
-
-
-KEY = room_key("zoom", "store-1")
 
 
 def a_record(*names: str) -> RoomRecord:
