@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from typer.testing import CliRunner
 
+import reaping
 from callroom_bench.cli import bench_app
 from callroom_bench.servers import BENCH_ENV
 
@@ -99,13 +100,6 @@ class Server(NamedTuple):
     workdir: Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _healthy(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
@@ -128,12 +122,7 @@ def serve(command: list[str], workdir: Path, port: int) -> Iterator[Server]:
             time.sleep(0.05)
         yield Server(f"ws://127.0.0.1:{port}", process.pid, workdir)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        reaping.end_child(process)
 
 
 def run_bench(args: list[str], tmp_path: Path) -> dict[str, Any]:

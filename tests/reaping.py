@@ -1,10 +1,12 @@
-"""Ending a process a test started (a callroom node, PostgreSQL, Redis): asked first,
-killed if it does not end in time, reaped either way."""
+"""Ending a process a test started (a callroom node, PostgreSQL, Redis, a bench server):
+asked first, killed if it does not end in time, reaped either way."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+from typing import Any
 
 REAP_SECONDS = 10.0  # until an asked or killed process is gone
 
@@ -29,3 +31,16 @@ async def end(process: asyncio.subprocess.Process, ask: int = signal.SIGTERM) ->
     except TimeoutError:
         process.kill()
         await process.wait()
+
+
+def end_child(process: subprocess.Popen[Any]) -> None:
+    """``end`` for a child of ``subprocess.Popen`` (the synchronous fixtures): SIGTERM,
+    SIGKILL after ``REAP_SECONDS``; nothing if it has ended already."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

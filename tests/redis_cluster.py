@@ -33,6 +33,7 @@ from pathlib import Path
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+import reaping
 from ports import bindable
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -131,15 +132,8 @@ class ClusterNode:
             return found
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self.process is not None:
+            reaping.end_child(self.process)
 
 
 class RedisTestCluster:

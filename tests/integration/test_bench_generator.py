@@ -22,8 +22,8 @@ from picows import (
     ws_create_server,
 )
 
-from bench_runs import free_port
 from callroom_bench.generator import Generator, JoinReply
+from callroom_bench.processes import free_port
 from callroom_bench.target import BenchError
 
 

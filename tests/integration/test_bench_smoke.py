@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bench_runs import PEERS, TINY, Server, assert_worked, free_port, run_bench, serve
+from bench_runs import PEERS, TINY, Server, assert_worked, run_bench, serve
 from callroom.auth.dev import DevKeys
 from callroom_bench.cli import bench_app
+from callroom_bench.processes import free_port
 
 
 @pytest.fixture(scope="module")
