@@ -9,23 +9,9 @@
 # run. Used to compare two builds interleaved on a busy machine (docs/performance.md,
 # "The join path"): the absolute figures depend on the machine's load, the pairs compare.
 set -euo pipefail
-checkout=$(cd "$1" && pwd)
+source "$(dirname "$0")/dev_server.sh"
+start_dev_server "$1"
 connections=${2:-3000}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-port=$("$here/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cd "$work"
-env LOBBY_ENABLED=false RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 \
-  MAX_CONNECTIONS_PER_IP=1000000 MAX_CONNECTIONS=1000000 MAX_ROOM_SIZE=100000 \
-  LOG_LEVEL=WARNING DATABASE_URL="sqlite:///$work/bench.db" \
-  taskset -c 0 "$checkout/.venv/bin/python" -m callroom serve --dev --port "$port" \
-  >server.log 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 150); do
-  curl -sf "http://127.0.0.1:$port/ws/health" >/dev/null && break
-  sleep 0.2
-done
 bench=("$here/.venv/bin/callroom-bench" join --url "ws://127.0.0.1:$port" --key-file "$work/.callroom-dev-key.pem")
 "${bench[@]}" --connections 500 >/dev/null 2>&1
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
